@@ -1,0 +1,141 @@
+//! Configuration: command-line flags, each also an `ECANTEEN_…` environment variable.
+//!
+//! The flags `--listen` and `--database-url` are the CLI contract of
+//! `shared/design.md`; the rest are tuning with safe defaults. `ecanteen-api --help`
+//! lists them all, and the README's configuration table mirrors this file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// One e-canteen replica.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "ecanteen-api",
+    version,
+    about = "One stateless e-canteen inventory replica (GraphQL over HTTP)"
+)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, env = "ECANTEEN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://FILE` (created and migrated on start) or `postgres://…`.
+    #[arg(
+        long,
+        env = "ECANTEEN_DATABASE_URL",
+        default_value = "sqlite://ecanteen.db"
+    )]
+    pub database_url: String,
+
+    /// Database connections per replica.
+    #[arg(long, env = "ECANTEEN_MAX_CONNECTIONS", default_value_t = 10)]
+    pub max_connections: u32,
+
+    /// Seconds a request waits for a database connection or SQLite's write lock before
+    /// it is answered 503.
+    #[arg(long, env = "ECANTEEN_DB_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_timeout_secs: u64,
+
+    /// Longest a single PostgreSQL statement may run, in seconds.
+    #[arg(long, env = "ECANTEEN_STATEMENT_TIMEOUT_SECS", default_value_t = 10)]
+    pub statement_timeout_secs: u64,
+
+    /// Longest a request may take, in seconds (then 504).
+    #[arg(long, env = "ECANTEEN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Largest request body, in bytes (then 413).
+    #[arg(long, env = "ECANTEEN_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Sessions expire after this many minutes without a request.
+    #[arg(long, env = "ECANTEEN_SESSION_TTL_MINS", default_value_t = 12 * 60)]
+    pub session_ttl_mins: u64,
+
+    /// Mark the session cookie `Secure` (set this behind HTTPS).
+    #[arg(long, env = "ECANTEEN_SECURE_COOKIES", default_value_t = false, action = ArgAction::Set)]
+    pub secure_cookies: bool,
+
+    /// Serve GraphiQL at `GET /graphql`.
+    #[arg(long, env = "ECANTEEN_GRAPHIQL", default_value_t = true, action = ArgAction::Set)]
+    pub graphiql: bool,
+
+    /// Answer introspection queries.
+    #[arg(long, env = "ECANTEEN_INTROSPECTION", default_value_t = true, action = ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "ECANTEEN_MAX_QUERY_DEPTH", default_value_t = 12)]
+    pub max_query_depth: usize,
+
+    /// Highest complexity (roughly, fields resolved) a query may have.
+    #[arg(long, env = "ECANTEEN_MAX_QUERY_COMPLEXITY", default_value_t = 2000)]
+    pub max_query_complexity: usize,
+
+    /// Most operations in one batched request.
+    #[arg(long, env = "ECANTEEN_MAX_BATCH", default_value_t = 10)]
+    pub max_batch: usize,
+
+    /// argon2id memory in KiB (at least the OWASP 19456).
+    #[arg(long, env = "ECANTEEN_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes (at least 2).
+    #[arg(long, env = "ECANTEEN_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "ECANTEEN_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
+    /// Failed logins on one account tolerated within the window before it is throttled.
+    #[arg(long, env = "ECANTEEN_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: i64,
+
+    /// The login-throttling window, in minutes.
+    #[arg(long, env = "ECANTEEN_LOGIN_WINDOW_MINS", default_value_t = 15)]
+    pub login_window_mins: u64,
+
+    /// On SIGTERM, milliseconds to keep serving while reporting not-ready, so a
+    /// balancer stops sending new requests before the listener closes.
+    #[arg(long, env = "ECANTEEN_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+
+    /// On SIGTERM, seconds to wait for requests in flight before exiting anyway.
+    #[arg(long, env = "ECANTEEN_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log line format.
+    #[arg(long, env = "ECANTEEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, as if started with no flags and no environment.
+    pub fn defaults() -> Self {
+        Self::parse_from(["ecanteen-api"])
+    }
+
+    pub fn db_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_timeout_secs)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_mins * 60)
+    }
+}

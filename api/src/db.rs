@@ -1,0 +1,244 @@
+//! Storage: one code path over SQLite and PostgreSQL.
+//!
+//! # How one code path serves both engines
+//!
+//! [`Db`] is an enum of the two concrete sqlx pools, and the [`with_db!`] and
+//! [`write_tx!`] macros expand a block of query code once per engine. The SQL is written
+//! once, in the dialect both engines accept: `$1`-style placeholders (sqlx binds them by
+//! number on SQLite too), `returning`, `on conflict do nothing`, and only `bigint`/`text`
+//! columns with times as epoch milliseconds, so every row type decodes from either.
+//!
+//! This was chosen over sqlx's `Any` driver because the concrete pools are still needed
+//! (tower-sessions' stores take a `SqlitePool` or a `PgPool`), because engine-specific
+//! behaviour (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's statement timeout) stays explicit,
+//! and because `Any` would hide type mismatches that the concrete drivers report.
+//!
+//! # SQLite and "database is locked"
+//!
+//! SQLite runs in WAL mode (readers never block the writer) with a busy timeout, and
+//! every write transaction starts with `BEGIN IMMEDIATE`, so it takes the write lock up
+//! front and waits for it in SQLite's busy handler. A deferred transaction that reads and
+//! then writes could instead fail at once with `SQLITE_BUSY`, which is the error the
+//! paper's Flask service showed its users.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// A pool on one of the two supported engines.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection (and, on SQLite, for the write
+    /// lock) before it is answered as unavailable.
+    pub acquire_timeout: Duration,
+    /// The longest one statement may run on PostgreSQL.
+    pub statement_timeout: Duration,
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever engine `$db` is.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` inside a write transaction bound to `$tx`, and commits when the body
+/// evaluates to `Ok`. A `?` or an `Err` inside leaves the transaction uncommitted, and
+/// dropping it rolls back. SQLite's transaction is `BEGIN IMMEDIATE`.
+#[macro_export]
+macro_rules! write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                if out.is_ok() {
+                    $tx.commit().await?;
+                }
+                out
+            }
+            $crate::db::Db::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                if out.is_ok() {
+                    $tx.commit().await?;
+                }
+                out
+            }
+        }
+    };
+}
+
+/// A value bound to a dynamically built statement (see [`Sql`]).
+#[derive(Clone, Debug)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// A statement assembled at run time, with `$n` placeholders numbered as values are
+/// pushed, so it runs unchanged on both engines.
+#[derive(Debug, Default)]
+pub struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `arg`.
+    pub fn bind(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+}
+
+/// Binds every [`Arg`] of a [`Sql`] to a `sqlx::query_as` (or `query_scalar`).
+#[macro_export]
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                $crate::db::Arg::Int(v) => q.bind(*v),
+                $crate::db::Arg::Text(v) => q.bind(v.as_str()),
+            };
+        }
+        q
+    }};
+}
+
+/// Milliseconds since the Unix epoch: the one time representation in the database.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Db {
+    /// Opens a pool for `sqlite://…` (the file is created if missing) or
+    /// `postgres://…`/`postgresql://…`.
+    pub async fn connect(options: &DbOptions) -> anyhow::Result<Self> {
+        let url = options.url.as_str();
+        if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .context("invalid SQLite database URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(options.acquire_timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .context("cannot open the SQLite database")?;
+            Ok(Self::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let timeout_ms = options.statement_timeout.as_millis().to_string();
+            let connect = PgConnectOptions::from_str(url)
+                .context("invalid PostgreSQL database URL")?
+                .application_name("ecanteen-api")
+                .options([("statement_timeout", timeout_ms.as_str())]);
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            Ok(Self::Postgres(pool))
+        } else {
+            anyhow::bail!("unsupported database URL: it must start with sqlite: or postgres:")
+        }
+    }
+
+    /// Applies the embedded migrations of this engine, then the session store's table.
+    ///
+    /// Replicas started together race to migrate a fresh database. PostgreSQL's migrator
+    /// serialises them with an advisory lock; SQLite's has no lock, so a loser of that
+    /// race sees a failure and simply tries again once the winner has finished.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut attempt = 0;
+        loop {
+            let result = match self {
+                Self::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+                Self::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
+            };
+            match result {
+                Ok(()) => break,
+                Err(err) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::info!(error = %err, attempt, "migration raced another replica; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(err) => return Err(err).context("database migration failed"),
+            }
+        }
+        self.session_store()
+            .migrate()
+            .await
+            .context("session table migration failed")?;
+        Ok(())
+    }
+
+    /// The tower-sessions store on this database, so every replica sees every session.
+    pub fn session_store(&self) -> crate::http::session::Store {
+        crate::http::session::Store::new(self)
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        let ok: Result<i64, sqlx::Error> =
+            with_db!(self, pool => sqlx::query_scalar("select 1").fetch_one(pool).await);
+        ok.is_ok()
+    }
+
+    /// Pool statistics for `/metrics`: (open connections, idle connections).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        with_db!(self, pool => (pool.size(), pool.num_idle()))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, pool => pool.close().await)
+    }
+}

@@ -1,0 +1,126 @@
+//! The one error type of the service layer, with stable codes.
+//!
+//! Every variant maps to one code that clients may rely on. GraphQL puts it in
+//! `extensions.code`; the HTTP layer picks a status from it. Internal causes are logged
+//! once, where the error leaves the service, and never shown to a client.
+
+use std::time::Duration;
+
+/// What went wrong, as the client is allowed to see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// `BAD_USER_INPUT` (400): a field failed validation; `field` names it.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// `UNAUTHENTICATED` (401): no valid session or token, or wrong credentials.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// `FORBIDDEN` (403): authenticated, but this is another partner's.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// `NOT_FOUND` (404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// `CONFLICT` (409): a unique value is taken, or an expected version or quantity is
+    /// stale. Nothing was written.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        /// The value the client should have expected (current version or quantity).
+        current: Option<i64>,
+    },
+    /// `INSUFFICIENT_STOCK` (409): the change would take stock below zero.
+    #[error("insufficient stock: {available} available, {requested} requested")]
+    InsufficientStock { available: i64, requested: i64 },
+    /// `TOO_MANY_REQUESTS` (429).
+    #[error("too many attempts; try again in {} seconds", retry_after.as_secs().max(1))]
+    TooManyRequests { retry_after: Duration },
+    /// `INTERNAL` (503, retryable): the database is unreachable or overloaded.
+    #[error("the service is temporarily unavailable; please retry")]
+    Unavailable(#[source] anyhow::Error),
+    /// `INTERNAL` (500): a bug or an unexpected failure. The cause is logged, never shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>, current: Option<i64>) -> Self {
+        Self::Conflict {
+            message: message.into(),
+            current,
+        }
+    }
+
+    /// The stable code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "BAD_USER_INPUT",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict { .. } => "CONFLICT",
+            Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
+            Self::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            Self::Unavailable(_) | Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Whether the same request may succeed if simply sent again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::TooManyRequests { .. })
+    }
+
+    /// Logs the hidden cause of a server-side failure. Called once, at the boundary
+    /// where the error is turned into a response.
+    pub fn log(&self) {
+        match self {
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error")
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "database unavailable")
+            }
+            _ => {}
+        }
+    }
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &err {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                Self::Unavailable(err.into())
+            }
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6) should never happen with WAL, a busy
+            // timeout and BEGIN IMMEDIATE; if they do, they are overload, not a bug.
+            // PostgreSQL: 57P01 admin shutdown, 57P03 cannot connect now, 53300 too many
+            // connections, 40001/40P01 serialization failure and deadlock.
+            E::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "517" | "57P01" | "57P03" | "53300" | "40001" | "40P01")
+                ) =>
+            {
+                Self::Unavailable(err.into())
+            }
+            _ => Self::Internal(err.into()),
+        }
+    }
+}
+
+impl From<tower_sessions::session::Error> for ServiceError {
+    fn from(err: tower_sessions::session::Error) -> Self {
+        Self::Unavailable(err.into())
+    }
+}
+
+/// The result type of the service layer.
+pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -1,0 +1,217 @@
+//! The GraphQL schema: types and resolvers, one module per area, merged here.
+//!
+//! Resolvers parse their arguments into domain values, call [`Service`], and turn
+//! [`ServiceError`]s into GraphQL errors with a stable `extensions.code`. They never
+//! touch SQL. The schema needs no socket: tests and benches execute it directly, and the
+//! HTTP layer only attaches per-request data ([`RequestAuth`], the owner DataLoader).
+
+pub mod products;
+pub mod stock;
+pub mod users;
+
+use async_graphql::dataloader::DataLoader;
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest};
+use async_graphql::{Context, EmptySubscription, MergedObject, Response, Schema, ServerError};
+use chrono::{DateTime, Utc};
+
+use crate::domain::parse_id;
+use crate::error::ServiceError;
+use crate::http::session::PartnerSession;
+use crate::service::{Actor, AuthMethod, Service};
+
+/// Every query root, merged.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(users::UserQuery, products::ProductQuery, stock::StockQuery);
+
+/// Every mutation root, merged.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    users::UserMutation,
+    products::ProductMutation,
+    stock::StockMutation,
+);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Limits on what one request may ask for.
+#[derive(Clone, Copy, Debug)]
+pub struct SchemaLimits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub introspection: bool,
+}
+
+impl Default for SchemaLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 2_000,
+            introspection: true,
+        }
+    }
+}
+
+/// Builds the executable schema around a service.
+pub fn build_schema(service: Service, limits: SchemaLimits) -> AppSchema {
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .data(service)
+    .extension(ErrorCodes)
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The SDL of the schema, as checked in at `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .finish()
+    .sdl()
+}
+
+/// Who is asking, attached to each request by the HTTP layer.
+#[derive(Clone, Debug, Default)]
+pub struct RequestAuth {
+    pub actor: Option<Actor>,
+    /// The cookie session, which `login` and `logout` change. Absent when the schema is
+    /// executed without HTTP (tests, benches).
+    pub session: Option<PartnerSession>,
+}
+
+/// Builds the per-request data a request needs: who asks, and a fresh owner loader (a
+/// DataLoader's cache must not outlive its request).
+pub fn request_data(
+    service: &Service,
+    auth: RequestAuth,
+) -> (RequestAuth, DataLoader<users::OwnerLoader>) {
+    (
+        auth,
+        DataLoader::new(users::OwnerLoader(service.clone()), tokio::spawn),
+    )
+}
+
+/// Gives every error of a response a stable `extensions.code`.
+///
+/// Resolvers return [`ServiceError`]s through `?` (async-graphql keeps the original as
+/// the error's source); this extension reads it back and sets the code and its details.
+/// Errors raised before any resolver ran (parsing, validation, depth and complexity
+/// limits) are `BAD_USER_INPUT`. Any other uncoded error is a bug: it is logged, and the
+/// client sees only `INTERNAL`. Being a schema extension, it applies with or without HTTP.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        for err in &mut response.errors {
+            add_code(err);
+        }
+        response
+    }
+}
+
+fn add_code(err: &mut ServerError) {
+    let source = err.source.clone();
+    if let Some(service_err) = source
+        .as_ref()
+        .and_then(|s| s.downcast_ref::<ServiceError>())
+    {
+        service_err.log();
+        let ext = err.extensions.get_or_insert_with(Default::default);
+        ext.set("code", service_err.code());
+        match service_err {
+            ServiceError::Invalid { field, .. } => ext.set("field", field.as_str()),
+            ServiceError::Conflict {
+                current: Some(current),
+                ..
+            } => ext.set("current", *current),
+            ServiceError::InsufficientStock { available, .. } => ext.set("available", *available),
+            ServiceError::TooManyRequests { retry_after } => {
+                ext.set("retryAfter", retry_after.as_secs().max(1))
+            }
+            _ => {}
+        }
+        if service_err.is_retryable() {
+            ext.set("retryable", true);
+        }
+        return;
+    }
+    if err
+        .extensions
+        .as_ref()
+        .is_some_and(|ext| ext.get("code").is_some())
+    {
+        return;
+    }
+    let code = if err.path.is_empty() {
+        "BAD_USER_INPUT"
+    } else {
+        tracing::error!(error = %err.message, path = ?err.path, "uncoded resolver error");
+        err.message = "internal error".to_owned();
+        "INTERNAL"
+    };
+    err.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+}
+
+pub(crate) fn service<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Service> {
+    ctx.data::<Service>()
+}
+
+pub(crate) fn auth<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a RequestAuth> {
+    ctx.data::<RequestAuth>()
+}
+
+/// The authenticated partner, or UNAUTHENTICATED.
+pub(crate) fn actor(ctx: &Context<'_>) -> async_graphql::Result<Actor> {
+    auth(ctx)?
+        .actor
+        .ok_or_else(|| ServiceError::Unauthenticated("log in or send an API token").into())
+}
+
+/// The authenticated partner, who must be logged in with a session (not a token).
+pub(crate) fn session_actor(ctx: &Context<'_>) -> async_graphql::Result<Actor> {
+    let actor = actor(ctx)?;
+    if actor.method != AuthMethod::Session {
+        return Err(
+            ServiceError::Forbidden("API tokens cannot manage API tokens; log in instead").into(),
+        );
+    }
+    Ok(actor)
+}
+
+pub(crate) fn id_arg(field: &'static str, id: &async_graphql::ID) -> Result<i64, ServiceError> {
+    parse_id(field, id.as_str())
+}
+
+pub(crate) fn datetime(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// A page size: at least 0, at most 100 (larger requests are capped).
+pub(crate) fn page_size(first: Option<i32>) -> Result<i64, ServiceError> {
+    match first {
+        None => Ok(20),
+        Some(n) if n < 0 => Err(ServiceError::invalid("first", "must not be negative")),
+        Some(n) => Ok(i64::from(n.min(100))),
+    }
+}

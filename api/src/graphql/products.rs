@@ -1,0 +1,395 @@
+//! Products in GraphQL: the catalogue (public) and each partner's edits (owner only).
+
+use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, ID};
+use chrono::{DateTime, Utc};
+
+use super::stock::{movements_connection, MovementConnection};
+use super::users::{OwnerLoader, UserNode};
+use super::{actor, datetime, id_arg, page_size, service};
+use crate::domain::{Category, Description, Price, ProductName, Quantity};
+use crate::error::ServiceError;
+use crate::service::products::{EditGuard, ProductCursor};
+use crate::service::{
+    NewProduct, Product, ProductFilter, ProductOrder, ProductPatch, Service, SortField,
+};
+
+/// Something a canteen partner sells.
+#[derive(Clone, Debug)]
+pub struct ProductNode(pub Product);
+
+#[Object(name = "Product")]
+impl ProductNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// The partner who sells it (batched: one query per request for all owners).
+    async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<UserNode> {
+        let loader = ctx.data::<DataLoader<OwnerLoader>>()?;
+        let user = loader.load_one(self.0.owner_id).await?.ok_or_else(|| {
+            ServiceError::Internal(anyhow::anyhow!("product {} has no owner", self.0.id))
+        })?;
+        Ok(UserNode(user))
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+
+    /// Price in rupiah (an integer; no fractions).
+    async fn price(&self) -> i64 {
+        self.0.price
+    }
+
+    async fn quantity(&self) -> i64 {
+        self.0.quantity
+    }
+
+    /// Lower-case; the client offers `makanan` and `minuman`.
+    async fn category(&self) -> &str {
+        &self.0.category
+    }
+
+    /// Stock at or below this is "low". Null: never low.
+    async fn low_stock_threshold(&self) -> Option<i64> {
+        self.0.low_stock_threshold
+    }
+
+    async fn is_low_stock(&self) -> bool {
+        self.0.is_low_stock()
+    }
+
+    async fn is_out_of_stock(&self) -> bool {
+        self.0.quantity == 0
+    }
+
+    /// The picture's URL path, or null when there is none.
+    async fn image_url(&self) -> Option<String> {
+        self.0.image_ref.clone()
+    }
+
+    /// Increases with every change, stock included; pass it as `expectedVersion`.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at)
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        datetime(self.0.updated_at)
+    }
+
+    /// Set once the product is deleted (seen only through stock history).
+    async fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deleted_at.map(datetime)
+    }
+
+    /// The stock ledger of this product, newest first. Only its owner may read it.
+    async fn stock_movements(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MovementConnection> {
+        movements_connection(ctx, self.0.id, first, after).await
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum ProductOrderField {
+    #[default]
+    Name,
+    Price,
+    Quantity,
+    UpdatedAt,
+    CreatedAt,
+    Id,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum OrderDirection {
+    #[default]
+    Asc,
+    Desc,
+}
+
+#[derive(InputObject, Default)]
+pub struct ProductOrderBy {
+    #[graphql(default)]
+    field: ProductOrderField,
+    #[graphql(default)]
+    direction: OrderDirection,
+}
+
+#[derive(InputObject, Default)]
+pub struct ProductFilterInput {
+    /// Only this partner's products.
+    owner_id: Option<ID>,
+    /// Only this partner's products, by username.
+    owner_username: Option<String>,
+    category: Option<String>,
+    /// Case-insensitive substring of the name.
+    search: Option<String>,
+    /// true: quantity > 0; false: sold out.
+    in_stock: Option<bool>,
+    /// true: at or below the low-stock threshold.
+    low_stock: Option<bool>,
+}
+
+/// Extra fields of a product listing.
+pub struct ProductListInfo {
+    service: Service,
+    filter: ProductFilter,
+}
+
+#[Object]
+impl ProductListInfo {
+    /// How many products match the filter, on all pages (counted only when asked for).
+    async fn total_count(&self) -> async_graphql::Result<i64> {
+        Ok(self.service.count_products(&self.filter).await?)
+    }
+}
+
+pub type ProductConnection = Connection<OpaqueCursor<ProductCursor>, ProductNode, ProductListInfo>;
+
+#[derive(InputObject)]
+pub struct CreateProductInput {
+    /// 1–100 characters.
+    name: String,
+    /// At most 1000 characters.
+    #[graphql(default)]
+    description: String,
+    /// Rupiah, 0 to 1,000,000,000.
+    price: i64,
+    /// Initial stock, recorded in the ledger as a RESTOCK.
+    #[graphql(default)]
+    quantity: i64,
+    /// 1–40 characters, e.g. `makanan` or `minuman`.
+    category: String,
+    low_stock_threshold: Option<i64>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateProductInput {
+    name: Option<String>,
+    description: Option<String>,
+    price: Option<i64>,
+    category: Option<String>,
+    /// null clears it; leaving it out keeps it.
+    low_stock_threshold: MaybeUndefined<i64>,
+    /// A corrected quantity; the ledger records the difference as a CORRECTION. Prefer
+    /// `adjustStock` for sales and deliveries.
+    quantity: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct ProductQuery;
+
+#[Object]
+impl ProductQuery {
+    /// One product, or null when it does not exist (or was deleted).
+    async fn product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<ProductNode>> {
+        let id = id_arg("id", &id)?;
+        Ok(service(ctx)?.product(id).await?.map(ProductNode))
+    }
+
+    /// The catalogue: every partner's products, filtered, ordered and paged (at most
+    /// 100 a page).
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<ProductFilterInput>,
+        order_by: Option<ProductOrderBy>,
+    ) -> async_graphql::Result<ProductConnection> {
+        let service = service(ctx)?;
+        let first = page_size(first)?;
+        let filter = product_filter(service, filter.unwrap_or_default()).await?;
+        let order_by = order_by.unwrap_or_default();
+        let order = ProductOrder {
+            field: match order_by.field {
+                ProductOrderField::Name => SortField::Name,
+                ProductOrderField::Price => SortField::Price,
+                ProductOrderField::Quantity => SortField::Quantity,
+                ProductOrderField::UpdatedAt => SortField::UpdatedAt,
+                ProductOrderField::CreatedAt => SortField::CreatedAt,
+                ProductOrderField::Id => SortField::Id,
+            },
+            descending: order_by.direction == OrderDirection::Desc,
+        };
+        let after = after
+            .map(|c| OpaqueCursor::<ProductCursor>::decode_cursor(&c))
+            .transpose()
+            .map_err(|_| ServiceError::invalid("after", "is not a valid cursor"))?;
+        let page = match &filter {
+            Some(filter) => {
+                service
+                    .list_products(filter, order, first, after.as_ref().map(|c| &c.0))
+                    .await?
+            }
+            None => crate::service::products::Page {
+                items: Vec::new(),
+                has_next: false,
+            },
+        };
+        let info = ProductListInfo {
+            service: service.clone(),
+            // A filter on a partner that does not exist matches nothing.
+            filter: filter.unwrap_or(ProductFilter {
+                owner_id: Some(0),
+                ..ProductFilter::default()
+            }),
+        };
+        let mut connection =
+            Connection::with_additional_fields(after.is_some(), page.has_next, info);
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|p| Edge::new(OpaqueCursor(ProductCursor::of(order, &p)), ProductNode(p))),
+        );
+        Ok(connection)
+    }
+}
+
+/// Parses a filter; `None` when it names a partner that does not exist.
+async fn product_filter(
+    service: &Service,
+    input: ProductFilterInput,
+) -> Result<Option<ProductFilter>, ServiceError> {
+    let mut owner_id = input
+        .owner_id
+        .as_ref()
+        .map(|id| id_arg("filter.ownerId", id))
+        .transpose()?;
+    if let Some(username) = &input.owner_username {
+        match service.user_by_username(username).await? {
+            Some(user) if owner_id.is_none_or(|id| id == user.id) => owner_id = Some(user.id),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(ProductFilter {
+        owner_id,
+        category: input
+            .category
+            .as_deref()
+            .map(|c| Category::parse("filter.category", c))
+            .transpose()?,
+        search: input.search,
+        in_stock: input.in_stock,
+        low_stock: input.low_stock,
+    }))
+}
+
+#[derive(Default)]
+pub struct ProductMutation;
+
+#[Object]
+impl ProductMutation {
+    /// Adds a product owned by the caller.
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductInput,
+    ) -> async_graphql::Result<ProductNode> {
+        let actor = actor(ctx)?;
+        let new = NewProduct {
+            name: ProductName::parse("input.name", &input.name)?,
+            description: Description::parse("input.description", &input.description)?,
+            price: Price::parse("input.price", input.price)?,
+            quantity: Quantity::parse("input.quantity", input.quantity)?,
+            category: Category::parse("input.category", &input.category)?,
+            low_stock_threshold: input
+                .low_stock_threshold
+                .map(|t| Quantity::parse("input.lowStockThreshold", t))
+                .transpose()?,
+        };
+        Ok(ProductNode(
+            service(ctx)?.create_product(&actor, new).await?,
+        ))
+    }
+
+    /// Edits one of the caller's products. With `expectedVersion`, a product changed
+    /// since that version is a CONFLICT and nothing is written.
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateProductInput,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<ProductNode> {
+        let actor = actor(ctx)?;
+        let id = id_arg("id", &id)?;
+        let patch = ProductPatch {
+            name: input
+                .name
+                .as_deref()
+                .map(|n| ProductName::parse("input.name", n))
+                .transpose()?,
+            description: input
+                .description
+                .as_deref()
+                .map(|d| Description::parse("input.description", d))
+                .transpose()?,
+            price: input
+                .price
+                .map(|p| Price::parse("input.price", p))
+                .transpose()?,
+            category: input
+                .category
+                .as_deref()
+                .map(|c| Category::parse("input.category", c))
+                .transpose()?,
+            low_stock_threshold: match input.low_stock_threshold {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(t) => {
+                    Some(Some(Quantity::parse("input.lowStockThreshold", t)?))
+                }
+            },
+            quantity: input
+                .quantity
+                .map(|q| Quantity::parse("input.quantity", q))
+                .transpose()?,
+        };
+        let guard = EditGuard {
+            expected_version,
+            expected_quantity: None,
+        };
+        Ok(ProductNode(
+            service(ctx)?
+                .update_product(&actor, id, patch, guard)
+                .await?,
+        ))
+    }
+
+    /// Deletes one of the caller's products; its stock history stays readable.
+    async fn delete_product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<ProductNode> {
+        let actor = actor(ctx)?;
+        let id = id_arg("id", &id)?;
+        let guard = EditGuard {
+            expected_version,
+            expected_quantity: None,
+        };
+        Ok(ProductNode(
+            service(ctx)?.delete_product(&actor, id, guard).await?,
+        ))
+    }
+}

@@ -1,0 +1,181 @@
+//! Partners, sessions and API tokens in GraphQL.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use super::{actor, auth, datetime, id_arg, service, session_actor};
+use crate::error::ServiceError;
+use crate::service::{ApiToken, Service, User};
+
+/// Loads product owners in one query per request, however many products are shown.
+pub struct OwnerLoader(pub Service);
+
+impl Loader<i64> for OwnerLoader {
+    type Value = User;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, User>, Self::Error> {
+        Ok(self.0.users_by_ids(keys).await?)
+    }
+}
+
+/// A partner: a stall owner who sells in the canteen.
+#[derive(Clone, Debug)]
+pub struct UserNode(pub User);
+
+#[Object(name = "User")]
+impl UserNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// The login name, lower-case.
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at)
+    }
+
+    /// This partner's API tokens, newest first. Only the partner may see them.
+    async fn api_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiTokenNode>> {
+        let actor = actor(ctx)?;
+        if actor.user_id != self.0.id {
+            return Err(ServiceError::Forbidden("only the partner may see its API tokens").into());
+        }
+        let tokens = service(ctx)?.api_tokens(self.0.id).await?;
+        Ok(tokens.into_iter().map(ApiTokenNode).collect())
+    }
+}
+
+/// A named, revocable credential for an integrator. Its secret is shown only once.
+#[derive(Clone, Debug)]
+pub struct ApiTokenNode(pub ApiToken);
+
+#[Object(name = "ApiToken")]
+impl ApiTokenNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at)
+    }
+
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_used_at.map(datetime)
+    }
+
+    async fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.revoked_at.map(datetime)
+    }
+}
+
+/// A token just created, with its secret: store it now, it is never shown again.
+#[derive(SimpleObject)]
+pub struct CreatedApiToken {
+    /// Send as `Authorization: Bearer <token>`.
+    token: String,
+    api_token: ApiTokenNode,
+}
+
+#[derive(InputObject)]
+pub struct RegisterInput {
+    /// 3–32 characters of a-z, 0-9, '_', '.', '-' (letters are lower-cased).
+    username: String,
+    /// 8–128 characters.
+    password: String,
+}
+
+#[derive(Default)]
+pub struct UserQuery;
+
+#[Object]
+impl UserQuery {
+    /// The partner behind this request, or null when not logged in.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserNode>> {
+        let Some(actor) = auth(ctx)?.actor else {
+            return Ok(None);
+        };
+        Ok(service(ctx)?.user(actor.user_id).await?.map(UserNode))
+    }
+}
+
+#[derive(Default)]
+pub struct UserMutation;
+
+#[Object]
+impl UserMutation {
+    /// Creates a partner account. It does not log in.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> async_graphql::Result<UserNode> {
+        let user = service(ctx)?
+            .register(&input.username, &input.password)
+            .await?;
+        Ok(UserNode(user))
+    }
+
+    /// Logs in: sets a session cookie under a fresh session id.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> async_graphql::Result<UserNode> {
+        let session = auth(ctx)?.session.clone().ok_or_else(|| {
+            ServiceError::Internal(anyhow::anyhow!("login executed without an HTTP session"))
+        })?;
+        let user = service(ctx)?.login(&username, &password).await?;
+        session.log_in(user.id).await?;
+        Ok(UserNode(user))
+    }
+
+    /// Ends the session on every replica. True when there was a session to end.
+    async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let auth = auth(ctx)?;
+        let Some(session) = auth.session.clone() else {
+            return Ok(false);
+        };
+        let had_session = auth.actor.is_some();
+        session.log_out().await?;
+        Ok(had_session)
+    }
+
+    /// Creates an API token for integrators (needs a logged-in session).
+    async fn create_api_token(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<CreatedApiToken> {
+        let actor = session_actor(ctx)?;
+        let (token, secret) = service(ctx)?.create_api_token(&actor, &name).await?;
+        Ok(CreatedApiToken {
+            token: secret,
+            api_token: ApiTokenNode(token),
+        })
+    }
+
+    /// Revokes an API token: it stops working at once, on every replica.
+    async fn revoke_api_token(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<ApiTokenNode> {
+        let actor = session_actor(ctx)?;
+        let id = id_arg("id", &id)?;
+        Ok(ApiTokenNode(
+            service(ctx)?.revoke_api_token(&actor, id).await?,
+        ))
+    }
+}

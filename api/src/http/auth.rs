@@ -1,0 +1,38 @@
+//! Who a request is: a bearer token, or else the cookie session.
+//!
+//! A bearer token that is unknown or revoked is refused outright (401) rather than
+//! silently treated as anonymous, so an integrator notices a revoked credential at once.
+
+use axum::http::{header, HeaderMap};
+
+use crate::error::ServiceResult;
+use crate::http::session::PartnerSession;
+use crate::service::{Actor, AuthMethod, Service};
+
+/// A session is re-saved (and so its inactivity expiry pushed back) at most this often.
+const SESSION_REFRESH_MS: i64 = 60_000;
+
+/// The bearer secret of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Resolves the actor of a request. `Ok(None)` is an anonymous request.
+pub async fn resolve(
+    service: &Service,
+    headers: &HeaderMap,
+    session: &PartnerSession,
+) -> ServiceResult<Option<Actor>> {
+    if let Some(secret) = bearer(headers) {
+        return service.authenticate_token(secret).await.map(Some);
+    }
+    Ok(session
+        .user_id(SESSION_REFRESH_MS)
+        .await?
+        .map(|user_id| Actor {
+            user_id,
+            method: AuthMethod::Session,
+        }))
+}

@@ -1,0 +1,69 @@
+//! Prometheus metrics: requests, latencies and database pool use at `/metrics`.
+//!
+//! The `metrics` facade records; the exporter renders. Its recorder is process-global,
+//! so it is installed once, however many apps a process builds (tests build many).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::AppState;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics recorder not installed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(render))
+}
+
+async fn render(State(state): State<AppState>) -> Response {
+    let (size, idle) = state.service.db().pool_stats();
+    metrics::gauge!("ecanteen_db_pool_connections").set(f64::from(size));
+    metrics::gauge!("ecanteen_db_pool_idle_connections").set(idle as f64);
+    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Counts each request and times it, labelled by route pattern (not raw path, which
+/// would explode the label set) and status.
+pub async fn record(req: Request, next: Next) -> Response {
+    // Make sure the recorder exists before the first request is counted.
+    let _ = handle();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("ecanteen_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ecanteen_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,108 @@
+//! HTTP: the axum router and its middleware. Each area owns its routes.
+//!
+//! - [`graphql`]: `POST /graphql` and `GET /graphql` (GraphiQL, read-only queries);
+//! - [`health`]: `/healthz` (alive) and `/readyz` (database reachable, not draining);
+//! - [`metrics`]: Prometheus `/metrics`, and the middleware that feeds it;
+//! - [`auth`]: who a request is (bearer token or cookie session);
+//! - [`session`]: the database-backed session store and the typed session.
+
+pub mod auth;
+pub mod graphql;
+pub mod health;
+pub mod metrics;
+pub mod session;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::graphql::AppSchema;
+use crate::service::Service;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub schema: AppSchema,
+    pub settings: HttpSettings,
+    /// Set on SIGTERM: `/readyz` turns 503 so balancers stop sending new requests.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The HTTP-level knobs, taken from the configuration.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub body_limit: usize,
+    pub max_batch: usize,
+    pub graphiql: bool,
+    pub request_timeout: Duration,
+    pub session_ttl: Duration,
+    pub secure_cookies: bool,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole application; no socket needed (tests drive it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    let session_ttl =
+        time::Duration::try_from(state.settings.session_ttl).unwrap_or(time::Duration::hours(12));
+    let sessions = SessionManagerLayer::new(state.service.db().session_store())
+        .with_name("ecanteen_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.settings.secure_cookies)
+        .with_expiry(Expiry::OnInactivity(session_ttl));
+    let timeout = state.settings.request_timeout;
+
+    Router::new()
+        .merge(graphql::router())
+        .merge(health::router())
+        .merge(metrics::router())
+        .fallback(not_found)
+        .layer(sessions)
+        .layer(axum::middleware::from_fn(metrics::record))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let request_id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id)
+        }))
+        // Keeps a client's (or the balancer's) X-Request-Id, or makes one.
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+/// A transport-level failure as a GraphQL-shaped JSON body, so clients parse one shape.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Adds `Retry-After` to a response.
+pub fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}

@@ -1,0 +1,145 @@
+//! Cookie sessions, stored in the database through tower-sessions.
+//!
+//! The store is the crate's own SQLite or PostgreSQL store, picked by engine, so a login
+//! or logout made through one replica is seen by every other at once. Handlers never
+//! touch raw session keys: [`PartnerSession`] is the one typed view of a session.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
+use tower_sessions::Session;
+use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
+
+use crate::db::{now_ms, Db};
+use crate::error::ServiceResult;
+
+/// The session store of whichever engine the replica runs on.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    pub fn new(db: &Db) -> Self {
+        match db {
+            Db::Sqlite(pool) => Self::Sqlite(SqliteStore::new(pool.clone())),
+            Db::Postgres(pool) => Self::Postgres(PostgresStore::new(pool.clone())),
+        }
+    }
+
+    /// Creates the session table if it is missing (idempotent, safe to race).
+    pub async fn migrate(&self) -> sqlx::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.migrate().await,
+            Self::Postgres(s) => s.migrate().await,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for Store {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.create(record).await,
+            Self::Postgres(s) => s.create(record).await,
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.save(record).await,
+            Self::Postgres(s) => s.save(record).await,
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self {
+            Self::Sqlite(s) => s.load(id).await,
+            Self::Postgres(s) => s.load(id).await,
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.delete(id).await,
+            Self::Postgres(s) => s.delete(id).await,
+        }
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for Store {
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.delete_expired().await,
+            Self::Postgres(s) => s.delete_expired().await,
+        }
+    }
+}
+
+const KEY: &str = "partner";
+
+/// What a session remembers: who logged in, and when the session was last extended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct SessionData {
+    user_id: i64,
+    touched_at: i64,
+}
+
+/// The typed view of a tower-sessions [`Session`].
+#[derive(Clone, Debug)]
+pub struct PartnerSession(Session);
+
+impl PartnerSession {
+    pub fn new(session: Session) -> Self {
+        Self(session)
+    }
+
+    /// The logged-in partner, if any.
+    ///
+    /// Sessions expire after a period of inactivity. Saving a session pushes its expiry
+    /// forward, but writing it on every request would make every read a database write,
+    /// so it is re-saved only once `refresh_after_ms` has passed since the last save.
+    pub async fn user_id(&self, refresh_after_ms: i64) -> ServiceResult<Option<i64>> {
+        let Some(data) = self.0.get::<SessionData>(KEY).await? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        if now - data.touched_at >= refresh_after_ms {
+            self.0
+                .insert(
+                    KEY,
+                    SessionData {
+                        touched_at: now,
+                        ..data
+                    },
+                )
+                .await?;
+        }
+        Ok(Some(data.user_id))
+    }
+
+    /// Starts a logged-in session under a fresh id, so an id planted before login
+    /// (session fixation) is worthless afterwards.
+    pub async fn log_in(&self, user_id: i64) -> ServiceResult<()> {
+        self.0.cycle_id().await?;
+        self.0
+            .insert(
+                KEY,
+                SessionData {
+                    user_id,
+                    touched_at: now_ms(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the session from the database: the cookie is dead on every replica.
+    pub async fn log_out(&self) -> ServiceResult<()> {
+        self.0.flush().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The service layer: every operation and every rule, with no HTTP or GraphQL in sight.
+//!
+//! GraphQL resolvers and the REST compatibility routes both call [`Service`], so
+//! validation, ownership, stock limits and idempotency live here once.
+//!
+//! - [`users`]: registration, login and its throttling;
+//! - [`tokens`]: API tokens for integrators;
+//! - [`products`]: the catalogue, and each partner's products;
+//! - [`stock`]: stock changes and the ledger;
+//! - [`password`]: argon2id, off the async runtime.
+
+pub mod password;
+pub mod products;
+pub mod stock;
+pub mod tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use crate::db::Db;
+use crate::error::{ServiceError, ServiceResult};
+
+pub use password::PasswordHasher;
+pub use products::{NewProduct, Product, ProductFilter, ProductOrder, ProductPatch, SortField};
+pub use stock::{AdjustStock, SetStock, StockChange, StockMovement};
+pub use tokens::ApiToken;
+pub use users::User;
+
+/// How a request proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    Session,
+    /// An API token, by its id.
+    Token(i64),
+}
+
+/// The authenticated partner behind a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: i64,
+    pub method: AuthMethod,
+}
+
+/// When failed logins lock an account for a while.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginThrottle {
+    /// Failures tolerated within `window`; the next attempt is refused.
+    pub max_failures: i64,
+    pub window: Duration,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The service layer, cheap to clone: a database pool and the policies.
+#[derive(Clone, Debug)]
+pub struct Service {
+    db: Db,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+}
+
+impl Service {
+    pub fn new(db: Db, hasher: PasswordHasher, throttle: LoginThrottle) -> Self {
+        Self {
+            db,
+            hasher,
+            throttle,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Deletes what has outlived its use: old login failures and idempotency records
+    /// older than `idempotency_ttl`. Run periodically by every replica; concurrent runs
+    /// are harmless.
+    pub async fn purge_expired(&self, idempotency_ttl: Duration) -> ServiceResult<()> {
+        let now = crate::db::now_ms();
+        let failures_before = now - duration_ms(self.throttle.window);
+        let keys_before = now - duration_ms(idempotency_ttl);
+        crate::with_db!(&self.db, pool => {
+            sqlx::query("delete from login_failures where failed_at < $1")
+                .bind(failures_before)
+                .execute(pool)
+                .await?;
+            sqlx::query("delete from idempotency_keys where created_at < $1")
+                .bind(keys_before)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why a write to product `id` by `actor` matched no row: it does not exist (or was
+/// deleted), or it belongs to someone else. `None` means it exists and is the actor's,
+/// so some other guard of the statement failed.
+pub(crate) fn ownership_error(owner_id: Option<i64>, actor: &Actor) -> Option<ServiceError> {
+    match owner_id {
+        None => Some(ServiceError::NotFound("product")),
+        Some(owner) if owner != actor.user_id => Some(ServiceError::Forbidden(
+            "this product belongs to another partner",
+        )),
+        Some(_) => None,
+    }
+}

@@ -1,0 +1,467 @@
+//! Products: the public catalogue, and each partner's own products.
+//!
+//! Writes are guarded statements, never read-modify-write: an update names the version
+//! it replaces, so two edits can never silently overwrite each other. A deleted product
+//! keeps its row (with `deleted_at` set) so its stock history stays readable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{now_ms, Arg, Sql};
+use crate::domain::{Category, Description, Price, ProductName, Quantity, StockReason};
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::{ownership_error, Actor, Service};
+use crate::{bind_args, with_db, write_tx};
+
+/// A product row.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Product {
+    pub id: i64,
+    pub owner_id: i64,
+    pub name: String,
+    pub description: String,
+    pub price: i64,
+    pub quantity: i64,
+    pub category: String,
+    pub low_stock_threshold: Option<i64>,
+    pub image_ref: Option<String>,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+impl Product {
+    /// At or below its threshold (a product without one is never "low").
+    pub fn is_low_stock(&self) -> bool {
+        self.low_stock_threshold.is_some_and(|t| self.quantity <= t)
+    }
+}
+
+pub(crate) const PRODUCT_COLUMNS: &str =
+    "id, owner_id, name, description, price, quantity, category, \
+     low_stock_threshold, image_ref, version, created_at, updated_at, deleted_at";
+
+/// A new product, every field already parsed.
+#[derive(Clone, Debug)]
+pub struct NewProduct {
+    pub name: ProductName,
+    pub description: Description,
+    pub price: Price,
+    pub quantity: Quantity,
+    pub category: Category,
+    pub low_stock_threshold: Option<Quantity>,
+}
+
+/// The fields an edit changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct ProductPatch {
+    pub name: Option<ProductName>,
+    pub description: Option<Description>,
+    pub price: Option<Price>,
+    pub category: Option<Category>,
+    /// `Some(None)` clears the threshold.
+    pub low_stock_threshold: Option<Option<Quantity>>,
+    /// A new quantity, recorded in the ledger as a CORRECTION.
+    pub quantity: Option<Quantity>,
+}
+
+/// Guards on an edit: stale values make it a CONFLICT that writes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EditGuard {
+    pub expected_version: Option<i64>,
+    /// REST's `before`: the quantity the client last saw.
+    pub expected_quantity: Option<i64>,
+}
+
+/// Which products a listing shows.
+#[derive(Clone, Debug, Default)]
+pub struct ProductFilter {
+    pub owner_id: Option<i64>,
+    pub category: Option<Category>,
+    /// Matched case-insensitively anywhere in the name.
+    pub search: Option<String>,
+    pub in_stock: Option<bool>,
+    pub low_stock: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortField {
+    #[default]
+    Name,
+    Price,
+    Quantity,
+    UpdatedAt,
+    CreatedAt,
+    Id,
+}
+
+impl SortField {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Name => "name_key",
+            Self::Price => "price",
+            Self::Quantity => "quantity",
+            Self::UpdatedAt => "updated_at",
+            Self::CreatedAt => "created_at",
+            Self::Id => "id",
+        }
+    }
+
+    fn key_of(self, p: &Product) -> CursorValue {
+        match self {
+            Self::Name => CursorValue::Text(p.name.to_lowercase()),
+            Self::Price => CursorValue::Int(p.price),
+            Self::Quantity => CursorValue::Int(p.quantity),
+            Self::UpdatedAt => CursorValue::Int(p.updated_at),
+            Self::CreatedAt => CursorValue::Int(p.created_at),
+            Self::Id => CursorValue::Int(p.id),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProductOrder {
+    pub field: SortField,
+    pub descending: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CursorValue {
+    Int(i64),
+    Text(String),
+}
+
+/// A position in a listing: the sort key and id of the last product seen. Keyset
+/// paging stays correct while products are added or removed between pages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductCursor {
+    pub field: SortField,
+    pub value: CursorValue,
+    pub id: i64,
+}
+
+impl ProductCursor {
+    pub fn of(order: ProductOrder, product: &Product) -> Self {
+        Self {
+            field: order.field,
+            value: order.field.key_of(product),
+            id: product.id,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_next: bool,
+}
+
+/// Escapes `%`, `_` and `\` for a `like … escape '\'` pattern.
+fn like_contains(needle: &str) -> String {
+    let mut out = String::from("%");
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+fn filter_sql(sql: &mut Sql, filter: &ProductFilter) {
+    sql.push(" where deleted_at is null");
+    if let Some(owner) = filter.owner_id {
+        sql.push(" and owner_id = ").bind(Arg::Int(owner));
+    }
+    if let Some(category) = &filter.category {
+        sql.push(" and category = ")
+            .bind(Arg::Text(category.as_str().to_owned()));
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        sql.push(" and name_key like ")
+            .bind(Arg::Text(like_contains(search)))
+            .push(" escape '\\'");
+    }
+    match filter.in_stock {
+        Some(true) => {
+            sql.push(" and quantity > 0");
+        }
+        Some(false) => {
+            sql.push(" and quantity = 0");
+        }
+        None => {}
+    }
+    match filter.low_stock {
+        Some(true) => {
+            sql.push(" and low_stock_threshold is not null and quantity <= low_stock_threshold");
+        }
+        Some(false) => {
+            sql.push(" and (low_stock_threshold is null or quantity > low_stock_threshold)");
+        }
+        None => {}
+    }
+}
+
+impl Service {
+    /// Creates a product owned by the actor. Initial stock is recorded in the ledger as
+    /// a RESTOCK, so the ledger always sums to the quantity.
+    pub async fn create_product(&self, actor: &Actor, new: NewProduct) -> ServiceResult<Product> {
+        let now = now_ms();
+        write_tx!(&self.db, tx => {
+            let product = sqlx::query_as::<_, Product>(&format!(
+                "insert into products (owner_id, name, name_key, description, price, quantity,
+                     category, low_stock_threshold, created_at, updated_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                 returning {PRODUCT_COLUMNS}"
+            ))
+            .bind(actor.user_id)
+            .bind(new.name.as_str())
+            .bind(new.name.key())
+            .bind(new.description.as_str())
+            .bind(new.price.get())
+            .bind(new.quantity.get())
+            .bind(new.category.as_str())
+            .bind(new.low_stock_threshold.map(Quantity::get))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if product.quantity > 0 {
+                crate::service::stock::append_movement!(
+                    &mut *tx,
+                    &crate::service::stock::NewMovement {
+                        product_id: product.id,
+                        actor_id: actor.user_id,
+                        delta: product.quantity,
+                        quantity_after: product.quantity,
+                        reason: StockReason::Restock,
+                        note: Some("initial stock"),
+                        idempotency_key: None,
+                        at: now,
+                    }
+                )?;
+            }
+            Ok::<_, ServiceError>(product)
+        })
+    }
+
+    /// Edits a product of the actor's. The write is guarded by the version it read, so
+    /// a concurrent change in between makes this a CONFLICT rather than a lost update.
+    pub async fn update_product(
+        &self,
+        actor: &Actor,
+        id: i64,
+        patch: ProductPatch,
+        guard: EditGuard,
+    ) -> ServiceResult<Product> {
+        let now = now_ms();
+        write_tx!(&self.db, tx => {
+            let current = sqlx::query_as::<_, Product>(&format!(
+                "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = match current {
+                Some(p) if p.owner_id == actor.user_id => p,
+                other => {
+                    return Err(ownership_error(other.map(|p| p.owner_id), actor)
+                        .unwrap_or(ServiceError::NotFound("product")))
+                }
+            };
+            check_guard(&current, guard)?;
+
+            let name = patch.name.as_ref().map_or(current.name.clone(), |n| n.as_str().to_owned());
+            let quantity = patch.quantity.map_or(current.quantity, Quantity::get);
+            let updated = sqlx::query_as::<_, Product>(&format!(
+                "update products set name = $1, name_key = $2, description = $3, price = $4,
+                     category = $5, low_stock_threshold = $6, quantity = $7,
+                     version = version + 1, updated_at = $8
+                 where id = $9 and version = $10
+                 returning {PRODUCT_COLUMNS}"
+            ))
+            .bind(&name)
+            .bind(name.to_lowercase())
+            .bind(patch.description.as_ref().map_or(current.description.as_str(), |d| d.as_str()))
+            .bind(patch.price.map_or(current.price, Price::get))
+            .bind(patch.category.as_ref().map_or(current.category.as_str(), |c| c.as_str()))
+            .bind(match patch.low_stock_threshold {
+                Some(t) => t.map(Quantity::get),
+                None => current.low_stock_threshold,
+            })
+            .bind(quantity)
+            .bind(now)
+            .bind(id)
+            .bind(current.version)
+            .fetch_optional(&mut *tx)
+            .await?
+            // Only PostgreSQL can get here: another transaction changed the row between
+            // our read and our write (SQLite's BEGIN IMMEDIATE rules that out).
+            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
+
+            if quantity != current.quantity {
+                crate::service::stock::append_movement!(
+                    &mut *tx,
+                    &crate::service::stock::NewMovement {
+                        product_id: id,
+                        actor_id: actor.user_id,
+                        delta: quantity - current.quantity,
+                        quantity_after: quantity,
+                        reason: StockReason::Correction,
+                        note: Some("edited"),
+                        idempotency_key: None,
+                        at: now,
+                    }
+                )?;
+            }
+            Ok(updated)
+        })
+    }
+
+    /// Deletes a product of the actor's, keeping its row for the stock history.
+    pub async fn delete_product(
+        &self,
+        actor: &Actor,
+        id: i64,
+        guard: EditGuard,
+    ) -> ServiceResult<Product> {
+        let now = now_ms();
+        write_tx!(&self.db, tx => {
+            let current = sqlx::query_as::<_, Product>(&format!(
+                "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = match current {
+                Some(p) if p.owner_id == actor.user_id => p,
+                other => {
+                    return Err(ownership_error(other.map(|p| p.owner_id), actor)
+                        .unwrap_or(ServiceError::NotFound("product")))
+                }
+            };
+            check_guard(&current, guard)?;
+            sqlx::query_as::<_, Product>(&format!(
+                "update products set deleted_at = $1, updated_at = $1, version = version + 1
+                 where id = $2 and version = $3 returning {PRODUCT_COLUMNS}"
+            ))
+            .bind(now)
+            .bind(id)
+            .bind(current.version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))
+        })
+    }
+
+    /// A live (not deleted) product.
+    pub async fn product(&self, id: i64) -> ServiceResult<Option<Product>> {
+        Ok(self
+            .product_any(id)
+            .await?
+            .filter(|p| p.deleted_at.is_none()))
+    }
+
+    /// A product, deleted or not (stock history refers to deleted ones too).
+    pub async fn product_any(&self, id: i64) -> ServiceResult<Option<Product>> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, Product>(&format!(
+                "select {PRODUCT_COLUMNS} from products where id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
+
+    /// One page of live products, in a stable order (ties broken by id).
+    pub async fn list_products(
+        &self,
+        filter: &ProductFilter,
+        order: ProductOrder,
+        first: i64,
+        after: Option<&ProductCursor>,
+    ) -> ServiceResult<Page<Product>> {
+        let mut sql = Sql::new(&format!("select {PRODUCT_COLUMNS} from products"));
+        filter_sql(&mut sql, filter);
+        let column = order.field.column();
+        let (cmp, dir) = if order.descending {
+            ("<", "desc")
+        } else {
+            (">", "asc")
+        };
+        if let Some(cursor) = after {
+            if cursor.field != order.field {
+                return Err(ServiceError::invalid(
+                    "after",
+                    "the cursor belongs to another ordering",
+                ));
+            }
+            let value = match &cursor.value {
+                CursorValue::Int(v) => Arg::Int(*v),
+                CursorValue::Text(v) => Arg::Text(v.clone()),
+            };
+            sql.push(&format!(" and ({column} {cmp} "))
+                .bind(value.clone())
+                .push(&format!(" or ({column} = "))
+                .bind(value)
+                .push(&format!(" and id {cmp} "))
+                .bind(Arg::Int(cursor.id))
+                .push("))");
+        }
+        sql.push(&format!(" order by {column} {dir}, id {dir} limit "))
+            .bind(Arg::Int(first + 1));
+        let mut items: Vec<Product> = with_db!(&self.db, pool => {
+            bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
+                .fetch_all(pool)
+                .await?
+        });
+        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > first;
+        items.truncate(usize::try_from(first).unwrap_or(0));
+        Ok(Page { items, has_next })
+    }
+
+    /// How many live products match a filter.
+    pub async fn count_products(&self, filter: &ProductFilter) -> ServiceResult<i64> {
+        let mut sql = Sql::new("select count(*) from products");
+        filter_sql(&mut sql, filter);
+        Ok(with_db!(&self.db, pool => {
+            bind_args!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.args)
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+}
+
+fn check_guard(current: &Product, guard: EditGuard) -> ServiceResult<()> {
+    if let Some(expected) = guard.expected_version {
+        if expected != current.version {
+            return Err(ServiceError::conflict(
+                format!(
+                    "expectedVersion: the product is at version {}, not {expected}; it was changed by someone else",
+                    current.version
+                ),
+                Some(current.version),
+            ));
+        }
+    }
+    if let Some(expected) = guard.expected_quantity {
+        if expected != current.quantity {
+            return Err(ServiceError::conflict(
+                format!(
+                    "expectedQuantity: the stock is {}, not {expected}; it was changed by someone else",
+                    current.quantity
+                ),
+                Some(current.quantity),
+            ));
+        }
+    }
+    Ok(())
+}

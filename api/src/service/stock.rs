@@ -1,0 +1,415 @@
+//! Stock changes and the append-only ledger.
+//!
+//! A change is one guarded statement, `quantity = quantity + delta` only where the
+//! result stays within bounds (and equals the expected quantity, when given), plus one
+//! ledger row, in one transaction. There is no read-modify-write to race, and the CHECK
+//! constraint on `products.quantity` backs the guard.
+//!
+//! An idempotency key is claimed in the same transaction: the claim and the change
+//! commit together or not at all, so a retry either finds the first result or applies
+//! the change itself, never both.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::db::now_ms;
+use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::products::{Page, Product, PRODUCT_COLUMNS};
+use crate::service::{ownership_error, Actor, Service};
+use crate::{with_db, write_tx};
+
+/// One row of the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct StockMovement {
+    pub id: i64,
+    pub product_id: i64,
+    pub actor_id: i64,
+    pub delta: i64,
+    pub quantity_after: i64,
+    #[sqlx(try_from = "String")]
+    pub reason: StockReason,
+    pub note: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<String> for StockReason {
+    type Error = ServiceError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        StockReason::parse("reason", &value)
+    }
+}
+
+const MOVEMENT_COLUMNS: &str =
+    "id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at";
+
+/// Add or remove stock.
+#[derive(Clone, Debug)]
+pub struct AdjustStock {
+    pub product_id: i64,
+    pub delta: StockDelta,
+    pub reason: StockReason,
+    pub note: Option<Note>,
+    pub expected_quantity: Option<Quantity>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Set stock to a counted quantity (the end-of-day count).
+#[derive(Clone, Debug)]
+pub struct SetStock {
+    pub product_id: i64,
+    pub quantity: Quantity,
+    pub reason: StockReason,
+    pub note: Option<Note>,
+    pub expected_quantity: Option<Quantity>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// What a stock change did.
+#[derive(Clone, Debug)]
+pub struct StockChange {
+    /// The product as it is now.
+    pub product: Product,
+    /// The ledger row this change wrote (on a replay, the first attempt's row).
+    pub movement: StockMovement,
+    /// Whether this answer replays an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+pub(crate) struct NewMovement<'a> {
+    pub product_id: i64,
+    pub actor_id: i64,
+    pub delta: i64,
+    pub quantity_after: i64,
+    pub reason: StockReason,
+    pub note: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub at: i64,
+}
+
+/// Appends one ledger row (a [`NewMovement`]) inside the caller's transaction.
+///
+/// A macro rather than a function generic over the executor: such a function's
+/// higher-ranked bounds defeat the `Send` inference of the async resolvers that call it.
+macro_rules! append_movement {
+    ($executor:expr, $m:expr) => {{
+        let m: &$crate::service::stock::NewMovement<'_> = $m;
+        sqlx::query_as::<_, $crate::service::stock::StockMovement>(
+            $crate::service::stock::INSERT_MOVEMENT,
+        )
+        .bind(m.product_id)
+        .bind(m.actor_id)
+        .bind(m.delta)
+        .bind(m.quantity_after)
+        .bind(m.reason.as_str())
+        .bind(m.note)
+        .bind(m.idempotency_key)
+        .bind(m.at)
+        .fetch_one($executor)
+        .await
+    }};
+}
+pub(crate) use append_movement;
+
+pub(crate) const INSERT_MOVEMENT: &str = "insert into stock_movements
+         (product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8)
+     returning id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at";
+
+/// What an idempotency record stores as the first result of a stock change.
+#[derive(Serialize, Deserialize)]
+struct StoredStockResult {
+    movement_id: i64,
+}
+
+/// The fingerprint that tells a genuine retry from a key reused for something else.
+fn fingerprint(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+enum Claim {
+    /// The key is new (or absent): apply the change.
+    Fresh,
+    /// The key was used before for this very request: answer with its result.
+    Replay(i64),
+}
+
+/// The operation-specific part of a stock change.
+struct Change<'a> {
+    product_id: i64,
+    operation: &'static str,
+    /// `Some(delta)` adds; `None` sets the quantity to `target`.
+    delta: Option<i64>,
+    target: i64,
+    reason: StockReason,
+    note: Option<&'a Note>,
+    expected_quantity: Option<i64>,
+    idempotency_key: Option<&'a IdempotencyKey>,
+}
+
+impl Change<'_> {
+    fn fingerprint(&self) -> String {
+        fingerprint(&[
+            self.operation,
+            &self.product_id.to_string(),
+            &self.delta.map_or(String::new(), |d| d.to_string()),
+            &self.target.to_string(),
+            self.reason.as_str(),
+            self.note.map_or("", |n| n.as_str()),
+            &self
+                .expected_quantity
+                .map_or(String::new(), |q| q.to_string()),
+        ])
+    }
+}
+
+impl Service {
+    /// Adds `delta` (which may be negative) to a product's stock, never below zero.
+    pub async fn adjust_stock(
+        &self,
+        actor: &Actor,
+        input: AdjustStock,
+    ) -> ServiceResult<StockChange> {
+        self.change_stock(
+            actor,
+            Change {
+                product_id: input.product_id,
+                operation: "adjustStock",
+                delta: Some(input.delta.get()),
+                target: 0,
+                reason: input.reason,
+                note: input.note.as_ref(),
+                expected_quantity: input.expected_quantity.map(Quantity::get),
+                idempotency_key: input.idempotency_key.as_ref(),
+            },
+        )
+        .await
+    }
+
+    /// Sets a product's stock to a counted quantity; the ledger records the difference.
+    pub async fn set_stock(&self, actor: &Actor, input: SetStock) -> ServiceResult<StockChange> {
+        self.change_stock(
+            actor,
+            Change {
+                product_id: input.product_id,
+                operation: "setStock",
+                delta: None,
+                target: input.quantity.get(),
+                reason: input.reason,
+                note: input.note.as_ref(),
+                expected_quantity: input.expected_quantity.map(Quantity::get),
+                idempotency_key: input.idempotency_key.as_ref(),
+            },
+        )
+        .await
+    }
+
+    async fn change_stock(&self, actor: &Actor, change: Change<'_>) -> ServiceResult<StockChange> {
+        let now = now_ms();
+        let request_hash = change.fingerprint();
+        let (movement_id, replayed) = write_tx!(&self.db, tx => {
+            let claim = match change.idempotency_key {
+                None => Claim::Fresh,
+                Some(key) => {
+                    // A concurrent claim of the same key blocks here until the other
+                    // transaction ends (row lock on PostgreSQL, the write lock on
+                    // SQLite), then sees its committed row.
+                    let inserted = sqlx::query(
+                        "insert into idempotency_keys (user_id, key, operation, request_hash, response, created_at)
+                         values ($1, $2, $3, $4, '', $5) on conflict do nothing",
+                    )
+                    .bind(actor.user_id)
+                    .bind(key.as_str())
+                    .bind(change.operation)
+                    .bind(&request_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        Claim::Fresh
+                    } else {
+                        let (hash, response): (String, String) = sqlx::query_as(
+                            "select request_hash, response from idempotency_keys where user_id = $1 and key = $2",
+                        )
+                        .bind(actor.user_id)
+                        .bind(key.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if hash != request_hash {
+                            return Err(ServiceError::invalid(
+                                "idempotencyKey",
+                                "was already used for a different request",
+                            ));
+                        }
+                        let stored: StoredStockResult = serde_json::from_str(&response)
+                            .map_err(|e| ServiceError::Internal(e.into()))?;
+                        Claim::Replay(stored.movement_id)
+                    }
+                }
+            };
+            match claim {
+                Claim::Replay(id) => Ok::<_, ServiceError>((id, true)),
+                Claim::Fresh => {
+                    // The guarded write. For a set, the previous quantity is needed for
+                    // the ledger's delta, so it is read first and the write is guarded
+                    // by it (compare-and-set); a concurrent change makes the guard fail
+                    // and is reported as a conflict.
+                    let (delta, guard_quantity) = match change.delta {
+                        Some(d) => (d, change.expected_quantity),
+                        None => {
+                            let current: Option<(i64, i64)> = sqlx::query_as(
+                                "select owner_id, quantity from products where id = $1 and deleted_at is null",
+                            )
+                            .bind(change.product_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if let Some(err) = ownership_error(current.map(|c| c.0), actor) {
+                                return Err(err);
+                            }
+                            let before = current.map_or(0, |c| c.1);
+                            if let Some(expected) = change.expected_quantity {
+                                if expected != before {
+                                    return Err(stale_quantity(before, expected));
+                                }
+                            }
+                            (change.target - before, Some(before))
+                        }
+                    };
+                    let after: Option<i64> = sqlx::query_scalar(
+                        "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
+                         where id = $3 and owner_id = $4 and deleted_at is null
+                           and quantity + $1 >= 0 and quantity + $1 <= $5
+                           and ($6 < 0 or quantity = $6)
+                         returning quantity",
+                    )
+                    .bind(delta)
+                    .bind(now)
+                    .bind(change.product_id)
+                    .bind(actor.user_id)
+                    .bind(MAX_QUANTITY)
+                    .bind(guard_quantity.unwrap_or(-1))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(after) = after else {
+                        // Nothing matched: find out which guard failed, for a precise error.
+                        let current: Option<(i64, i64)> = sqlx::query_as(
+                            "select owner_id, quantity from products where id = $1 and deleted_at is null",
+                        )
+                        .bind(change.product_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(err) = ownership_error(current.map(|c| c.0), actor) {
+                            return Err(err);
+                        }
+                        let quantity = current.map_or(0, |c| c.1);
+                        return Err(match guard_quantity {
+                            Some(expected) if expected != quantity => stale_quantity(quantity, expected),
+                            _ if quantity + delta < 0 => ServiceError::InsufficientStock {
+                                available: quantity,
+                                requested: -delta,
+                            },
+                            _ => ServiceError::invalid(
+                                "delta",
+                                format!("would take the stock above {MAX_QUANTITY}"),
+                            ),
+                        });
+                    };
+                    let movement = append_movement!(
+                        &mut *tx,
+                        &NewMovement {
+                            product_id: change.product_id,
+                            actor_id: actor.user_id,
+                            delta,
+                            quantity_after: after,
+                            reason: change.reason,
+                            note: change.note.map(Note::as_str),
+                            idempotency_key: change.idempotency_key.map(IdempotencyKey::as_str),
+                            at: now,
+                        }
+                    )?;
+                    if let Some(key) = change.idempotency_key {
+                        let stored = serde_json::to_string(&StoredStockResult { movement_id: movement.id })
+                            .map_err(|e| ServiceError::Internal(e.into()))?;
+                        sqlx::query("update idempotency_keys set response = $1 where user_id = $2 and key = $3")
+                            .bind(stored)
+                            .bind(actor.user_id)
+                            .bind(key.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Ok((movement.id, false))
+                }
+            }
+        })?;
+
+        let (product, movement) = with_db!(&self.db, pool => {
+            let movement = sqlx::query_as::<_, StockMovement>(&format!(
+                "select {MOVEMENT_COLUMNS} from stock_movements where id = $1"
+            ))
+            .bind(movement_id)
+            .fetch_one(pool)
+            .await?;
+            let product = sqlx::query_as::<_, Product>(&format!(
+                "select {PRODUCT_COLUMNS} from products where id = $1"
+            ))
+            .bind(movement.product_id)
+            .fetch_one(pool)
+            .await?;
+            (product, movement)
+        });
+        Ok(StockChange {
+            product,
+            movement,
+            replayed,
+        })
+    }
+
+    /// A product's ledger, newest first; only its owner may read it, also after the
+    /// product was deleted.
+    pub async fn stock_movements(
+        &self,
+        actor: &Actor,
+        product_id: i64,
+        first: i64,
+        before_id: Option<i64>,
+    ) -> ServiceResult<Page<StockMovement>> {
+        let owner: Option<i64> = with_db!(&self.db, pool => {
+            sqlx::query_scalar("select owner_id from products where id = $1")
+                .bind(product_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        if let Some(err) = ownership_error(owner, actor) {
+            return Err(err);
+        }
+        let mut items: Vec<StockMovement> = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, StockMovement>(&format!(
+                "select {MOVEMENT_COLUMNS} from stock_movements
+                 where product_id = $1 and id < $2 order by id desc limit $3"
+            ))
+            .bind(product_id)
+            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(first + 1)
+            .fetch_all(pool)
+            .await?
+        });
+        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > first;
+        items.truncate(usize::try_from(first).unwrap_or(0));
+        Ok(Page { items, has_next })
+    }
+}
+
+fn stale_quantity(current: i64, expected: i64) -> ServiceError {
+    ServiceError::conflict(
+        format!("expectedQuantity: the stock is {current}, not {expected}; it was changed by someone else"),
+        Some(current),
+    )
+}

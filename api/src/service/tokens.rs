@@ -1,0 +1,137 @@
+//! API tokens: named, revocable bearer credentials for integrators.
+//!
+//! A token's secret is 32 random bytes, shown once at creation as `ect_` followed by 64
+//! hex digits. Only its SHA-256 is stored; every request looks the hash up, so a revoked
+//! token stops working on every replica at once.
+
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::db::now_ms;
+use crate::domain::TokenName;
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::{Actor, AuthMethod, Service};
+use crate::{with_db, write_tx};
+
+/// An API token as its owner may see it (never the secret, never the hash).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiToken {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+const TOKEN_PREFIX: &str = "ect_";
+const COLUMNS: &str = "id, user_id, name, created_at, last_used_at, revoked_at";
+/// `last_used_at` is advanced at most this often, so a busy integrator does not turn
+/// every read into a write.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+fn token_hash(secret: &str) -> String {
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
+}
+
+impl Service {
+    /// Creates a token and returns it with its secret, which is never available again.
+    pub async fn create_api_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+    ) -> ServiceResult<(ApiToken, String)> {
+        let name = TokenName::parse("name", name)?;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let secret = format!(
+            "{TOKEN_PREFIX}{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let token = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ApiToken>(&format!(
+                "insert into api_tokens (user_id, name, token_hash, created_at)
+                 values ($1, $2, $3, $4) returning {COLUMNS}"
+            ))
+            .bind(actor.user_id)
+            .bind(name.as_str())
+            .bind(token_hash(&secret))
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await?
+        });
+        Ok((token, secret))
+    }
+
+    /// Revokes one of the actor's tokens. Revoking a revoked token is a no-op.
+    pub async fn revoke_api_token(&self, actor: &Actor, id: i64) -> ServiceResult<ApiToken> {
+        write_tx!(&self.db, tx => {
+            let token = sqlx::query_as::<_, ApiToken>(&format!(
+                "select {COLUMNS} from api_tokens where id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match token {
+                None => Err(ServiceError::NotFound("API token")),
+                Some(t) if t.user_id != actor.user_id => Err(ServiceError::NotFound("API token")),
+                Some(t) if t.revoked_at.is_some() => Ok(t),
+                Some(_) => Ok(sqlx::query_as::<_, ApiToken>(&format!(
+                    "update api_tokens set revoked_at = $1 where id = $2 returning {COLUMNS}"
+                ))
+                .bind(now_ms())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?),
+            }
+        })
+    }
+
+    /// The actor's tokens, newest first, revoked ones included.
+    pub async fn api_tokens(&self, user_id: i64) -> ServiceResult<Vec<ApiToken>> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ApiToken>(&format!(
+                "select {COLUMNS} from api_tokens where user_id = $1 order by id desc"
+            ))
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Resolves a bearer secret to its partner. Unknown and revoked tokens are
+    /// UNAUTHENTICATED.
+    pub async fn authenticate_token(&self, secret: &str) -> ServiceResult<Actor> {
+        const REFUSED: ServiceError = ServiceError::Unauthenticated("invalid or revoked API token");
+        if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
+            return Err(REFUSED);
+        }
+        let hash = token_hash(secret);
+        let now = now_ms();
+        let found: Option<(i64, i64)> = with_db!(&self.db, pool => {
+            let found: Option<(i64, i64)> = sqlx::query_as(
+                "select id, user_id from api_tokens where token_hash = $1 and revoked_at is null",
+            )
+            .bind(&hash)
+            .fetch_optional(pool)
+            .await?;
+            if let Some((id, _)) = found {
+                sqlx::query(
+                    "update api_tokens set last_used_at = $1
+                     where id = $2 and (last_used_at is null or last_used_at < $3)",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(now - LAST_USED_RESOLUTION_MS)
+                .execute(pool)
+                .await?;
+            }
+            found
+        });
+        let (id, user_id) = found.ok_or(REFUSED)?;
+        Ok(Actor {
+            user_id,
+            method: AuthMethod::Token(id),
+        })
+    }
+}

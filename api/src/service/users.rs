@@ -1,0 +1,186 @@
+//! Partners: registration, login, and login throttling kept in the database.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::db::now_ms;
+use crate::domain::{Password, Username};
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::{duration_ms, Service};
+use crate::with_db;
+
+/// A partner account. The password hash never leaves [`Service`].
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub created_at: i64,
+}
+
+const WRONG_CREDENTIALS: &str = "wrong username or password";
+
+impl Service {
+    /// Creates a partner account. A taken username (in any letter case) is a CONFLICT,
+    /// detected by the unique constraint rather than a racy pre-check.
+    pub async fn register(&self, username: &str, password: &str) -> ServiceResult<User> {
+        let username = Username::parse("username", username)?;
+        let password = Password::parse("password", password)?;
+        let hash = self.hasher.hash(&password).await?;
+        let result = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, User>(
+                "insert into users (username, password_hash, created_at) values ($1, $2, $3)
+                 returning id, username, created_at",
+            )
+            .bind(username.as_str())
+            .bind(&hash)
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await
+        });
+        match result {
+            Ok(user) => Ok(user),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(ServiceError::conflict("username: is already taken", None))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks credentials. After `max_failures` failed attempts on one username within
+    /// the throttle window, attempts are refused with TOO_MANY_REQUESTS, even with the
+    /// right password, until the oldest of those failures leaves the window.
+    ///
+    /// An unknown or malformed username answers exactly as a wrong password does, after
+    /// the same argon2 work, so accounts cannot be discovered by probing.
+    pub async fn login(&self, username: &str, password: &str) -> ServiceResult<User> {
+        let key = username.to_ascii_lowercase();
+        self.check_login_throttle(&key).await?;
+
+        let parsed_user = Username::parse("username", username).ok();
+        let parsed_password = Password::parse("password", password).ok();
+        let stored = match &parsed_user {
+            Some(name) => self.user_with_hash(name).await?,
+            None => None,
+        };
+        let verified = match &parsed_password {
+            Some(password) => {
+                self.hasher
+                    .verify(password, stored.as_ref().map(|(_, hash)| hash.as_str()))
+                    .await?
+            }
+            None => false,
+        };
+
+        match stored {
+            Some((user, _)) if verified => {
+                with_db!(&self.db, pool => {
+                    sqlx::query("delete from login_failures where username = $1")
+                        .bind(&key)
+                        .execute(pool)
+                        .await?;
+                });
+                Ok(user)
+            }
+            _ => {
+                with_db!(&self.db, pool => {
+                    sqlx::query("insert into login_failures (username, failed_at) values ($1, $2)")
+                        .bind(&key)
+                        .bind(now_ms())
+                        .execute(pool)
+                        .await?;
+                });
+                Err(ServiceError::Unauthenticated(WRONG_CREDENTIALS))
+            }
+        }
+    }
+
+    async fn check_login_throttle(&self, key: &str) -> ServiceResult<()> {
+        let window = duration_ms(self.throttle.window);
+        let since = now_ms() - window;
+        // The newest `max_failures` failures in the window; the oldest of them decides
+        // when the lock lifts.
+        let recent: Vec<i64> = with_db!(&self.db, pool => {
+            sqlx::query_scalar(
+                "select failed_at from login_failures where username = $1 and failed_at > $2
+                 order by failed_at desc limit $3",
+            )
+            .bind(key)
+            .bind(since)
+            .bind(self.throttle.max_failures)
+            .fetch_all(pool)
+            .await?
+        });
+        if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= self.throttle.max_failures {
+            let oldest = recent.last().copied().unwrap_or(since);
+            let wait_ms = (oldest + window - now_ms()).max(1000);
+            return Err(ServiceError::TooManyRequests {
+                retry_after: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000)),
+            });
+        }
+        Ok(())
+    }
+
+    async fn user_with_hash(&self, username: &Username) -> ServiceResult<Option<(User, String)>> {
+        let row: Option<(i64, String, i64, String)> = with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "select id, username, created_at, password_hash from users where username = $1",
+            )
+            .bind(username.as_str())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(id, username, created_at, hash)| {
+            (
+                User {
+                    id,
+                    username,
+                    created_at,
+                },
+                hash,
+            )
+        }))
+    }
+
+    pub async fn user(&self, id: i64) -> ServiceResult<Option<User>> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, User>("select id, username, created_at from users where id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> ServiceResult<Option<User>> {
+        let Ok(name) = Username::parse("username", username) else {
+            return Ok(None);
+        };
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, User>("select id, username, created_at from users where username = $1")
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Loads many users in one query (the GraphQL owner DataLoader's batch).
+    pub async fn users_by_ids(&self, ids: &[i64]) -> ServiceResult<HashMap<i64, User>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql =
+            crate::db::Sql::new("select id, username, created_at from users where id in (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(crate::db::Arg::Int(*id));
+        }
+        sql.push(")");
+        let users: Vec<User> = with_db!(&self.db, pool => {
+            crate::bind_args!(sqlx::query_as::<_, User>(&sql.text), &sql.args)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(users.into_iter().map(|u| (u.id, u)).collect())
+    }
+}

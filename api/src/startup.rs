@@ -1,0 +1,186 @@
+//! Building and running a replica: [`Application::build`] connects, migrates and binds
+//! (port 0 allowed, [`Application::local_addr`] reports it); [`Application::run_until_stopped`]
+//! serves until a shutdown signal, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_sessions::ExpiredDeletion as _;
+
+use crate::config::Config;
+use crate::db::{Db, DbOptions};
+use crate::graphql::{build_schema, SchemaLimits};
+use crate::http::{router, AppState, HttpSettings};
+use crate::service::{LoginThrottle, PasswordHasher, Service};
+
+/// How often expired sessions, old login failures and idempotency records are purged.
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(5 * 60);
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Connects to and migrates the database, and builds the state every handler shares.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    let db = Db::connect(&DbOptions {
+        url: config.database_url.clone(),
+        max_connections: config.max_connections,
+        acquire_timeout: config.db_timeout(),
+        statement_timeout: Duration::from_secs(config.statement_timeout_secs),
+    })
+    .await?;
+    db.migrate().await?;
+    let hasher = PasswordHasher::new(
+        config.argon2_memory_kib,
+        config.argon2_iterations,
+        config.argon2_parallelism,
+    )?;
+    let throttle = LoginThrottle {
+        max_failures: config.login_max_failures,
+        window: Duration::from_secs(config.login_window_mins * 60),
+    };
+    let service = Service::new(db, hasher, throttle);
+    let schema = build_schema(
+        service.clone(),
+        SchemaLimits {
+            max_depth: config.max_query_depth,
+            max_complexity: config.max_query_complexity,
+            introspection: config.introspection,
+        },
+    );
+    Ok(AppState {
+        service,
+        schema,
+        settings: HttpSettings {
+            body_limit: config.body_limit,
+            max_batch: config.max_batch,
+            graphiql: config.graphiql,
+            request_timeout: config.request_timeout(),
+            session_ttl: config.session_ttl(),
+            secure_cookies: config.secure_cookies,
+        },
+        draining: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+/// A replica, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+    drain_delay: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let state = build_state(config).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Self {
+            listener,
+            app: router(state.clone()),
+            state,
+            drain_delay: Duration::from_millis(config.drain_delay_ms),
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then: readiness turns false, new requests are
+    /// still served for the drain delay (so a balancer notices), the listener closes,
+    /// requests in flight finish (up to the shutdown timeout), and the pool closes.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            app,
+            state,
+            drain_delay,
+            shutdown_timeout,
+        } = self;
+        let maintenance = tokio::spawn(maintenance(state.service.clone()));
+
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = state.draining.clone();
+        let graceful = async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(
+                drain_delay_ms = drain_delay.as_millis(),
+                "shutting down: not ready any more"
+            );
+            tokio::time::sleep(drain_delay).await;
+            let _ = stopping_tx.send(());
+            tracing::info!("listener closed; finishing requests in flight");
+        };
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(graceful);
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(shutdown_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("server failed")?,
+            () = deadline => tracing::warn!("requests still in flight after the shutdown timeout; exiting anyway"),
+        }
+        maintenance.abort();
+        state.service.db().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn maintenance(service: Service) {
+    let store = service.db().session_store();
+    let mut interval = tokio::time::interval(MAINTENANCE_PERIOD);
+    loop {
+        interval.tick().await;
+        if let Err(err) = store.delete_expired().await {
+            tracing::warn!(error = %err, "cannot delete expired sessions");
+        }
+        if let Err(err) = service.purge_expired(IDEMPOTENCY_TTL).await {
+            err.log();
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

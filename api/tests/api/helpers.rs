@@ -1,0 +1,364 @@
+//! Test harness: an app per test on its own database, driven without sockets.
+//!
+//! [`dual_tests!`] runs each test body twice, once on a fresh SQLite file and once on a
+//! fresh PostgreSQL database (`ECANTEEN_TEST_POSTGRES_URL`, default the local server),
+//! so both engines pass the same tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use ecanteen_api::config::Config;
+use ecanteen_api::http::{router, AppState};
+use ecanteen_api::startup::build_state;
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("ECANTEEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test and is removed after it.
+pub struct TestDb {
+    pub url: String,
+    pub engine: Engine,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(engine: Engine) -> Self {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    engine,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Engine::Postgres => {
+                static N: AtomicU64 = AtomicU64::new(0);
+                let name = format!(
+                    "ecanteen_test_{}_{}_{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst),
+                    rand_suffix()
+                );
+                let admin = postgres_admin_url();
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL must be running for the tests ({admin}): {e}")
+                    });
+                sqlx::query(&format!("create database {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(b, _)| b)
+                    .to_owned();
+                Self {
+                    url: format!("{base}/{name}"),
+                    engine,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let admin = postgres_admin_url();
+        // Drop runs outside any async context we may block, so use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await?;
+                sqlx::query(&format!("drop database if exists {name} with (force)"))
+                    .execute(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+    }
+}
+
+/// One replica instance, as a router on a database.
+#[derive(Clone)]
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub db: Arc<TestDb>,
+}
+
+pub fn test_config(url: &str) -> Config {
+    let mut config = Config::defaults();
+    config.database_url = url.to_owned();
+    config
+}
+
+impl TestApp {
+    pub async fn new(engine: Engine) -> Self {
+        let db = Arc::new(TestDb::new(engine).await);
+        Self::on(db, |_| {}).await
+    }
+
+    pub async fn with_config(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = Arc::new(TestDb::new(engine).await);
+        Self::on(db, tweak).await
+    }
+
+    /// Another instance (its own pool, as a separate replica would have) on `db`.
+    pub async fn on(db: Arc<TestDb>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config(&db.url);
+        tweak(&mut config);
+        let state = build_state(&config).await.expect("build app state");
+        Self {
+            router: router(state.clone()),
+            state,
+            db,
+        }
+    }
+
+    /// A second replica on the same database.
+    pub async fn sibling(&self) -> Self {
+        Self::on(self.db.clone(), |_| {}).await
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            router: self.router.clone(),
+            cookie: None,
+            bearer: None,
+        }
+    }
+
+    /// A client logged in as a freshly registered partner.
+    pub async fn partner(&self, username: &str) -> Client {
+        let mut client = self.client();
+        client.register(username, PASSWORD).await;
+        client.login(username, PASSWORD).await;
+        client
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.db.engine
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A raw HTTP response.
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A browser-like client: keeps its session cookie, or sends a bearer token.
+#[derive(Clone)]
+pub struct Client {
+    router: Router,
+    pub cookie: Option<String>,
+    pub bearer: Option<String>,
+}
+
+impl Client {
+    /// The same credentials, sent to another instance.
+    pub fn to(&self, app: &TestApp) -> Client {
+        Client {
+            router: app.router.clone(),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(&mut self, mut req: Request<Body>) -> HttpResponse {
+        if let Some(cookie) = &self.cookie {
+            req.headers_mut()
+                .insert(header::COOKIE, cookie.parse().expect("cookie header"));
+        }
+        if let Some(token) = &self.bearer {
+            req.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("auth header"),
+            );
+        }
+        let response = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        for set_cookie in headers.get_all(header::SET_COOKIE) {
+            let raw = set_cookie.to_str().unwrap_or_default();
+            let pair = raw.split(';').next().unwrap_or_default().trim().to_owned();
+            let removed = raw.contains("Max-Age=0") || pair.ends_with('=');
+            self.cookie = if removed { None } else { Some(pair) };
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post_raw(&mut self, content_type: &str, body: impl Into<Body>) -> HttpResponse {
+        let req = Request::post("/graphql")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .expect("request");
+        self.send(req).await
+    }
+
+    pub async fn get(&mut self, uri: &str) -> HttpResponse {
+        self.send(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+    }
+
+    /// Runs one GraphQL operation and returns the whole response body.
+    pub async fn gql(&mut self, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let response = self.post_raw("application/json", body).await;
+        response.json()
+    }
+
+    /// Runs an operation that must succeed, returning `data`.
+    pub async fn ok(&mut self, query: &str, variables: Value) -> Value {
+        let response = self.gql(query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response:#}"
+        );
+        response["data"].clone()
+    }
+
+    /// Runs an operation that must fail, returning its first error's code.
+    pub async fn err_code(&mut self, query: &str, variables: Value) -> String {
+        let response = self.gql(query, variables).await;
+        first_code(&response).unwrap_or_else(|| panic!("expected an error, got {response:#}"))
+    }
+
+    pub async fn register(&mut self, username: &str, password: &str) -> Value {
+        self.ok(
+            "mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p}) { id username } }",
+            json!({ "u": username, "p": password }),
+        )
+        .await["register"]
+            .clone()
+    }
+
+    pub async fn login(&mut self, username: &str, password: &str) -> Value {
+        self.ok(
+            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id username } }",
+            json!({ "u": username, "p": password }),
+        )
+        .await["login"]
+            .clone()
+    }
+
+    /// Creates a product and returns its id.
+    pub async fn create_product(&mut self, name: &str, quantity: i64) -> String {
+        let data = self
+            .ok(
+                "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
+                json!({ "i": { "name": name, "price": 10000, "quantity": quantity, "category": "makanan" } }),
+            )
+            .await;
+        data["createProduct"]["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn quantity(&mut self, id: &str) -> i64 {
+        let data = self
+            .ok(
+                "query($id: ID!) { product(id: $id) { quantity } }",
+                json!({ "id": id }),
+            )
+            .await;
+        data["product"]["quantity"].as_i64().expect("quantity")
+    }
+
+    pub async fn adjust(&mut self, id: &str, delta: i64) -> Value {
+        self.gql(
+            "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { product { quantity } movement { id quantityAfter } replayed } }",
+            json!({ "i": { "productId": id, "delta": delta, "reason": "SALE" } }),
+        )
+        .await
+    }
+}
+
+pub fn first_code(response: &Value) -> Option<String> {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Declares tests that run once on SQLite and once on PostgreSQL:
+/// `dual_tests! { async fn name(app) { … } }`.
+macro_rules! dual_tests {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $app = $crate::helpers::TestApp::new($crate::helpers::Engine::Sqlite).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $app = $crate::helpers::TestApp::new($crate::helpers::Engine::Postgres).await;
+                    $body
+                }
+            }
+        )*
+    };
+}
+pub(crate) use dual_tests;

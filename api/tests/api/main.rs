@@ -1,0 +1,17 @@
+//! Integration tests of one replica, through its full HTTP stack (no sockets, except in
+//! `lifecycle`). Every test that touches data runs on SQLite and on PostgreSQL.
+// Panicking on a broken expectation is what a test is for.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod concurrency;
+mod lifecycle;
+mod products;
+mod protection;
+mod schema;
+mod sessions;
+mod stock;
+mod tenancy;
+mod tokens;
+mod users;

@@ -1,0 +1,165 @@
+//! Stock changes: the guarded update, the ledger, compare-and-set and idempotency.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const ADJUST: &str = "mutation($i: AdjustStockInput!) { adjustStock(input: $i) {
+    product { quantity version } movement { id delta quantityAfter reason note idempotencyKey actor { username } } replayed } }";
+const SET: &str = "mutation($i: SetStockInput!) { setStock(input: $i) {
+    product { quantity } movement { id delta quantityAfter reason } replayed } }";
+const LEDGER: &str =
+    "query($id: ID!, $f: Int, $a: String) { stockMovements(productId: $id, first: $f, after: $a) {
+    pageInfo { hasNextPage endCursor } edges { node { id delta quantityAfter reason } } } }";
+
+dual_tests! {
+    async fn adjusting_stock_writes_one_ledger_row_per_change(app) {
+        let mut c = app.partner("seller").await;
+        let id = c.create_product("Mie Ayam", 10).await;
+        let r = c.ok(ADJUST, json!({"i": {"productId": id, "delta": -3, "reason": "SALE", "note": "lunch"}})).await;
+        let change = &r["adjustStock"];
+        assert_eq!(change["product"]["quantity"], 7);
+        assert_eq!(change["movement"]["delta"], -3);
+        assert_eq!(change["movement"]["quantityAfter"], 7);
+        assert_eq!(change["movement"]["reason"], "SALE");
+        assert_eq!(change["movement"]["note"], "lunch");
+        assert_eq!(change["movement"]["actor"]["username"], "seller");
+        assert_eq!(change["replayed"], false);
+        let r = c.ok(ADJUST, json!({"i": {"productId": id, "delta": 5, "reason": "RESTOCK"}})).await;
+        assert_eq!(r["adjustStock"]["product"]["quantity"], 12);
+        let ledger = c.ok(LEDGER, json!({"id": id})).await;
+        let deltas: Vec<i64> = ledger["stockMovements"]["edges"].as_array().unwrap().iter()
+            .map(|e| e["node"]["delta"].as_i64().unwrap()).collect();
+        assert_eq!(deltas, [5, -3, 10], "newest first, initial stock included");
+    }
+
+    async fn stock_never_goes_below_zero(app) {
+        let mut c = app.partner("careful").await;
+        let id = c.create_product("Bakwan", 2).await;
+        let r = c.gql(ADJUST, json!({"i": {"productId": id, "delta": -3}})).await;
+        assert_eq!(first_code(&r).as_deref(), Some("INSUFFICIENT_STOCK"));
+        assert_eq!(r["errors"][0]["extensions"]["available"], 2);
+        assert_eq!(c.quantity(&id).await, 2);
+        c.ok(ADJUST, json!({"i": {"productId": id, "delta": -2}})).await;
+        assert_eq!(c.err_code(ADJUST, json!({"i": {"productId": id, "delta": -1}})).await, "INSUFFICIENT_STOCK");
+        let ledger = c.ok(LEDGER, json!({"id": id})).await;
+        assert_eq!(ledger["stockMovements"]["edges"].as_array().unwrap().len(), 2);
+    }
+
+    async fn bad_stock_input_is_refused_by_field(app) {
+        let mut c = app.partner("typo").await;
+        let id = c.create_product("Tahu", 1).await;
+        for (input, field) in [
+            (json!({"productId": id, "delta": 0}), "input.delta"),
+            (json!({"productId": id, "delta": 2_000_000_000_i64}), "input.delta"),
+            (json!({"productId": "abc", "delta": 1}), "input.productId"),
+            (json!({"productId": id, "delta": 1, "idempotencyKey": ""}), "input.idempotencyKey"),
+            (json!({"productId": id, "delta": 1, "expectedQuantity": -1}), "input.expectedQuantity"),
+            (json!({"productId": id, "delta": 1, "note": "n".repeat(501)}), "input.note"),
+        ] {
+            let r = c.gql(ADJUST, json!({"i": input})).await;
+            assert_eq!(first_code(&r).as_deref(), Some("BAD_USER_INPUT"), "{field}: {r:#}");
+            assert_eq!(r["errors"][0]["extensions"]["field"], field);
+        }
+        let r = c.gql(ADJUST, json!({"i": {"productId": id, "delta": 1, "reason": "GIFT"}})).await;
+        assert_eq!(first_code(&r).as_deref(), Some("BAD_USER_INPUT"));
+        assert_eq!(c.err_code(ADJUST, json!({"i": {"productId": "999999", "delta": 1}})).await, "NOT_FOUND");
+        let big = c.gql(ADJUST, json!({"i": {"productId": id, "delta": 1_000_000_000}})).await;
+        assert_eq!(first_code(&big).as_deref(), Some("BAD_USER_INPUT"), "above the maximum quantity");
+        assert_eq!(c.quantity(&id).await, 1);
+    }
+
+    async fn a_stale_expected_quantity_is_a_conflict(app) {
+        let mut c = app.partner("cashier").await;
+        let id = c.create_product("Gorengan", 10).await;
+        c.ok(ADJUST, json!({"i": {"productId": id, "delta": -1, "expectedQuantity": 10}})).await;
+        let r = c.gql(ADJUST, json!({"i": {"productId": id, "delta": -1, "expectedQuantity": 10}})).await;
+        assert_eq!(first_code(&r).as_deref(), Some("CONFLICT"));
+        assert_eq!(r["errors"][0]["extensions"]["current"], 9);
+        assert_eq!(c.err_code(SET, json!({"i": {"productId": id, "quantity": 3, "expectedQuantity": 8}})).await, "CONFLICT");
+        assert_eq!(c.quantity(&id).await, 9);
+    }
+
+    async fn set_stock_records_the_counted_difference(app) {
+        let mut c = app.partner("closer").await;
+        let id = c.create_product("Lontong", 10).await;
+        let r = c.ok(SET, json!({"i": {"productId": id, "quantity": 7}})).await;
+        assert_eq!(r["setStock"]["product"]["quantity"], 7);
+        assert_eq!(r["setStock"]["movement"]["delta"], -3);
+        assert_eq!(r["setStock"]["movement"]["reason"], "COUNT");
+        // A count that matches is still recorded, as a zero change.
+        let r = c.ok(SET, json!({"i": {"productId": id, "quantity": 7, "expectedQuantity": 7}})).await;
+        assert_eq!(r["setStock"]["movement"]["delta"], 0);
+        assert_eq!(c.err_code(SET, json!({"i": {"productId": id, "quantity": -1}})).await, "BAD_USER_INPUT");
+    }
+
+    async fn an_idempotency_key_replays_the_first_result(app) {
+        let mut c = app.partner("retrier").await;
+        let id = c.create_product("Pisang", 10).await;
+        let input = json!({"i": {"productId": id, "delta": -2, "reason": "SALE", "idempotencyKey": "sale-42"}});
+        let first = c.ok(ADJUST, input.clone()).await["adjustStock"].clone();
+        let again = c.ok(ADJUST, input).await["adjustStock"].clone();
+        assert_eq!(first["replayed"], false);
+        assert_eq!(again["replayed"], true);
+        assert_eq!(first["movement"], again["movement"]);
+        assert_eq!(again["movement"]["idempotencyKey"], "sale-42");
+        assert_eq!(c.quantity(&id).await, 8, "applied once");
+        // The same key with another payload is refused, and changes nothing.
+        let r = c.gql(ADJUST, json!({"i": {"productId": id, "delta": -3, "reason": "SALE", "idempotencyKey": "sale-42"}})).await;
+        assert_eq!(first_code(&r).as_deref(), Some("BAD_USER_INPUT"));
+        assert_eq!(r["errors"][0]["extensions"]["field"], "idempotencyKey");
+        assert_eq!(c.err_code(SET, json!({"i": {"productId": id, "quantity": 1, "idempotencyKey": "sale-42"}})).await, "BAD_USER_INPUT");
+        assert_eq!(c.quantity(&id).await, 8);
+        // Keys are per partner: another partner may use the same key for itself.
+        let mut other = app.partner("other_retrier").await;
+        let own = other.create_product("Salak", 1).await;
+        other.ok(ADJUST, json!({"i": {"productId": own, "delta": 1, "idempotencyKey": "sale-42"}})).await;
+        assert_eq!(other.quantity(&own).await, 2);
+    }
+
+    async fn a_failed_change_does_not_burn_its_idempotency_key(app) {
+        let mut c = app.partner("patient").await;
+        let id = c.create_product("Rambutan", 1).await;
+        let input = json!({"i": {"productId": id, "delta": -2, "idempotencyKey": "k1"}});
+        assert_eq!(c.err_code(ADJUST, input.clone()).await, "INSUFFICIENT_STOCK");
+        c.ok(ADJUST, json!({"i": {"productId": id, "delta": 5}})).await;
+        let r = c.ok(ADJUST, input).await;
+        assert_eq!(r["adjustStock"]["replayed"], false);
+        assert_eq!(c.quantity(&id).await, 4);
+    }
+
+    async fn the_ledger_pages_newest_first(app) {
+        let mut c = app.partner("pager").await;
+        let id = c.create_product("Kopi", 1).await;
+        for _ in 0..4 {
+            c.ok(ADJUST, json!({"i": {"productId": id, "delta": 1}})).await;
+        }
+        let p1 = c.ok(LEDGER, json!({"id": id, "f": 3})).await;
+        let after: Vec<i64> = p1["stockMovements"]["edges"].as_array().unwrap().iter()
+            .map(|e| e["node"]["quantityAfter"].as_i64().unwrap()).collect();
+        assert_eq!(after, [5, 4, 3]);
+        assert_eq!(p1["stockMovements"]["pageInfo"]["hasNextPage"], true);
+        let p2 = c.ok(LEDGER, json!({"id": id, "f": 3, "a": p1["stockMovements"]["pageInfo"]["endCursor"]})).await;
+        let after: Vec<i64> = p2["stockMovements"]["edges"].as_array().unwrap().iter()
+            .map(|e| e["node"]["quantityAfter"].as_i64().unwrap()).collect();
+        assert_eq!(after, [2, 1]);
+        assert_eq!(p2["stockMovements"]["pageInfo"]["hasNextPage"], false);
+    }
+
+    async fn the_ledger_is_append_only_in_the_database(app) {
+        let mut c = app.partner("auditor").await;
+        c.create_product("Susu", 3).await;
+        let db = app.state.service.db();
+        let update = ecanteen_api::with_db!(db, pool => {
+            sqlx::query("update stock_movements set delta = 100").execute(pool).await.map(|_| ())
+        });
+        let delete = ecanteen_api::with_db!(db, pool => {
+            sqlx::query("delete from stock_movements").execute(pool).await.map(|_| ())
+        });
+        assert!(update.is_err() && delete.is_err());
+        let quantity_check = ecanteen_api::with_db!(db, pool => {
+            sqlx::query("update products set quantity = -1").execute(pool).await.map(|_| ())
+        });
+        assert!(quantity_check.is_err(), "the CHECK constraint backs the guard");
+    }
+}
