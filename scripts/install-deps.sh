@@ -9,11 +9,15 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
+if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
+  command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-scripts/ensure-postgres.sh
+if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
+  scripts/ensure-postgres.sh
+fi

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: the README's test command, and what CI runs.
 #   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL.
-# PostgreSQL is started (or installed) when missing; set ECANTEEN_TEST_POSTGRES_URL to
-# use another server (the URL of a database the tests may create databases from).
+# What the build and tests need (cmake, PostgreSQL) is installed or started when missing;
+# set ECANTEEN_TEST_POSTGRES_URL to use another PostgreSQL server (the URL of a database
+# whose user may create databases).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
-  scripts/ensure-postgres.sh
-fi
+scripts/install-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

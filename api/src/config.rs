@@ -79,8 +79,9 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_MAX_QUERY_DEPTH", default_value_t = 12)]
     pub max_query_depth: usize,
 
-    /// Highest complexity (roughly, fields resolved) a query may have.
-    #[arg(long, env = "ECANTEEN_MAX_QUERY_COMPLEXITY", default_value_t = 2000)]
+    /// Highest complexity a query may have: fields resolved, with each paged field
+    /// counted once per item a page may hold.
+    #[arg(long, env = "ECANTEEN_MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
     pub max_query_complexity: usize,
 
     /// Most operations in one batched request.

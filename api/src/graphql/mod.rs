@@ -47,7 +47,7 @@ impl Default for SchemaLimits {
     fn default() -> Self {
         Self {
             max_depth: 12,
-            max_complexity: 2_000,
+            max_complexity: 5_000,
             introspection: true,
         }
     }
@@ -205,6 +205,15 @@ pub(crate) fn id_arg(field: &'static str, id: &async_graphql::ID) -> Result<i64,
 
 pub(crate) fn datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The complexity of a paged field: what one item costs, times the items a page may
+/// hold, so a wide query (100 products, each with 100 movements) is priced as such.
+pub(crate) fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first.map_or(20, |n| n.clamp(1, 100));
+    usize::try_from(items)
+        .unwrap_or(100)
+        .saturating_mul(child_complexity)
 }
 
 /// A page size: at least 0, at most 100 (larger requests are capped).

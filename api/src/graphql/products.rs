@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::stock::{movements_connection, MovementConnection};
 use super::users::{OwnerLoader, UserNode};
-use super::{actor, datetime, id_arg, page_size, service};
+use super::{actor, datetime, id_arg, page_complexity, page_size, service};
 use crate::domain::{Category, Description, Price, ProductName, Quantity};
 use crate::error::ServiceError;
 use crate::service::products::{EditGuard, ProductCursor};
@@ -93,6 +93,7 @@ impl ProductNode {
     }
 
     /// The stock ledger of this product, newest first. Only its owner may read it.
+    #[graphql(complexity = "super::page_complexity(first, child_complexity)")]
     async fn stock_movements(
         &self,
         ctx: &Context<'_>,
@@ -207,6 +208,7 @@ impl ProductQuery {
 
     /// The catalogue: every partner's products, filtered, ordered and paged (at most
     /// 100 a page).
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn products(
         &self,
         ctx: &Context<'_>,

@@ -197,6 +197,7 @@ pub struct StockQuery;
 #[Object]
 impl StockQuery {
     /// A product's stock ledger, newest first (owner only; deleted products included).
+    #[graphql(complexity = "super::page_complexity(first, child_complexity)")]
     async fn stock_movements(
         &self,
         ctx: &Context<'_>,

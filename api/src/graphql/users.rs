@@ -147,7 +147,9 @@ impl UserMutation {
         let Some(session) = auth.session.clone() else {
             return Ok(false);
         };
-        let had_session = auth.actor.is_some();
+        let had_session = auth
+            .actor
+            .is_some_and(|a| a.method == crate::service::AuthMethod::Session);
         session.log_out().await?;
         Ok(had_session)
     }

@@ -86,7 +86,7 @@ async fn depth_complexity_and_batch_limits_give_clear_errors() {
     })
     .await;
     let mut c = app.client();
-    let deep = "{ products { edges { node { owner { apiTokens { name } } } } } }";
+    let deep = "{ products(first: 1) { edges { node { owner { apiTokens { name } } } } } }";
     let r = c.gql(deep, json!({})).await;
     assert_eq!(first_code(&r).as_deref(), Some("BAD_USER_INPUT"));
     assert!(
@@ -194,4 +194,16 @@ async fn request_ids_are_kept_or_made() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(c.send(req).await.headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn paged_fields_are_priced_per_item() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut c = app.client();
+    let wide = "{ products(first: 100) { edges { node { stockMovements(first: 100) { edges { node { id delta } } } } } } }";
+    let r = c.gql(wide, json!({})).await;
+    assert_eq!(first_code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+    // A realistic page is well within the default limit.
+    let page = "{ products(first: 50) { totalCount edges { node { id name price quantity category isLowStock version owner { username } } } } }";
+    c.ok(page, json!({})).await;
 }
