@@ -59,6 +59,23 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
+    /// Largest picture, in bytes.
+    #[arg(long, env = "ECANTEEN_PICTURE_MAX_BYTES", default_value_t = 5 * 1024 * 1024)]
+    pub picture_max_bytes: usize,
+
+    /// Longest side of a picture, in pixels.
+    #[arg(long, env = "ECANTEEN_PICTURE_MAX_SIDE", default_value_t = 4096)]
+    pub picture_max_side: u32,
+
+    /// Most files in one multipart request.
+    #[arg(long, env = "ECANTEEN_MAX_FILES", default_value_t = 4)]
+    pub max_files: usize,
+
+    /// How often (milliseconds) a replica on SQLite polls the change feeds for live
+    /// updates. PostgreSQL replicas are woken by LISTEN/NOTIFY instead.
+    #[arg(long, env = "ECANTEEN_EVENT_POLL_MS", default_value_t = 200)]
+    pub event_poll_ms: u64,
+
     /// Sessions expire after this many minutes without a request.
     #[arg(long, env = "ECANTEEN_SESSION_TTL_MINS", default_value_t = 12 * 60)]
     pub session_ttl_mins: u64,

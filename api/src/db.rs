@@ -139,6 +139,30 @@ macro_rules! bind_args {
     }};
 }
 
+/// Takes the feed lock inside a write transaction, just before appending to a change
+/// feed (`stock_movements` or `product_events`), on PostgreSQL.
+///
+/// Subscribers tail the feeds by id, so ids must become visible in increasing order. A
+/// sequence hands out ids at insert time, not commit time, so two concurrent
+/// transactions could commit ids 11 then 10, and a tailer that had read up to 11 would
+/// never see 10. Serialising the appends with one transaction-scoped advisory lock makes
+/// id order equal commit order. The same statement queues a NOTIFY, delivered at
+/// commit, which wakes every replica's tailer. No transaction takes a row lock after
+/// this lock, so it cannot deadlock. SQLite needs neither: its writers are serialised.
+#[macro_export]
+macro_rules! feed_lock {
+    ($executor:expr, $is_postgres:expr) => {
+        if $is_postgres {
+            sqlx::query("select pg_advisory_xact_lock(7236001), pg_notify('ecanteen_feed', '')")
+                .execute($executor)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        }
+    };
+}
+
 /// Milliseconds since the Unix epoch: the one time representation in the database.
 pub fn now_ms() -> i64 {
     SystemTime::now()

@@ -2,7 +2,7 @@
 //!
 //! Canteen partners register, log in, and manage their products and stock through
 //! GraphQL. A replica keeps nothing another replica needs: sessions, login throttling,
-//! idempotency records and the stock ledger all live in the database (SQLite on one
+//! idempotency records, pictures and the change feeds all live in the database (SQLite on one
 //! host, PostgreSQL across many), so any replica can serve any request.
 //!
 //! # Layout
@@ -10,9 +10,12 @@
 //! - [`domain`]: typed values parsed once at the edge (`Username`, `Price`, `StockDelta`…);
 //! - [`error`]: the one error enum and its stable codes;
 //! - [`db`]: the SQLite/PostgreSQL pools, migrations, and how one code path serves both;
-//! - [`service`]: every operation and rule (users, tokens, products, stock), no HTTP;
+//! - [`service`]: every operation and rule (users, tokens, products, stock, pictures),
+//!   no HTTP;
+//! - [`events`]: live updates: one feed tailer per replica, fanned out to subscribers;
 //! - [`graphql`]: the async-graphql schema, one module per area, merged;
-//! - [`http`]: the axum router: `/graphql`, health, metrics, sessions and auth;
+//! - [`http`]: the axum router: `/graphql` (and its WebSocket), pictures, health,
+//!   metrics, sessions and auth;
 //! - [`config`]: flags and `ECANTEEN_…` variables;
 //! - [`startup`]: build, serve and drain a replica;
 //! - [`telemetry`]: structured logs.
@@ -23,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod service;

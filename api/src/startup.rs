@@ -15,11 +15,14 @@ use tower_sessions::ExpiredDeletion as _;
 
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
+use crate::domain::PictureLimits;
+use crate::events::EventHub;
 use crate::graphql::{build_schema, SchemaLimits};
 use crate::http::{router, AppState, HttpSettings};
 use crate::service::{LoginThrottle, PasswordHasher, Service};
 
-/// How often expired sessions, old login failures and idempotency records are purged.
+/// How often expired sessions, old login failures, idempotency records and unused
+/// pictures are purged.
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(5 * 60);
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -43,9 +46,19 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         max_failures: config.login_max_failures,
         window: Duration::from_secs(config.login_window_mins * 60),
     };
-    let service = Service::new(db, hasher, throttle);
+    let pictures = PictureLimits {
+        max_bytes: config.picture_max_bytes,
+        max_side: config.picture_max_side,
+        max_files: config.max_files,
+    };
+    let service = Service::new(db, hasher, throttle, pictures);
+    let events = EventHub::start(
+        service.clone(),
+        Duration::from_millis(config.event_poll_ms.max(10)),
+    );
     let schema = build_schema(
         service.clone(),
+        events,
         SchemaLimits {
             max_depth: config.max_query_depth,
             max_complexity: config.max_query_complexity,
@@ -57,6 +70,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         schema,
         settings: HttpSettings {
             body_limit: config.body_limit,
+            pictures,
             max_batch: config.max_batch,
             graphiql: config.graphiql,
             request_timeout: config.request_timeout(),
@@ -156,6 +170,9 @@ async fn maintenance(service: Service) {
             tracing::warn!(error = %err, "cannot delete expired sessions");
         }
         if let Err(err) = service.purge_expired(IDEMPOTENCY_TTL).await {
+            err.log();
+        }
+        if let Err(err) = service.sweep_pictures().await {
             err.log();
         }
     }

@@ -5,6 +5,7 @@
 //! touch SQL. The schema needs no socket: tests and benches execute it directly, and the
 //! HTTP layer only attaches per-request data ([`RequestAuth`], the owner DataLoader).
 
+pub mod live;
 pub mod products;
 pub mod stock;
 pub mod users;
@@ -12,12 +13,17 @@ pub mod users;
 use async_graphql::dataloader::DataLoader;
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest};
-use async_graphql::{Context, EmptySubscription, MergedObject, Response, Schema, ServerError};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+};
+use async_graphql::{Context, MergedObject, Response, Schema, ServerError};
 use chrono::{DateTime, Utc};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt as _;
 
 use crate::domain::parse_id;
 use crate::error::ServiceError;
+use crate::events::EventHub;
 use crate::http::session::PartnerSession;
 use crate::service::{Actor, AuthMethod, Service};
 
@@ -33,7 +39,7 @@ pub struct MutationRoot(
     stock::StockMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 
 /// Limits on what one request may ask for.
 #[derive(Clone, Copy, Debug)]
@@ -53,14 +59,15 @@ impl Default for SchemaLimits {
     }
 }
 
-/// Builds the executable schema around a service.
-pub fn build_schema(service: Service, limits: SchemaLimits) -> AppSchema {
+/// Builds the executable schema around a service and its replica's event hub.
+pub fn build_schema(service: Service, events: EventHub, limits: SchemaLimits) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::SubscriptionRoot,
     )
     .data(service)
+    .data(events)
     .extension(ErrorCodes)
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity);
@@ -75,7 +82,7 @@ pub fn sdl() -> String {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::SubscriptionRoot,
     )
     .finish()
     .sdl()
@@ -120,12 +127,24 @@ impl ExtensionFactory for ErrorCodes {
 #[async_trait::async_trait]
 impl Extension for ErrorCodes {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        for err in &mut response.errors {
-            add_code(err);
-        }
-        response
+        with_codes(next.run(ctx).await)
     }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(with_codes).boxed()
+    }
+}
+
+fn with_codes(mut response: Response) -> Response {
+    for err in &mut response.errors {
+        add_code(err);
+    }
+    response
 }
 
 fn add_code(err: &mut ServerError) {

@@ -2,13 +2,15 @@
 
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, ID};
+use std::io::Read as _;
+
+use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, Upload, ID};
 use chrono::{DateTime, Utc};
 
 use super::stock::{movements_connection, MovementConnection};
 use super::users::{OwnerLoader, UserNode};
 use super::{actor, datetime, id_arg, page_complexity, page_size, service};
-use crate::domain::{Category, Description, Price, ProductName, Quantity};
+use crate::domain::{Category, Description, Picture, Price, ProductName, Quantity};
 use crate::error::ServiceError;
 use crate::service::products::{EditGuard, ProductCursor};
 use crate::service::{
@@ -69,9 +71,14 @@ impl ProductNode {
         self.0.quantity == 0
     }
 
-    /// The picture's URL path, or null when there is none.
+    /// The picture's URL path (`/images/{sha256}.{ext}`), or null when there is none.
     async fn image_url(&self) -> Option<String> {
-        self.0.image_ref.clone()
+        self.0.image_url()
+    }
+
+    /// A JPEG of at most 256 px on its longer side, or null when there is no picture.
+    async fn thumbnail_url(&self) -> Option<String> {
+        self.0.thumbnail_url()
     }
 
     /// Increases with every change, stock included; pass it as `expectedVersion`.
@@ -295,16 +302,48 @@ async fn product_filter(
     }))
 }
 
+/// Reads and checks an uploaded picture (off the async runtime: it is file I/O and
+/// image decoding).
+async fn picture_arg(
+    ctx: &Context<'_>,
+    field: &'static str,
+    upload: Option<Upload>,
+) -> async_graphql::Result<Option<Picture>> {
+    let Some(upload) = upload else {
+        return Ok(None);
+    };
+    let service = service(ctx)?;
+    let value = upload
+        .value(ctx)
+        .map_err(|_| ServiceError::invalid(field, "is not an uploaded file"))?;
+    let max = service.picture_limits().max_bytes;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        // One byte past the limit is enough to know it is too large.
+        value
+            .into_read()
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map(|_| bytes)
+    })
+    .await
+    .map_err(|e| ServiceError::Internal(e.into()))?
+    .map_err(|e| ServiceError::Internal(e.into()))?;
+    Ok(Some(service.parse_picture(field, bytes).await?))
+}
+
 #[derive(Default)]
 pub struct ProductMutation;
 
 #[Object]
 impl ProductMutation {
-    /// Adds a product owned by the caller.
+    /// Adds a product owned by the caller, with an optional picture (JPEG, PNG, WebP or
+    /// GIF, uploaded with the GraphQL multipart request spec).
     async fn create_product(
         &self,
         ctx: &Context<'_>,
         input: CreateProductInput,
+        image: Option<Upload>,
     ) -> async_graphql::Result<ProductNode> {
         let actor = actor(ctx)?;
         let new = NewProduct {
@@ -317,6 +356,7 @@ impl ProductMutation {
                 .low_stock_threshold
                 .map(|t| Quantity::parse("input.lowStockThreshold", t))
                 .transpose()?,
+            picture: picture_arg(ctx, "image", image).await?,
         };
         Ok(ProductNode(
             service(ctx)?.create_product(&actor, new).await?,
@@ -331,6 +371,7 @@ impl ProductMutation {
         id: ID,
         input: UpdateProductInput,
         expected_version: Option<i64>,
+        image: Option<Upload>,
     ) -> async_graphql::Result<ProductNode> {
         let actor = actor(ctx)?;
         let id = id_arg("id", &id)?;
@@ -365,6 +406,7 @@ impl ProductMutation {
                 .quantity
                 .map(|q| Quantity::parse("input.quantity", q))
                 .transpose()?,
+            picture: picture_arg(ctx, "image", image).await?,
         };
         let guard = EditGuard {
             expected_version,
@@ -373,6 +415,29 @@ impl ProductMutation {
         Ok(ProductNode(
             service(ctx)?
                 .update_product(&actor, id, patch, guard)
+                .await?,
+        ))
+    }
+
+    /// Replaces the picture of one of the caller's products; `image: null` removes it.
+    /// The old picture is deleted unless another product shows it too.
+    async fn set_product_image(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        image: Option<Upload>,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<ProductNode> {
+        let actor = actor(ctx)?;
+        let id = id_arg("productId", &product_id)?;
+        let picture = picture_arg(ctx, "image", image).await?;
+        let guard = EditGuard {
+            expected_version,
+            expected_quantity: None,
+        };
+        Ok(ProductNode(
+            service(ctx)?
+                .set_product_image(&actor, id, picture, guard)
                 .await?,
         ))
     }

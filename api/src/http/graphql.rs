@@ -1,9 +1,12 @@
 //! `/graphql` over HTTP.
 //!
-//! - `POST` takes `application/json` only. Anything else (`text/plain`, forms) is 415:
-//!   those are the content types a cross-site HTML form or a "simple" cross-origin fetch
-//!   can send with the partner's cookie, so refusing them is the CSRF defence. A JSON
-//!   POST from another origin needs a CORS preflight, which this server never grants.
+//! - `POST` takes `application/json`, and `multipart/form-data` for uploads (the GraphQL
+//!   multipart request spec). Anything else (`text/plain`, forms) is 415: those are the
+//!   content types a cross-site HTML form or a "simple" cross-origin fetch can send with
+//!   the partner's cookie, so refusing them is the CSRF defence. A JSON POST from
+//!   another origin needs a CORS preflight, which this server never grants; a multipart
+//!   one is "simple", so with a cookie it must also carry `X-Requested-With` or
+//!   `Apollo-Require-Preflight`, which only a preflighted request can.
 //! - `GET` with `?query=` runs read-only queries; a mutation over GET is 405. Without a
 //!   query it serves GraphiQL, when enabled.
 //! - A batch (a JSON array) may hold at most `max_batch` operations.
@@ -11,15 +14,18 @@
 //! Error codes are set by the schema itself (`graphql::ErrorCodes`); this layer only
 //! turns a failure caused by an unavailable database into a 503 with `Retry-After`.
 
-use async_graphql::http::GraphiQLSource;
+use async_graphql::http::{receive_batch_body, GraphiQLSource, MultipartOptions};
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, BatchResponse, Request, ServerError, Variables};
+use async_graphql::{
+    BatchRequest, BatchResponse, ParseRequestError, Request, ServerError, Variables,
+};
 use axum::body::{to_bytes, Body};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::TryStreamExt as _;
 use tower_sessions::Session;
 
 use super::{auth, json_error, with_retry_after, AppState};
@@ -37,53 +43,28 @@ async fn post_graphql(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !is_json(&headers) {
-        return json_error(
+    let batch = match content_essence(&headers).as_deref() {
+        Some("application/json") => read_json(&state, &headers, body).await,
+        Some("multipart/form-data") => read_multipart(&state, &headers, body).await,
+        _ => Err(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_USER_INPUT",
-            "POST /graphql needs Content-Type: application/json",
-        );
-    }
-    let limit = state.settings.body_limit;
-    let too_large = || {
-        json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BAD_USER_INPUT",
-            &format!("the request body is larger than {limit} bytes"),
-        )
+            "POST /graphql needs Content-Type: application/json (or multipart/form-data for uploads)",
+        )),
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return too_large();
-    }
-    let bytes = match to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return too_large(),
-    };
-    let batch: BatchRequest = match serde_json::from_slice(&bytes) {
+    let batch = match batch {
         Ok(batch) => batch,
-        Err(err) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                &format!("the body is not a GraphQL request: {err}"),
-            )
-        }
+        Err(response) => return response,
     };
-    if let BatchRequest::Single(request) = &batch {
-        if request.query.trim().is_empty() {
+    match &batch {
+        BatchRequest::Single(request) if request.query.trim().is_empty() => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "BAD_USER_INPUT",
                 "the request has no query",
             );
         }
-    }
-    if let BatchRequest::Batch(requests) = &batch {
-        if requests.len() > state.settings.max_batch {
+        BatchRequest::Batch(requests) if requests.len() > state.settings.max_batch => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "BAD_USER_INPUT",
@@ -94,8 +75,144 @@ async fn post_graphql(
                 ),
             );
         }
+        _ => {}
     }
     execute(&state, session, &headers, batch).await
+}
+
+fn too_large(limit: usize) -> Response {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "BAD_USER_INPUT",
+        &format!("the request body is larger than {limit} bytes"),
+    )
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+async fn read_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BatchRequest, Response> {
+    let limit = state.settings.body_limit;
+    if declared_length(headers).is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            &format!("the body is not a GraphQL request: {err}"),
+        )
+    })
+}
+
+/// A GraphQL multipart request (uploads). With cookie authentication it must carry a
+/// header that a cross-site form cannot set, or it is refused (415) before it is read.
+async fn read_multipart(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BatchRequest, Response> {
+    let preflighted = headers.contains_key("x-requested-with")
+        || headers.contains_key("apollo-require-preflight");
+    if auth::bearer(headers).is_none() && !preflighted {
+        return Err(json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "a multipart request must carry an X-Requested-With or Apollo-Require-Preflight header",
+        ));
+    }
+    let pictures = state.settings.pictures;
+    // Room for every allowed file at its largest, plus the operations themselves.
+    let limit = pictures
+        .max_files
+        .saturating_mul(pictures.max_bytes)
+        .saturating_add(state.settings.body_limit);
+    if declared_length(headers).is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let reader = Body::new(http_body_util::Limited::new(body, limit))
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .into_async_read();
+    let options = MultipartOptions::default()
+        .max_file_size(pictures.max_bytes)
+        .max_num_files(pictures.max_files);
+    let batch = receive_batch_body(content_type, reader, options)
+        .await
+        .map_err(|err| match err {
+            ParseRequestError::PayloadTooLarge => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BAD_USER_INPUT",
+                &format!(
+                    "a file is larger than the limit of {} bytes ({} MiB)",
+                    pictures.max_bytes,
+                    pictures.max_bytes / (1024 * 1024)
+                ),
+            ),
+            ParseRequestError::Io(e) if is_length_limit(&e) => too_large(limit),
+            ParseRequestError::InvalidMultipart(e) if is_length_limit(&e) => too_large(limit),
+            other => json_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!("invalid multipart request: {other}"),
+            ),
+        })?;
+    check_uploads(&batch, pictures.max_files)
+        .map_err(|message| json_error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message))?;
+    Ok(batch)
+}
+
+/// At most `max_files` files per request, and one file per field. (async-graphql bounds
+/// only the total size; a file mapped onto a field that already has one would be
+/// accepted and silently ignored.)
+fn check_uploads(batch: &BatchRequest, max_files: usize) -> Result<(), String> {
+    fn markers(value: &async_graphql::Value) -> usize {
+        match value {
+            async_graphql::Value::String(s) => usize::from(s.starts_with("#__graphql_file__:")),
+            async_graphql::Value::List(items) => items.iter().map(markers).sum(),
+            async_graphql::Value::Object(fields) => fields.values().map(markers).sum(),
+            _ => 0,
+        }
+    }
+    let files: usize = batch.iter().map(|r| r.uploads.len()).sum();
+    if files > max_files {
+        return Err(format!(
+            "a request may carry at most {max_files} files, not {files}"
+        ));
+    }
+    for request in batch.iter() {
+        let used: usize = request.variables.values().map(markers).sum();
+        if request.uploads.len() > used {
+            return Err("each field takes one file; a field was given several".to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Whether an error (or one of its causes) is the body-size limit.
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>()
+            || e.to_string().contains("length limit exceeded")
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 #[derive(serde::Deserialize)]
@@ -159,12 +276,13 @@ async fn get_graphql(
     execute(&state, session, &headers, BatchRequest::Single(request)).await
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// The media type of the body, lower-cased, without parameters.
+fn content_essence(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .map(|essence| essence.trim().to_ascii_lowercase())
 }
 
 async fn execute(
@@ -220,7 +338,7 @@ fn is_retryable_internal(err: &ServerError) -> bool {
 }
 
 /// An authentication failure before execution, as a GraphQL-shaped error.
-fn service_error_response(err: ServiceError) -> Response {
+pub(crate) fn service_error_response(err: ServiceError) -> Response {
     err.log();
     let status = match &err {
         ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,

@@ -1,6 +1,9 @@
 //! HTTP: the axum router and its middleware. Each area owns its routes.
 //!
-//! - [`graphql`]: `POST /graphql` and `GET /graphql` (GraphiQL, read-only queries);
+//! - [`graphql`]: `POST /graphql` (JSON, or multipart uploads) and `GET /graphql`
+//!   (GraphiQL, read-only queries);
+//! - [`ws`]: subscriptions over WebSocket at `/graphql/ws`;
+//! - [`images`]: pictures and thumbnails at `/images/…`;
 //! - [`health`]: `/healthz` (alive) and `/readyz` (database reachable, not draining);
 //! - [`metrics`]: Prometheus `/metrics`, and the middleware that feeds it;
 //! - [`auth`]: who a request is (bearer token or cookie session);
@@ -9,8 +12,10 @@
 pub mod auth;
 pub mod graphql;
 pub mod health;
+pub mod images;
 pub mod metrics;
 pub mod session;
+pub mod ws;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -42,6 +47,7 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
     pub body_limit: usize,
+    pub pictures: crate::domain::PictureLimits,
     pub max_batch: usize,
     pub graphiql: bool,
     pub request_timeout: Duration,
@@ -65,6 +71,8 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(graphql::router())
+        .merge(ws::router())
+        .merge(images::router())
         .merge(health::router())
         .merge(metrics::router())
         .fallback(not_found)

@@ -7,9 +7,13 @@
 //! - [`tokens`]: API tokens for integrators;
 //! - [`products`]: the catalogue, and each partner's products;
 //! - [`stock`]: stock changes and the ledger;
+//! - [`pictures`]: product pictures, stored once per content;
+//! - [`feed`]: reading the change feeds (ledger and product events) for live updates;
 //! - [`password`]: argon2id, off the async runtime.
 
+pub mod feed;
 pub mod password;
+pub mod pictures;
 pub mod products;
 pub mod stock;
 pub mod tokens;
@@ -18,6 +22,7 @@ pub mod users;
 use std::time::Duration;
 
 use crate::db::Db;
+use crate::domain::PictureLimits;
 use crate::error::{ServiceError, ServiceResult};
 
 pub use password::PasswordHasher;
@@ -64,14 +69,21 @@ pub struct Service {
     db: Db,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
+    pictures: PictureLimits,
 }
 
 impl Service {
-    pub fn new(db: Db, hasher: PasswordHasher, throttle: LoginThrottle) -> Self {
+    pub fn new(
+        db: Db,
+        hasher: PasswordHasher,
+        throttle: LoginThrottle,
+        pictures: PictureLimits,
+    ) -> Self {
         Self {
             db,
             hasher,
             throttle,
+            pictures,
         }
     }
 

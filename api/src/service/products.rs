@@ -7,8 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{now_ms, Arg, Sql};
-use crate::domain::{Category, Description, Price, ProductName, Quantity, StockReason};
+use crate::domain::{Category, Description, Picture, Price, ProductName, Quantity, StockReason};
 use crate::error::{ServiceError, ServiceResult};
+use crate::service::pictures::{picture_url, retry_picture_race, store_picture, thumbnail_url};
 use crate::service::{ownership_error, Actor, Service};
 use crate::{bind_args, with_db, write_tx};
 
@@ -23,7 +24,9 @@ pub struct Product {
     pub quantity: i64,
     pub category: String,
     pub low_stock_threshold: Option<i64>,
+    /// The picture's hash (null: no picture), and its file extension.
     pub image_ref: Option<String>,
+    pub image_ext: Option<String>,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -35,11 +38,24 @@ impl Product {
     pub fn is_low_stock(&self) -> bool {
         self.low_stock_threshold.is_some_and(|t| self.quantity <= t)
     }
+
+    /// The picture's URL path, if it has one.
+    pub fn image_url(&self) -> Option<String> {
+        Some(picture_url(
+            self.image_ref.as_deref()?,
+            self.image_ext.as_deref()?,
+        ))
+    }
+
+    /// The thumbnail's URL path, if it has a picture.
+    pub fn thumbnail_url(&self) -> Option<String> {
+        self.image_ref.as_deref().map(thumbnail_url)
+    }
 }
 
 pub(crate) const PRODUCT_COLUMNS: &str =
     "id, owner_id, name, description, price, quantity, category, \
-     low_stock_threshold, image_ref, version, created_at, updated_at, deleted_at";
+     low_stock_threshold, image_ref, image_ext, version, created_at, updated_at, deleted_at";
 
 /// A new product, every field already parsed.
 #[derive(Clone, Debug)]
@@ -50,6 +66,7 @@ pub struct NewProduct {
     pub quantity: Quantity,
     pub category: Category,
     pub low_stock_threshold: Option<Quantity>,
+    pub picture: Option<Picture>,
 }
 
 /// The fields an edit changes; `None` leaves a field as it is.
@@ -63,6 +80,8 @@ pub struct ProductPatch {
     pub low_stock_threshold: Option<Option<Quantity>>,
     /// A new quantity, recorded in the ledger as a CORRECTION.
     pub quantity: Option<Quantity>,
+    /// A new picture (to remove one, see [`Service::set_product_image`]).
+    pub picture: Option<Picture>,
 }
 
 /// Guards on an edit: stale values make it a CONFLICT that writes nothing.
@@ -210,16 +229,67 @@ fn filter_sql(sql: &mut Sql, filter: &ProductFilter) {
     }
 }
 
+/// Appends to the product change feed inside the caller's transaction.
+macro_rules! append_product_event {
+    ($tx:expr, $is_postgres:expr, $product:expr, $kind:expr) => {{
+        let p: &Product = $product;
+        $crate::feed_lock!(&mut *$tx, $is_postgres)?;
+        sqlx::query(
+            "insert into product_events (product_id, owner_id, kind, version, created_at)
+             values ($1, $2, $3, $4, $5)",
+        )
+        .bind(p.id)
+        .bind(p.owner_id)
+        .bind($kind)
+        .bind(p.version)
+        .bind(p.updated_at)
+        .execute(&mut *$tx)
+        .await
+    }};
+}
+
+/// Loads a live product for a write by `actor`: NOT_FOUND or FORBIDDEN otherwise, and a
+/// CONFLICT when the guard's expectations are stale.
+macro_rules! load_for_write {
+    ($tx:expr, $id:expr, $actor:expr, $guard:expr) => {{
+        let current = sqlx::query_as::<_, Product>(&format!(
+            "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
+        ))
+        .bind($id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match current {
+            Some(p) if p.owner_id == $actor.user_id => {
+                check_guard(&p, $guard)?;
+                p
+            }
+            other => {
+                return Err(ownership_error(other.map(|p| p.owner_id), $actor)
+                    .unwrap_or(ServiceError::NotFound("product")))
+            }
+        }
+    }};
+}
+
 impl Service {
-    /// Creates a product owned by the actor. Initial stock is recorded in the ledger as
-    /// a RESTOCK, so the ledger always sums to the quantity.
+    /// Creates a product owned by the actor, with its picture if one is given. Initial
+    /// stock is recorded in the ledger as a RESTOCK, so the ledger always sums to the
+    /// quantity.
     pub async fn create_product(&self, actor: &Actor, new: NewProduct) -> ServiceResult<Product> {
+        retry_picture_race(|| self.try_create_product(actor, &new)).await
+    }
+
+    async fn try_create_product(&self, actor: &Actor, new: &NewProduct) -> ServiceResult<Product> {
         let now = now_ms();
+        let pg = self.db.is_postgres();
         write_tx!(&self.db, tx => {
+            if let Some(picture) = &new.picture {
+                store_picture!(&mut *tx, picture)?;
+            }
             let product = sqlx::query_as::<_, Product>(&format!(
                 "insert into products (owner_id, name, name_key, description, price, quantity,
-                     category, low_stock_threshold, created_at, updated_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                     category, low_stock_threshold, image_ref, image_ext, created_at, updated_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
                  returning {PRODUCT_COLUMNS}"
             ))
             .bind(actor.user_id)
@@ -230,12 +300,15 @@ impl Service {
             .bind(new.quantity.get())
             .bind(new.category.as_str())
             .bind(new.low_stock_threshold.map(Quantity::get))
+            .bind(new.picture.as_ref().map(|p| p.hash.as_str()))
+            .bind(new.picture.as_ref().map(|p| p.ext))
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
             if product.quantity > 0 {
                 crate::service::stock::append_movement!(
-                    &mut *tx,
+                    tx,
+                    pg,
                     &crate::service::stock::NewMovement {
                         product_id: product.id,
                         actor_id: actor.user_id,
@@ -248,6 +321,7 @@ impl Service {
                     }
                 )?;
             }
+            append_product_event!(tx, pg, &product, "CREATED")?;
             Ok::<_, ServiceError>(product)
         })
     }
@@ -261,30 +335,40 @@ impl Service {
         patch: ProductPatch,
         guard: EditGuard,
     ) -> ServiceResult<Product> {
-        let now = now_ms();
-        write_tx!(&self.db, tx => {
-            let current = sqlx::query_as::<_, Product>(&format!(
-                "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let current = match current {
-                Some(p) if p.owner_id == actor.user_id => p,
-                other => {
-                    return Err(ownership_error(other.map(|p| p.owner_id), actor)
-                        .unwrap_or(ServiceError::NotFound("product")))
-                }
-            };
-            check_guard(&current, guard)?;
+        let (updated, replaced) =
+            retry_picture_race(|| self.try_update_product(actor, id, &patch, guard)).await?;
+        if replaced.as_deref() != updated.image_ref.as_deref() {
+            self.release_picture(replaced.as_deref()).await;
+        }
+        Ok(updated)
+    }
 
+    /// Returns the updated product and the picture it had before.
+    async fn try_update_product(
+        &self,
+        actor: &Actor,
+        id: i64,
+        patch: &ProductPatch,
+        guard: EditGuard,
+    ) -> ServiceResult<(Product, Option<String>)> {
+        let now = now_ms();
+        let pg = self.db.is_postgres();
+        write_tx!(&self.db, tx => {
+            let current = load_for_write!(tx, id, actor, guard);
+            if let Some(picture) = &patch.picture {
+                store_picture!(&mut *tx, picture)?;
+            }
             let name = patch.name.as_ref().map_or(current.name.clone(), |n| n.as_str().to_owned());
             let quantity = patch.quantity.map_or(current.quantity, Quantity::get);
+            let (image_ref, image_ext) = match &patch.picture {
+                Some(p) => (Some(p.hash.clone()), Some(p.ext.to_owned())),
+                None => (current.image_ref.clone(), current.image_ext.clone()),
+            };
             let updated = sqlx::query_as::<_, Product>(&format!(
                 "update products set name = $1, name_key = $2, description = $3, price = $4,
-                     category = $5, low_stock_threshold = $6, quantity = $7,
-                     version = version + 1, updated_at = $8
-                 where id = $9 and version = $10
+                     category = $5, low_stock_threshold = $6, quantity = $7, image_ref = $8,
+                     image_ext = $9, version = version + 1, updated_at = $10
+                 where id = $11 and version = $12
                  returning {PRODUCT_COLUMNS}"
             ))
             .bind(&name)
@@ -297,6 +381,8 @@ impl Service {
                 None => current.low_stock_threshold,
             })
             .bind(quantity)
+            .bind(image_ref)
+            .bind(image_ext)
             .bind(now)
             .bind(id)
             .bind(current.version)
@@ -308,7 +394,8 @@ impl Service {
 
             if quantity != current.quantity {
                 crate::service::stock::append_movement!(
-                    &mut *tx,
+                    tx,
+                    pg,
                     &crate::service::stock::NewMovement {
                         product_id: id,
                         actor_id: actor.user_id,
@@ -321,11 +408,60 @@ impl Service {
                     }
                 )?;
             }
-            Ok(updated)
+            append_product_event!(tx, pg, &updated, "UPDATED")?;
+            Ok((updated, current.image_ref))
         })
     }
 
-    /// Deletes a product of the actor's, keeping its row for the stock history.
+    /// Replaces (or, with `None`, removes) the picture of a product of the actor's.
+    pub async fn set_product_image(
+        &self,
+        actor: &Actor,
+        id: i64,
+        picture: Option<Picture>,
+        guard: EditGuard,
+    ) -> ServiceResult<Product> {
+        let (updated, replaced) =
+            retry_picture_race(|| self.try_set_product_image(actor, id, picture.as_ref(), guard))
+                .await?;
+        if replaced.as_deref() != updated.image_ref.as_deref() {
+            self.release_picture(replaced.as_deref()).await;
+        }
+        Ok(updated)
+    }
+
+    async fn try_set_product_image(
+        &self,
+        actor: &Actor,
+        id: i64,
+        picture: Option<&Picture>,
+        guard: EditGuard,
+    ) -> ServiceResult<(Product, Option<String>)> {
+        let pg = self.db.is_postgres();
+        write_tx!(&self.db, tx => {
+            let current = load_for_write!(tx, id, actor, guard);
+            if let Some(picture) = picture {
+                store_picture!(&mut *tx, picture)?;
+            }
+            let updated = sqlx::query_as::<_, Product>(&format!(
+                "update products set image_ref = $1, image_ext = $2, version = version + 1, updated_at = $3
+                 where id = $4 and version = $5 returning {PRODUCT_COLUMNS}"
+            ))
+            .bind(picture.map(|p| p.hash.as_str()))
+            .bind(picture.map(|p| p.ext))
+            .bind(now_ms())
+            .bind(id)
+            .bind(current.version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
+            append_product_event!(tx, pg, &updated, "UPDATED")?;
+            Ok((updated, current.image_ref))
+        })
+    }
+
+    /// Deletes a product of the actor's, keeping its row for the stock history. Its
+    /// picture is released (and removed, unless another product shows it too).
     pub async fn delete_product(
         &self,
         actor: &Actor,
@@ -333,23 +469,12 @@ impl Service {
         guard: EditGuard,
     ) -> ServiceResult<Product> {
         let now = now_ms();
-        write_tx!(&self.db, tx => {
-            let current = sqlx::query_as::<_, Product>(&format!(
-                "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let current = match current {
-                Some(p) if p.owner_id == actor.user_id => p,
-                other => {
-                    return Err(ownership_error(other.map(|p| p.owner_id), actor)
-                        .unwrap_or(ServiceError::NotFound("product")))
-                }
-            };
-            check_guard(&current, guard)?;
-            sqlx::query_as::<_, Product>(&format!(
-                "update products set deleted_at = $1, updated_at = $1, version = version + 1
+        let pg = self.db.is_postgres();
+        let (deleted, picture) = write_tx!(&self.db, tx => {
+            let current = load_for_write!(tx, id, actor, guard);
+            let deleted = sqlx::query_as::<_, Product>(&format!(
+                "update products set deleted_at = $1, updated_at = $1, version = version + 1,
+                     image_ref = null, image_ext = null
                  where id = $2 and version = $3 returning {PRODUCT_COLUMNS}"
             ))
             .bind(now)
@@ -357,8 +482,12 @@ impl Service {
             .bind(current.version)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))
-        })
+            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
+            append_product_event!(tx, pg, &deleted, "DELETED")?;
+            Ok::<_, ServiceError>((deleted, current.image_ref))
+        })?;
+        self.release_picture(picture.as_deref()).await;
+        Ok(deleted)
     }
 
     /// A live (not deleted) product.

@@ -94,8 +94,9 @@ pub(crate) struct NewMovement<'a> {
 /// A macro rather than a function generic over the executor: such a function's
 /// higher-ranked bounds defeat the `Send` inference of the async resolvers that call it.
 macro_rules! append_movement {
-    ($executor:expr, $m:expr) => {{
+    ($executor:expr, $is_postgres:expr, $m:expr) => {{
         let m: &$crate::service::stock::NewMovement<'_> = $m;
+        $crate::feed_lock!(&mut *$executor, $is_postgres)?;
         sqlx::query_as::<_, $crate::service::stock::StockMovement>(
             $crate::service::stock::INSERT_MOVEMENT,
         )
@@ -107,7 +108,7 @@ macro_rules! append_movement {
         .bind(m.note)
         .bind(m.idempotency_key)
         .bind(m.at)
-        .fetch_one($executor)
+        .fetch_one(&mut *$executor)
         .await
     }};
 }
@@ -323,7 +324,8 @@ impl Service {
                         });
                     };
                     let movement = append_movement!(
-                        &mut *tx,
+                        tx,
+                        self.db.is_postgres(),
                         &NewMovement {
                             product_id: change.product_id,
                             actor_id: actor.user_id,

@@ -362,3 +362,117 @@ macro_rules! dual_tests {
     };
 }
 pub(crate) use dual_tests;
+
+/// One file of a GraphQL multipart request: the variable path it fills, and its bytes.
+pub struct UploadFile<'a> {
+    pub variable: &'a str,
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub bytes: Vec<u8>,
+}
+
+impl Client {
+    /// Sends a GraphQL multipart request (the upload spec): `operations`, `map`, files.
+    /// `preflight` adds the `X-Requested-With` header that cookie uploads need.
+    pub async fn upload(
+        &mut self,
+        query: &str,
+        variables: Value,
+        files: Vec<UploadFile<'_>>,
+        preflight: bool,
+    ) -> HttpResponse {
+        let boundary = "ecanteen-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body: Vec<u8> = Vec::new();
+        let mut part = |name: &str, filename: Option<(&str, &str)>, content: &[u8]| {
+            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            match filename {
+                Some((filename, content_type)) => body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
+                    )
+                    .as_bytes(),
+                ),
+                None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+            }
+            body.extend_from_slice(content);
+            body.extend_from_slice(b"\r\n");
+        };
+        let operations = json!({ "query": query, "variables": variables }).to_string();
+        part("operations", None, operations.as_bytes());
+        let map: serde_json::Map<String, Value> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i.to_string(), json!([format!("variables.{}", f.variable)])))
+            .collect();
+        part("map", None, Value::Object(map).to_string().as_bytes());
+        for (i, f) in files.iter().enumerate() {
+            part(&i.to_string(), Some((f.filename, f.content_type)), &f.bytes);
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let mut req = Request::post("/graphql").header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        );
+        if preflight {
+            req = req.header("x-requested-with", "XMLHttpRequest");
+        }
+        self.send(req.body(Body::from(body)).expect("request"))
+            .await
+    }
+}
+
+/// Test pictures, made with the same image crate the server decodes with.
+pub mod pictures {
+    use std::io::Cursor;
+
+    use image::{ImageFormat, Rgba, RgbaImage};
+
+    pub fn encode(width: u32, height: u32, format: ImageFormat, seed: u8) -> Vec<u8> {
+        // Noise, so that size in bytes grows with size in pixels.
+        let img = RgbaImage::from_fn(width, height, |x, y| {
+            let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503))
+                .wrapping_mul(2_246_822_519);
+            Rgba([seed, (n >> 8) as u8, (n >> 16) as u8, 255])
+        });
+        let mut out = Cursor::new(Vec::new());
+        match format {
+            ImageFormat::Jpeg => image::DynamicImage::ImageRgba8(img)
+                .to_rgb8()
+                .write_to(&mut out, format)
+                .expect("encode"),
+            _ => img.write_to(&mut out, format).expect("encode"),
+        }
+        out.into_inner()
+    }
+
+    pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
+        encode(width, height, ImageFormat::Png, seed)
+    }
+
+    /// A small, valid PNG whose header claims `width`×`height`: a decompression bomb's
+    /// shape (the CRC is recomputed, so only the size gives it away).
+    pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = png(8, 8, 1);
+        // Signature (8) + length (4) + "IHDR" (4), then width and height.
+        bytes[16..20].copy_from_slice(&width.to_be_bytes());
+        bytes[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}

@@ -7,6 +7,8 @@ mod helpers;
 
 mod concurrency;
 mod lifecycle;
+mod live;
+mod pictures;
 mod products;
 mod protection;
 mod schema;

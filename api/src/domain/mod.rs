@@ -8,6 +8,10 @@ use std::fmt;
 
 use crate::error::ServiceError;
 
+pub mod picture;
+
+pub use picture::{Picture, PictureLimits};
+
 /// Largest price, in rupiah.
 pub const MAX_PRICE: i64 = 1_000_000_000;
 /// Largest quantity a product may hold; it keeps every sum of quantities and deltas far

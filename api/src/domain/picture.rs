@@ -1,0 +1,227 @@
+//! Pictures, checked by their content.
+//!
+//! [`Picture::parse`] is the only way to get a [`Picture`]: it sniffs the format from the
+//! bytes (never the file name or the claimed type), accepts JPEG, PNG, WebP and GIF,
+//! refuses anything larger than the limits before decoding it (the header gives the
+//! dimensions, so a decompression bomb is refused unopened), decodes the whole picture
+//! (a truncated file fails), and makes the thumbnail. It is CPU work: call it off the
+//! async runtime.
+
+use std::fmt;
+use std::io::Cursor;
+
+use image::codecs::jpeg::JpegEncoder;
+use image::{ImageFormat, ImageReader, Limits};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ServiceError;
+
+/// The longest side of a thumbnail, in pixels.
+pub const THUMBNAIL_SIDE: u32 = 256;
+
+/// What a picture may be.
+#[derive(Clone, Copy, Debug)]
+pub struct PictureLimits {
+    /// Largest file, in bytes.
+    pub max_bytes: usize,
+    /// Longest side, in pixels.
+    pub max_side: u32,
+    /// Most files one request may carry.
+    pub max_files: usize,
+}
+
+impl Default for PictureLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 5 * 1024 * 1024,
+            max_side: 4096,
+            max_files: 4,
+        }
+    }
+}
+
+/// A checked, decodable picture with its thumbnail.
+#[derive(Clone)]
+pub struct Picture {
+    /// SHA-256 of `bytes`, lower-case hex: the picture's identity and file name.
+    pub hash: String,
+    pub content_type: &'static str,
+    pub ext: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: Vec<u8>,
+    /// A JPEG at most [`THUMBNAIL_SIDE`] pixels on its longer side.
+    pub thumbnail: Vec<u8>,
+}
+
+impl fmt::Debug for Picture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Picture")
+            .field("hash", &self.hash)
+            .field("content_type", &self.content_type)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub const THUMBNAIL_CONTENT_TYPE: &str = "image/jpeg";
+pub const THUMBNAIL_EXT: &str = "jpg";
+
+/// The content type of a stored picture's extension, for the URLs we hand out.
+pub fn content_type_of_ext(ext: &str) -> Option<&'static str> {
+    match ext {
+        "jpg" => Some("image/jpeg"),
+        "png" => Some("image/png"),
+        "webp" => Some("image/webp"),
+        "gif" => Some("image/gif"),
+        _ => None,
+    }
+}
+
+impl Picture {
+    pub fn parse(
+        field: &str,
+        bytes: Vec<u8>,
+        limits: &PictureLimits,
+    ) -> Result<Self, ServiceError> {
+        let invalid = |message: String| ServiceError::invalid(field, message);
+        if bytes.is_empty() {
+            return Err(invalid("is empty".to_owned()));
+        }
+        if bytes.len() > limits.max_bytes {
+            return Err(invalid(format!(
+                "is larger than the limit of {} bytes ({} MiB)",
+                limits.max_bytes,
+                limits.max_bytes / (1024 * 1024)
+            )));
+        }
+        let not_a_picture = || invalid("is not a JPEG, PNG, WebP or GIF picture".to_owned());
+        let format = image::guess_format(&bytes).map_err(|_| not_a_picture())?;
+        let (content_type, ext) = match format {
+            ImageFormat::Jpeg => ("image/jpeg", "jpg"),
+            ImageFormat::Png => ("image/png", "png"),
+            ImageFormat::WebP => ("image/webp", "webp"),
+            ImageFormat::Gif => ("image/gif", "gif"),
+            _ => return Err(not_a_picture()),
+        };
+
+        let reader = || ImageReader::with_format(Cursor::new(bytes.as_slice()), format);
+        let too_large = |w: u32, h: u32| {
+            invalid(format!(
+                "is {w}×{h} pixels; the limit is {} pixels per side",
+                limits.max_side
+            ))
+        };
+        let (width, height) = reader()
+            .into_dimensions()
+            .map_err(|_| invalid(format!("is not a valid {} file", ext.to_uppercase())))?;
+        if width > limits.max_side || height > limits.max_side {
+            return Err(too_large(width, height));
+        }
+        if width == 0 || height == 0 {
+            return Err(invalid("has no pixels".to_owned()));
+        }
+        // The decoder enforces the same bounds itself, in case a format's header and
+        // data disagree: room for the largest allowed picture as RGBA16, and no more.
+        let mut decoder = reader();
+        let mut decode_limits = Limits::default();
+        decode_limits.max_image_width = Some(limits.max_side);
+        decode_limits.max_image_height = Some(limits.max_side);
+        decode_limits.max_alloc = Some(u64::from(limits.max_side).pow(2) * 8);
+        decoder.limits(decode_limits);
+        let decoded = decoder.decode().map_err(|err| match err {
+            image::ImageError::Limits(_) => too_large(width, height),
+            _ => invalid(format!(
+                "could not be decoded as {} (truncated or corrupt)",
+                ext.to_uppercase()
+            )),
+        })?;
+
+        let thumbnail = make_thumbnail(&decoded).map_err(|e| ServiceError::Internal(e.into()))?;
+        let hash = format!("{:x}", Sha256::digest(&bytes));
+        Ok(Self {
+            hash,
+            content_type,
+            ext,
+            width,
+            height,
+            bytes,
+            thumbnail,
+        })
+    }
+}
+
+/// A JPEG thumbnail; transparency is flattened onto white, as JPEG has none.
+fn make_thumbnail(image: &image::DynamicImage) -> image::ImageResult<Vec<u8>> {
+    let small = image.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE).to_rgba8();
+    let mut flat = image::RgbImage::new(small.width(), small.height());
+    for (x, y, pixel) in small.enumerate_pixels() {
+        let [r, g, b, a] = pixel.0;
+        let blend = |c: u8| -> u8 {
+            let (c, a) = (u32::from(c), u32::from(a));
+            u8::try_from((c * a + 255 * (255 - a)) / 255).unwrap_or(255)
+        };
+        flat.put_pixel(x, y, image::Rgb([blend(r), blend(g), blend(b)]));
+    }
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, 80).encode_image(&flat)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbaImage::from_pixel(width, height, image::Rgba([200, 10, 10, 128]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_png_is_accepted_hashed_and_thumbnailed() {
+        let picture = Picture::parse("image", png(600, 300), &PictureLimits::default()).unwrap();
+        assert_eq!(picture.content_type, "image/png");
+        assert_eq!((picture.width, picture.height), (600, 300));
+        assert_eq!(picture.hash.len(), 64);
+        let thumb = image::load_from_memory(&picture.thumbnail).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (256, 128));
+    }
+
+    #[test]
+    fn content_not_names_decides() {
+        let limits = PictureLimits::default();
+        let mut exe = b"MZ\x90\x00\x03\x00\x00\x00".to_vec();
+        exe.extend(vec![0u8; 100]);
+        assert!(Picture::parse("image", exe, &limits).is_err());
+        let svg =
+            br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec();
+        assert!(Picture::parse("image", svg, &limits).is_err());
+        let mut truncated = png(64, 64);
+        truncated.truncate(truncated.len() / 2);
+        assert!(Picture::parse("image", truncated, &limits).is_err());
+    }
+
+    #[test]
+    fn limits_are_enforced_before_decoding() {
+        let limits = PictureLimits {
+            max_bytes: 1024 * 1024,
+            max_side: 100,
+            max_files: 1,
+        };
+        match Picture::parse("image", png(101, 10), &limits) {
+            Err(ServiceError::Invalid { message, .. }) => {
+                assert!(message.contains("100 pixels"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let small = PictureLimits {
+            max_bytes: 10,
+            ..limits
+        };
+        assert!(Picture::parse("image", png(5, 5), &small).is_err());
+    }
+}

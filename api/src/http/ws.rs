@@ -1,0 +1,114 @@
+//! GraphQL subscriptions over WebSocket at `/graphql/ws`.
+//!
+//! Both subprotocols are spoken: `graphql-transport-ws` (graphql-ws) and the legacy
+//! `graphql-ws` (subscriptions-transport-ws). A connection is authenticated at
+//! `connection_init`: by a bearer token in the init payload (`{"Authorization":
+//! "Bearer …"}` or `{"token": "…"}`), or else by the session cookie sent with the
+//! upgrade request. Without either, the connection is refused at init.
+//!
+//! Browsers attach cookies to WebSocket handshakes from any page, so the cookie counts
+//! only when the handshake's `Origin` is this server's own (cross-site WebSocket
+//! hijacking); token authentication is unaffected.
+
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use tower_sessions::Session;
+
+use super::session::PartnerSession;
+use super::AppState;
+use crate::error::ServiceError;
+use crate::graphql::{request_data, RequestAuth};
+use crate::service::{Actor, AuthMethod, Service};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/graphql/ws", get(upgrade))
+}
+
+/// Whether the handshake comes from a page of this very server (or from a
+/// non-browser client, which sends no `Origin`).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    session: Session,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let cookie_user = if same_origin(&headers) {
+        PartnerSession::new(session)
+            .user_id(60_000)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let schema = state.schema.clone();
+    let service = state.service.clone();
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .keepalive_timeout(Duration::from_secs(30))
+                .on_connection_init(move |payload| async move {
+                    let actor = init_actor(&service, &payload, cookie_user).await?;
+                    let (auth, loader) = request_data(
+                        &service,
+                        RequestAuth {
+                            actor: Some(actor),
+                            session: None,
+                        },
+                    );
+                    let mut data = Data::default();
+                    data.insert(auth);
+                    data.insert(loader);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+/// Who opens the connection: the init payload's token, else the cookie's partner.
+async fn init_actor(
+    service: &Service,
+    payload: &serde_json::Value,
+    cookie_user: Option<i64>,
+) -> async_graphql::Result<Actor> {
+    let token = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| payload.get("token").and_then(|v| v.as_str()));
+    if let Some(token) = token {
+        return Ok(service.authenticate_token(token.trim()).await?);
+    }
+    cookie_user
+        .map(|user_id| Actor {
+            user_id,
+            method: AuthMethod::Session,
+        })
+        .ok_or_else(|| {
+            ServiceError::Unauthenticated("log in or send an API token in connection_init").into()
+        })
+}

@@ -1,0 +1,118 @@
+//! Reading the change feeds: the stock ledger and the product events, by id.
+//!
+//! Ids become visible in increasing order (see `feed_lock!` in `db`), so "everything
+//! after id N" is a complete answer: a subscriber that reconnects with the last id it
+//! saw misses nothing.
+
+use crate::error::ServiceResult;
+use crate::service::stock::StockMovement;
+use crate::service::Service;
+use crate::with_db;
+
+/// A ledger row with what subscribers filter and alert on.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct StockFeedItem {
+    #[sqlx(flatten)]
+    pub movement: StockMovement,
+    pub owner_id: i64,
+    pub low_stock_threshold: Option<i64>,
+}
+
+impl StockFeedItem {
+    /// Whether this change took the product to or below its threshold, or to zero,
+    /// from above: the moment a "low stock" alert is due.
+    pub fn crossed_low_stock(&self) -> bool {
+        let after = self.movement.quantity_after;
+        let before = after - self.movement.delta;
+        let crossed_threshold = self
+            .low_stock_threshold
+            .is_some_and(|t| before > t && after <= t);
+        let ran_out = before > 0 && after == 0;
+        crossed_threshold || ran_out
+    }
+}
+
+/// What happened to a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductEventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl TryFrom<String> for ProductEventKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "CREATED" => Ok(Self::Created),
+            "UPDATED" => Ok(Self::Updated),
+            "DELETED" => Ok(Self::Deleted),
+            other => Err(format!("unknown product event kind {other}")),
+        }
+    }
+}
+
+/// One row of the product feed.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProductEvent {
+    pub id: i64,
+    pub product_id: i64,
+    pub owner_id: i64,
+    #[sqlx(try_from = "String")]
+    pub kind: ProductEventKind,
+    pub version: i64,
+    pub created_at: i64,
+}
+
+impl Service {
+    /// Ledger rows after `after_id`, oldest first, at most `limit`.
+    pub async fn stock_feed_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> ServiceResult<Vec<StockFeedItem>> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, StockFeedItem>(
+                "select m.id, m.product_id, m.actor_id, m.delta, m.quantity_after, m.reason, m.note,
+                        m.idempotency_key, m.created_at, p.owner_id, p.low_stock_threshold
+                 from stock_movements m join products p on p.id = m.product_id
+                 where m.id > $1 order by m.id limit $2",
+            )
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Product events after `after_id`, oldest first, at most `limit`.
+    pub async fn product_feed_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> ServiceResult<Vec<ProductEvent>> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ProductEvent>(
+                "select id, product_id, owner_id, kind, version, created_at from product_events
+                 where id > $1 order by id limit $2",
+            )
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The newest ids of both feeds: where a fresh tailer starts.
+    pub async fn feed_heads(&self) -> ServiceResult<(i64, i64)> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "select coalesce((select max(id) from stock_movements), 0),
+                        coalesce((select max(id) from product_events), 0)",
+            )
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+}

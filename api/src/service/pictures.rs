@@ -1,0 +1,183 @@
+//! Product pictures: stored once per content, served by every replica, cleaned up when
+//! no live product uses them any more.
+//!
+//! A picture row is written in the same transaction as the product that references it.
+//! Cleanup runs after the referencing change has committed and deletes a picture only
+//! where no product refers to it. On SQLite, writers are serialised, so that check is
+//! exact. On PostgreSQL, a foreign key from `products.image_ref` backs it: a cleanup
+//! that races a new reference fails (and is ignored) rather than leaving the new one
+//! dangling, and a reference that races a cleanup fails and is retried.
+
+use crate::db::now_ms;
+use crate::domain::picture::THUMBNAIL_CONTENT_TYPE;
+use crate::domain::{Picture, PictureLimits};
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::Service;
+use crate::with_db;
+
+/// A stored file, ready to serve.
+#[derive(Clone, Debug)]
+pub struct StoredFile {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The public URL path of a picture.
+pub fn picture_url(hash: &str, ext: &str) -> String {
+    format!("/images/{hash}.{ext}")
+}
+
+/// The public URL path of a picture's thumbnail.
+pub fn thumbnail_url(hash: &str) -> String {
+    format!(
+        "/images/{hash}/thumb.{}",
+        crate::domain::picture::THUMBNAIL_EXT
+    )
+}
+
+/// Inserts a picture unless the same content is already stored (inside the caller's
+/// transaction, so the picture and its first reference commit together).
+macro_rules! store_picture {
+    ($executor:expr, $picture:expr) => {{
+        let p: &$crate::domain::Picture = $picture;
+        sqlx::query(
+            "insert into images (hash, content_type, ext, width, height, bytes, thumb_bytes, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (hash) do nothing",
+        )
+        .bind(p.hash.as_str())
+        .bind(p.content_type)
+        .bind(p.ext)
+        .bind(i64::from(p.width))
+        .bind(i64::from(p.height))
+        .bind(p.bytes.as_slice())
+        .bind(p.thumbnail.as_slice())
+        .bind($crate::db::now_ms())
+        .execute($executor)
+        .await
+    }};
+}
+pub(crate) use store_picture;
+
+/// Whether an error is PostgreSQL's foreign key refusing a reference to a picture that
+/// a concurrent cleanup just deleted: the write is safe to retry.
+pub(crate) fn is_picture_race(err: &ServiceError) -> bool {
+    let ServiceError::Internal(cause) = err else {
+        return false;
+    };
+    cause
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .is_some_and(|e| e.constraint() == Some("products_image_ref_fkey"))
+}
+
+impl Service {
+    pub fn picture_limits(&self) -> &PictureLimits {
+        &self.pictures
+    }
+
+    /// Checks uploaded bytes and makes the thumbnail, on the blocking pool.
+    pub async fn parse_picture(&self, field: &str, bytes: Vec<u8>) -> ServiceResult<Picture> {
+        let limits = self.pictures;
+        let field = field.to_owned();
+        tokio::task::spawn_blocking(move || Picture::parse(&field, bytes, &limits))
+            .await
+            .map_err(|e| ServiceError::Internal(e.into()))?
+    }
+
+    /// A stored picture by hash, with the extension it was stored under.
+    pub async fn picture_file(&self, hash: &str, ext: &str) -> ServiceResult<Option<StoredFile>> {
+        let row: Option<(String, Vec<u8>)> = with_db!(&self.db, pool => {
+            sqlx::query_as("select content_type, bytes from images where hash = $1 and ext = $2")
+                .bind(hash)
+                .bind(ext)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(content_type, bytes)| StoredFile {
+            content_type,
+            bytes,
+        }))
+    }
+
+    /// A stored picture's thumbnail.
+    pub async fn thumbnail_file(&self, hash: &str) -> ServiceResult<Option<StoredFile>> {
+        let row: Option<Vec<u8>> = with_db!(&self.db, pool => {
+            sqlx::query_scalar("select thumb_bytes from images where hash = $1")
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|bytes| StoredFile {
+            content_type: THUMBNAIL_CONTENT_TYPE.to_owned(),
+            bytes,
+        }))
+    }
+
+    /// Deletes a picture that no product refers to any more. A picture that is (or
+    /// has just become) referenced again stays.
+    pub(crate) async fn release_picture(&self, hash: Option<&str>) {
+        let Some(hash) = hash else { return };
+        let result: Result<_, sqlx::Error> = with_db!(&self.db, pool => {
+            sqlx::query(
+                "delete from images where hash = $1
+                 and not exists (select 1 from products where image_ref = $1)",
+            )
+            .bind(hash)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        });
+        if let Err(err) = result {
+            // A foreign-key refusal means a new reference won the race: keep it.
+            if !err
+                .as_database_error()
+                .is_some_and(|e| e.is_foreign_key_violation())
+            {
+                ServiceError::from(err).log();
+            }
+        }
+    }
+
+    /// Deletes every picture no product refers to (run periodically, for pictures whose
+    /// release was interrupted, e.g. by a crash between commit and cleanup).
+    pub async fn sweep_pictures(&self) -> ServiceResult<u64> {
+        let cutoff = now_ms() - 60_000;
+        let result: Result<u64, sqlx::Error> = with_db!(&self.db, pool => {
+            sqlx::query(
+                "delete from images where created_at < $1
+                 and not exists (select 1 from products where image_ref = images.hash)",
+            )
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        });
+        match result {
+            Ok(n) => Ok(n),
+            Err(err)
+                if err
+                    .as_database_error()
+                    .is_some_and(|e| e.is_foreign_key_violation()) =>
+            {
+                Ok(0)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// Runs a write that references a picture, retrying when it lost a race against the
+/// cleanup of that same picture (PostgreSQL only; see the module docs).
+pub(crate) async fn retry_picture_race<T, F, Fut>(mut attempt: F) -> ServiceResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ServiceResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(err) if tries < 3 && is_picture_race(&err) => tries += 1,
+            other => return other,
+        }
+    }
+}

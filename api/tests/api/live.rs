@@ -1,0 +1,396 @@
+//! Live updates: subscriptions fed by the change feeds, across replicas.
+
+use std::time::{Duration, Instant};
+
+use async_graphql::{Request, Response, Variables};
+use ecanteen_api::graphql::{request_data, RequestAuth};
+use ecanteen_api::service::{Actor, AuthMethod};
+use futures_util::{SinkExt as _, Stream, StreamExt as _};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+const STOCK: &str = "subscription($p: ID, $o: ID, $a: ID) {
+    stockChanged(productId: $p, ownerId: $o, afterId: $a) { id productId delta quantity reason movement { id note } } }";
+
+async fn user_id(c: &mut Client) -> i64 {
+    c.ok("{ me { id } }", json!({})).await["me"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Subscribes in-process on `app` as `user_id`, and waits until the subscription is
+/// registered with the replica's event hub.
+async fn subscribe(
+    app: &TestApp,
+    user_id: i64,
+    query: &str,
+    variables: Value,
+) -> impl Stream<Item = Response> + Unpin {
+    let mut stream = subscription(app, user_id, query, variables);
+    // The first poll runs the resolver, which subscribes; nothing is there to yield yet.
+    let first = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+    assert!(first.is_err(), "unexpected early event: {first:?}");
+    stream
+}
+
+/// A subscription stream, not yet polled.
+fn subscription(
+    app: &TestApp,
+    user_id: i64,
+    query: &str,
+    variables: Value,
+) -> impl Stream<Item = Response> + Unpin {
+    let (auth, loader) = request_data(
+        &app.state.service,
+        RequestAuth {
+            actor: Some(Actor {
+                user_id,
+                method: AuthMethod::Session,
+            }),
+            session: None,
+        },
+    );
+    let request = Request::new(query)
+        .variables(Variables::from_json(variables))
+        .data(auth)
+        .data(loader);
+    Box::pin(app.state.schema.execute_stream(request))
+}
+
+async fn next_event(
+    stream: &mut (impl Stream<Item = Response> + Unpin),
+    within: Duration,
+) -> Value {
+    let response = tokio::time::timeout(within, stream.next())
+        .await
+        .expect("no event in time")
+        .expect("stream ended");
+    assert!(response.errors.is_empty(), "{:?}", response.errors);
+    response.data.into_json().unwrap()
+}
+
+async fn assert_quiet(stream: &mut (impl Stream<Item = Response> + Unpin)) {
+    let extra = tokio::time::timeout(Duration::from_millis(600), stream.next()).await;
+    assert!(extra.is_err(), "unexpected extra event: {extra:?}");
+}
+
+dual_tests! {
+    async fn stock_changes_on_one_replica_reach_subscribers_on_another_within_a_second(app) {
+        let other = app.sibling().await;
+        let mut seller = app.partner("live_seller").await;
+        let id = seller.create_product("Martabak", 10).await;
+        let watcher_id = user_id(&mut app.partner("live_watcher").await).await;
+        let mut events = subscribe(&other, watcher_id, STOCK, json!({"p": id})).await;
+
+        let mut sent_at = Vec::new();
+        for delta in [-1, -2, 3, -4, 1] {
+            let r = seller.adjust(&id, delta).await;
+            assert!(r.get("errors").is_none(), "{r}");
+            sent_at.push(Instant::now());
+        }
+        let mut last_id = 0;
+        let mut quantities = Vec::new();
+        for sent in sent_at {
+            let event = next_event(&mut events, Duration::from_secs(1)).await["stockChanged"].clone();
+            assert!(sent.elapsed() < Duration::from_secs(1), "arrived {:?} after the change", sent.elapsed());
+            let event_id: i64 = event["id"].as_str().unwrap().parse().unwrap();
+            assert!(event_id > last_id, "in ledger order");
+            last_id = event_id;
+            assert_eq!(event["productId"], id);
+            assert_eq!(event["movement"], json!(null), "the ledger row is the owner's");
+            quantities.push(event["quantity"].as_i64().unwrap());
+        }
+        assert_eq!(quantities, [9, 7, 10, 6, 7]);
+        assert_quiet(&mut events).await;
+    }
+
+    async fn reconnecting_with_the_last_seen_id_replays_what_was_missed(app) {
+        let mut seller = app.partner("replayer").await;
+        let owner = user_id(&mut seller).await;
+        let id = seller.create_product("Klepon", 10).await;
+        let first = seller.adjust(&id, -1).await;
+        let seen: i64 = first["data"]["adjustStock"]["movement"]["id"].as_str().unwrap().parse().unwrap();
+        // Missed while disconnected:
+        seller.adjust(&id, -2).await;
+        seller.adjust(&id, -3).await;
+        let mut events = subscription(&app, owner, STOCK, json!({"o": owner.to_string(), "a": seen.to_string()}));
+        let a = next_event(&mut events, Duration::from_secs(1)).await["stockChanged"].clone();
+        let b = next_event(&mut events, Duration::from_secs(1)).await["stockChanged"].clone();
+        assert_eq!((a["delta"].as_i64(), b["delta"].as_i64()), (Some(-2), Some(-3)));
+        assert!(a["movement"]["id"].is_string(), "the owner sees the ledger row");
+        // Then live, without duplicates.
+        seller.adjust(&id, 5).await;
+        let c = next_event(&mut events, Duration::from_secs(1)).await["stockChanged"].clone();
+        assert_eq!(c["quantity"], 9);
+        assert_quiet(&mut events).await;
+    }
+
+    async fn product_changes_are_announced(app) {
+        let mut seller = app.partner("announcer").await;
+        let owner = user_id(&mut seller).await;
+        let mut events = subscribe(
+            &app,
+            owner,
+            "subscription($o: ID) { productChanged(ownerId: $o) { id kind productId version product { name deletedAt } } }",
+            json!({"o": owner.to_string()}),
+        )
+        .await;
+        let id = seller.create_product("Onde", 1).await;
+        seller.ok("mutation($id: ID!) { updateProduct(id: $id, input: {name: \"Onde-onde\"}) { id } }", json!({"id": id})).await;
+        seller.ok("mutation($id: ID!) { deleteProduct(id: $id) { id } }", json!({"id": id})).await;
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let e = next_event(&mut events, Duration::from_secs(1)).await["productChanged"].clone();
+            assert_eq!(e["productId"], id);
+            kinds.push(e["kind"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(kinds, ["CREATED", "UPDATED", "DELETED"]);
+        assert_quiet(&mut events).await;
+    }
+
+    async fn low_stock_fires_when_the_threshold_is_crossed_or_stock_runs_out(app) {
+        let mut seller = app.partner("alerted").await;
+        let owner = user_id(&mut seller).await;
+        let id = seller.create_product("Cilok", 10).await;
+        seller.ok("mutation($id: ID!) { updateProduct(id: $id, input: {lowStockThreshold: 3}) { id } }", json!({"id": id})).await;
+        let mut events = subscribe(&app, owner, "subscription { lowStock { productId quantity threshold outOfStock } }", json!({})).await;
+        seller.adjust(&id, -5).await; // 5: above the threshold
+        seller.adjust(&id, -2).await; // 3: crosses it
+        seller.adjust(&id, -1).await; // 2: already low, no new alert
+        seller.adjust(&id, -2).await; // 0: runs out
+        let crossed = next_event(&mut events, Duration::from_secs(1)).await["lowStock"].clone();
+        assert_eq!(crossed, json!({"productId": id, "quantity": 3, "threshold": 3, "outOfStock": false}));
+        let out = next_event(&mut events, Duration::from_secs(1)).await["lowStock"].clone();
+        assert_eq!(out["outOfStock"], true);
+        assert_quiet(&mut events).await;
+        // Someone else's alerts are not for you.
+        let stranger = user_id(&mut app.partner("stranger").await).await;
+        let (auth, loader) = request_data(&app.state.service, RequestAuth { actor: Some(Actor { user_id: stranger, method: AuthMethod::Session }), session: None });
+        let request = Request::new(format!("subscription {{ lowStock(ownerId: \"{owner}\") {{ quantity }} }}")).data(auth).data(loader);
+        let mut refused = Box::pin(app.state.schema.execute_stream(request));
+        let response = refused.next().await.unwrap();
+        assert_eq!(response.errors[0].extensions.as_ref().unwrap().get("code"), Some(&async_graphql::Value::from("FORBIDDEN")));
+    }
+}
+
+/// Starts a real replica on a socket, on `db`.
+async fn serve(db: &TestDb) -> std::net::SocketAddr {
+    let mut config = test_config(&db.url);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = ecanteen_api::startup::Application::build(&config)
+        .await
+        .unwrap();
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    addr
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: std::net::SocketAddr, protocol: &str, cookie: Option<&str>) -> Ws {
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().unwrap());
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+    }
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+    ws
+}
+
+async fn send(ws: &mut Ws, message: Value) {
+    ws.send(Message::text(message.to_string())).await.unwrap();
+}
+
+/// The next JSON message, or `None` when the server closed the connection.
+async fn receive(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("nothing received")?;
+        match message {
+            Ok(Message::Text(text)) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if matches!(value["type"].as_str(), Some("ka" | "ping" | "pong")) {
+                    continue;
+                }
+                return Some(value);
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscriptions_speak_both_protocols_and_authenticate_at_init() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    let addr = serve(&db).await;
+    let app = TestApp::on(db.clone(), |_| {}).await;
+    let mut seller = app.partner("ws_seller").await;
+    let id = seller.create_product("Serabi", 10).await;
+    let token = seller
+        .ok(
+            "mutation { createApiToken(name: \"ws\") { token } }",
+            json!({}),
+        )
+        .await["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let query = format!(
+        "subscription {{ stockChanged(productId: \"{id}\") {{ quantity movement {{ note }} }} }}"
+    );
+
+    // graphql-transport-ws, with a bearer token in the init payload.
+    let mut modern = connect(addr, "graphql-transport-ws", None).await;
+    send(
+        &mut modern,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    assert_eq!(
+        receive(&mut modern).await.unwrap()["type"],
+        "connection_ack"
+    );
+    send(
+        &mut modern,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": query}}),
+    )
+    .await;
+
+    // The legacy graphql-ws protocol, with the session cookie.
+    let mut legacy = connect(addr, "graphql-ws", seller.cookie.as_deref()).await;
+    send(
+        &mut legacy,
+        json!({"type": "connection_init", "payload": {}}),
+    )
+    .await;
+    assert_eq!(
+        receive(&mut legacy).await.unwrap()["type"],
+        "connection_ack"
+    );
+    send(
+        &mut legacy,
+        json!({"id": "1", "type": "start", "payload": {"query": query}}),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seller.ok(
+        "mutation($id: ID!) { adjustStock(input: {productId: $id, delta: -1, note: \"ws\"}) { replayed } }",
+        json!({"id": id}),
+    ).await;
+    let event = receive(&mut modern).await.unwrap();
+    assert_eq!(event["type"], "next");
+    assert_eq!(
+        event["payload"]["data"]["stockChanged"],
+        json!({"quantity": 9, "movement": {"note": "ws"}})
+    );
+    let event = receive(&mut legacy).await.unwrap();
+    assert_eq!(event["type"], "data");
+    assert_eq!(event["payload"]["data"]["stockChanged"]["quantity"], 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connections_without_credentials_are_refused_at_init() {
+    let db = TestDb::new(Engine::Sqlite).await;
+    let addr = serve(&db).await;
+    for protocol in ["graphql-transport-ws", "graphql-ws"] {
+        let mut ws = connect(addr, protocol, None).await;
+        send(&mut ws, json!({"type": "connection_init", "payload": {}})).await;
+        match receive(&mut ws).await {
+            None => {}
+            Some(message) => {
+                assert_eq!(message["type"], "connection_error", "{protocol}: {message}")
+            }
+        }
+        let mut ws = connect(addr, protocol, None).await;
+        send(
+            &mut ws,
+            json!({"type": "connection_init", "payload": {"token": "ect_forged"}}),
+        )
+        .await;
+        match receive(&mut ws).await {
+            None => {}
+            Some(message) => {
+                assert_eq!(message["type"], "connection_error", "{protocol}: {message}")
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_page_cannot_ride_the_session_cookie() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    let addr = serve(&db).await;
+    let app = TestApp::on(db.clone(), |_| {}).await;
+    let seller = app.partner("hijack_target").await;
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+        .headers_mut()
+        .insert("cookie", seller.cookie.as_deref().unwrap().parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    send(&mut ws, json!({"type": "connection_init", "payload": {}})).await;
+    if let Some(message) = receive(&mut ws).await {
+        assert_ne!(message["type"], "connection_ack", "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_dropped_not_buffered() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut seller = app.partner("flood").await;
+    let owner = user_id(&mut seller).await;
+    let id: i64 = seller.create_product("Air", 1).await.parse().unwrap();
+    let mut events = subscribe(&app, owner, STOCK, json!({})).await;
+    // Far more changes than a subscriber may fall behind, while it reads none of them.
+    ecanteen_api::with_db!(app.state.service.db(), pool => {
+        let mut tx = pool.begin().await.unwrap();
+        for n in 0..1500_i64 {
+            sqlx::query("insert into stock_movements (product_id, actor_id, delta, quantity_after, reason, created_at)
+                         values ($1, $2, 1, $3, 'RESTOCK', 0)")
+                .bind(id).bind(owner).bind(n + 2)
+                .execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ended_with_error = false;
+    while let Ok(Some(response)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await
+    {
+        if !response.errors.is_empty() {
+            assert!(
+                response.errors[0].message.contains("afterId"),
+                "{:?}",
+                response.errors
+            );
+            ended_with_error = true;
+        }
+    }
+    assert!(
+        ended_with_error,
+        "the lagging subscription was closed with a way to resume"
+    );
+}
