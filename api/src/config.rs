@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
 
+    /// Exit (draining first) when standard input closes: set by a supervisor such as
+    /// `ecanteen-balancer --spawn`, so a replica never outlives it.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+
     /// Log line format.
     #[arg(long, env = "ECANTEEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

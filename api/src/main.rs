@@ -12,7 +12,30 @@ async fn main() -> anyhow::Result<()> {
     // Scripts (and the balancer's --spawn) read the bound address from this line.
     println!("ecanteen-api listening on http://{}", app.local_addr()?);
     tracing::info!(addr = %app.local_addr()?, database = %redact(&config.database_url), "ready");
-    app.run_until_stopped(shutdown_signal()).await
+    if config.exit_with_parent {
+        app.run_until_stopped(async {
+            tokio::select! {
+                () = shutdown_signal() => {},
+                () = parent_gone() => {},
+            }
+        })
+        .await
+    } else {
+        app.run_until_stopped(shutdown_signal()).await
+    }
+}
+
+/// Completes when standard input reaches its end: the supervising parent closed the
+/// pipe, or died.
+async fn parent_gone() {
+    use tokio::io::AsyncReadExt as _;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// The database URL without its password, for logs.

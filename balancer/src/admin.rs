@@ -1,0 +1,76 @@
+//! The admin endpoint: `GET /status` (JSON) and `GET /metrics` (Prometheus).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::Algorithm;
+use crate::metrics::Metrics;
+use crate::upstream::Pool;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub algorithm: Algorithm,
+}
+
+async fn status(State(admin): State<Admin>) -> impl IntoResponse {
+    let now = Instant::now();
+    let upstreams: Vec<_> = admin.pool.members().iter().map(|u| u.status(now)).collect();
+    let ready = upstreams.iter().filter(|u| u.ready).count();
+    Json(serde_json::json!({
+        "algorithm": match admin.algorithm {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::LeastConnections => "least-connections",
+        },
+        "ready": ready,
+        "upstreams": upstreams,
+        "totals": {
+            "requests": admin.metrics.requests.load(std::sync::atomic::Ordering::Relaxed),
+            "retries": admin.metrics.retries.load(std::sync::atomic::Ordering::Relaxed),
+            "unavailable": admin.metrics.unavailable.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    }))
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        admin.metrics.render(&admin.pool),
+    )
+}
+
+#[async_trait]
+impl BackgroundService for Admin {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let app = Router::new()
+            .route("/status", get(status))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone());
+        let listener = match tokio::net::TcpListener::bind(self.addr).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(addr = %self.addr, error = %err, "cannot serve the admin endpoint");
+                return;
+            }
+        };
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "admin endpoint failed");
+        }
+    }
+}

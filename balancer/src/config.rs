@@ -1,0 +1,139 @@
+//! Flags of `ecanteen-balancer`, each also an `ECANTEEN_BALANCER_…` variable (and the
+//! shared `ECANTEEN_DATABASE_URL`, which spawned replicas use).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Algorithm {
+    /// Each ready replica in turn, by weight (smooth weighted round robin).
+    RoundRobin,
+    /// The ready replica with the fewest requests in flight per unit of weight, round
+    /// robin among equals.
+    #[default]
+    LeastConnections,
+}
+
+/// The e-canteen front door: a reverse proxy over `ecanteen-api` replicas.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ecanteen-balancer", version, about)]
+pub struct Config {
+    /// Address to serve on.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// A replica, `host:port` (repeatable).
+    #[arg(
+        long = "upstream",
+        env = "ECANTEEN_BALANCER_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub upstreams: Vec<String>,
+
+    /// A file of replicas, one `host:port [weight]` per line (`#` comments); re-read
+    /// when it changes.
+    #[arg(long, env = "ECANTEEN_BALANCER_UPSTREAMS_FILE")]
+    pub upstreams_file: Option<PathBuf>,
+
+    /// How to pick a replica.
+    #[arg(long, env = "ECANTEEN_BALANCER_ALGORITHM", value_enum, default_value_t = Algorithm::LeastConnections)]
+    pub algorithm: Algorithm,
+
+    /// Address of the status page and Prometheus metrics.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_ADMIN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub admin: SocketAddr,
+
+    /// Start and supervise this many local `ecanteen-api` replicas on free ports.
+    #[arg(long, env = "ECANTEEN_BALANCER_SPAWN", default_value_t = 0)]
+    pub spawn: usize,
+
+    /// The database the spawned replicas share.
+    #[arg(
+        long,
+        env = "ECANTEEN_DATABASE_URL",
+        default_value = "sqlite://ecanteen.db"
+    )]
+    pub database_url: String,
+
+    /// The `ecanteen-api` binary to spawn (default: the one beside this binary).
+    #[arg(long, env = "ECANTEEN_BALANCER_API_BIN")]
+    pub api_bin: Option<PathBuf>,
+
+    /// Milliseconds between health probes (`GET /readyz`) of each replica.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_HEALTH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub health_interval_ms: u64,
+
+    /// Consecutive passed probes that make a replica ready.
+    #[arg(long, env = "ECANTEEN_BALANCER_RISE", default_value_t = 2)]
+    pub rise: u32,
+
+    /// Consecutive failed probes that make a replica not ready.
+    #[arg(long, env = "ECANTEEN_BALANCER_FALL", default_value_t = 3)]
+    pub fall: u32,
+
+    /// Consecutive connect failures or 5xx answers that eject a replica (0: never).
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_FAILS", default_value_t = 3)]
+    pub max_fails: u32,
+
+    /// Milliseconds an ejected replica is skipped.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_FAIL_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub fail_timeout_ms: u64,
+
+    /// Most attempts for one request (the first included).
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_TRIES", default_value_t = 3)]
+    pub max_tries: usize,
+
+    /// Largest request body, in bytes (then 413).
+    #[arg(long, env = "ECANTEEN_BALANCER_BODY_LIMIT", default_value_t = 25 * 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Milliseconds to connect to a replica.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_CONNECT_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// Seconds to wait for a replica's answer.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_READ_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    pub read_timeout_secs: u64,
+
+    /// Seconds an idle keep-alive connection to a replica is kept.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_IDLE_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds SIGTERM waits for requests in flight before exiting.
+    #[arg(long, env = "ECANTEEN_BALANCER_GRACE_SECS", default_value_t = 5)]
+    pub grace_secs: u64,
+
+    /// Worker threads of the proxy (default: the number of CPUs).
+    #[arg(long, env = "ECANTEEN_BALANCER_THREADS")]
+    pub threads: Option<usize>,
+}

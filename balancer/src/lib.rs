@@ -1,0 +1,28 @@
+//! # ecanteen-balancer: the front door
+//!
+//! A pingora reverse proxy over any number of `ecanteen-api` replicas. Replicas are
+//! stateless, so any of them can serve any request; the balancer spreads requests,
+//! keeps away from replicas that fail, and never replays a write.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and `ECANTEEN_BALANCER_…` variables;
+//! - [`upstream`]: replicas, health state, leases, round robin and least connections
+//!   (and the races they accept);
+//! - [`proxy`]: pingora's `ProxyHttp` phases: selection, retries, headers, errors;
+//! - [`health`]: active `GET /readyz` probes with rise/fall;
+//! - [`discovery`]: the upstreams file, re-read when it changes;
+//! - [`spawn`]: `--spawn N`, local replicas started and supervised;
+//! - [`admin`]: `/status` and `/metrics`;
+//! - [`metrics`]: the balancer-wide counters and latency histogram;
+//! - [`server`]: assembling all of it into a pingora `Server`.
+
+pub mod admin;
+pub mod config;
+pub mod discovery;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod spawn;
+pub mod upstream;

@@ -1,0 +1,364 @@
+//! The proxy: pingora's `ProxyHttp` phases, in the order a request meets them.
+//!
+//! # Retries, and why they never apply a write twice
+//!
+//! - A failed *connect* is retried on another replica whatever the method: pingora
+//!   guarantees nothing was sent.
+//! - A failure *after* sending is retried only for GET and HEAD whose body pingora still
+//!   holds in its retry buffer. A POST (every GraphQL mutation) that may have reached a
+//!   replica is never replayed; clients that need safe retries send idempotency keys.
+//! - At most `max_tries` attempts, never twice on the same replica.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::metrics::Metrics;
+use crate::upstream::{Lease, Pool};
+
+/// Knobs of the proxy.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_tries: usize,
+    pub body_limit: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+pub struct Balancer {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    /// The replica this attempt holds (released at the end, or when a retry moves on).
+    lease: Option<Lease>,
+    /// Replicas this request has been sent to.
+    tried: Vec<SocketAddr>,
+    attempts: usize,
+    started: Instant,
+    body_bytes: usize,
+    upgrade: bool,
+    request_id: String,
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn new_request_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:016x}-{:08x}-{n:x}", t, std::process::id())
+}
+
+/// A JSON error in the shape the replicas use, so clients parse one shape.
+fn error_body(code: &str, message: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+            .to_string(),
+    )
+}
+
+async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<u64>,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("Content-Type", "application/json")?;
+    header.insert_header("Content-Length", body.len().to_string())?;
+    header.insert_header("Cache-Control", "no-store")?;
+    if let Some(seconds) = retry_after {
+        header.insert_header("Retry-After", seconds.to_string())?;
+    }
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+impl Balancer {
+    fn can_retry_after_send(method: &Method) -> bool {
+        *method == Method::GET || *method == Method::HEAD
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Balancer {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            lease: None,
+            tried: Vec::new(),
+            attempts: 0,
+            started: Instant::now(),
+            body_bytes: 0,
+            upgrade: false,
+            request_id: String::new(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(new_request_id, str::to_owned);
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > self.settings.body_limit) {
+            self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "the request body is larger than {} bytes",
+                self.settings.body_limit
+            );
+            respond_json(session, 413, error_body("BAD_USER_INPUT", &message), None).await?;
+            return Ok(true);
+        }
+        if !self.pool.any_ready() {
+            self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+            let body = error_body("INTERNAL", "no replica is ready; please retry");
+            respond_json(session, 503, body, Some(1)).await?;
+            return Ok(true);
+        }
+        if session.is_upgrade_req() {
+            // A WebSocket may stay quiet for long; its end, not a timer, ends it.
+            ctx.upgrade = true;
+            session.set_read_timeout(None);
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len();
+            if ctx.body_bytes > self.settings.body_limit {
+                self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body too large",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // A retry: the previous attempt's lease ends here, not at the end of the request.
+        ctx.lease = None;
+        if ctx.attempts >= self.settings.max_tries {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "every attempt failed",
+            ));
+        }
+        if ctx.attempts > 0 {
+            self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.attempts += 1;
+        let lease = self
+            .pool
+            .select(&ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no replica is ready"))?;
+        let addr = lease.upstream().addr;
+        ctx.tried.push(addr);
+        ctx.lease = Some(lease);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.settings.connect_timeout);
+        options.total_connection_timeout = Some(self.settings.connect_timeout);
+        options.idle_timeout = Some(self.settings.idle_timeout);
+        if ctx.upgrade {
+            options.read_timeout = None;
+            options.write_timeout = None;
+        } else {
+            options.read_timeout = Some(self.settings.read_timeout);
+            options.write_timeout = Some(self.settings.read_timeout);
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(client) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+        {
+            let forwarded = match upstream_request
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(previous) if !previous.is_empty() => format!("{previous}, {client}"),
+                _ => client,
+            };
+            upstream_request.insert_header("X-Forwarded-For", forwarded)?;
+        }
+        upstream_request.insert_header("X-Forwarded-Proto", "http")?;
+        if let Some(host) = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+        {
+            upstream_request.insert_header("X-Forwarded-Host", host)?;
+        }
+        upstream_request.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(lease) = &ctx.lease {
+            lease
+                .upstream()
+                .record_outcome(upstream_response.status.as_u16() < 500, &self.pool.policy);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(lease) = &ctx.lease {
+            lease.upstream().record_outcome(false, &self.pool.policy);
+        }
+        // Nothing was sent: safe to try elsewhere, whatever the method.
+        if ctx.attempts < self.settings.max_tries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(lease) = &ctx.lease {
+                lease.upstream().record_outcome(false, &self.pool.policy);
+            }
+        }
+        let retry = Self::can_retry_after_send(&session.req_header().method)
+            && !session.as_ref().retry_buffer_truncated()
+            && !ctx.upgrade
+            && ctx.attempts < self.settings.max_tries;
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        let (error_code, message, retry_after) = match code {
+            413 => (
+                "BAD_USER_INPUT",
+                format!(
+                    "the request body is larger than {} bytes",
+                    self.settings.body_limit
+                ),
+                None,
+            ),
+            503 => (
+                "INTERNAL",
+                "no replica is ready; please retry".to_owned(),
+                Some(1),
+            ),
+            502 | 504 => (
+                "INTERNAL",
+                "the replica failed to answer; please retry".to_owned(),
+                Some(1),
+            ),
+            400 => ("BAD_USER_INPUT", "malformed request".to_owned(), None),
+            _ => ("INTERNAL", "internal error".to_owned(), None),
+        };
+        if code == 503 {
+            self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+        }
+        if code > 0 {
+            if let Err(err) =
+                respond_json(session, code, error_body(error_code, &message), retry_after).await
+            {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        self.metrics.observe(ctx.started.elapsed());
+        // The end of the request (or of the WebSocket tunnel) ends its lease.
+        ctx.lease = None;
+    }
+}

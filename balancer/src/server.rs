@@ -1,0 +1,122 @@
+//! Assembles the pingora server: the proxy service and its background services.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::discovery::UpstreamsFile;
+use crate::health::HealthChecker;
+use crate::metrics::Metrics;
+use crate::proxy::{Balancer, Settings};
+use crate::spawn::{default_api_bin, Supervisor, SupervisorService};
+use crate::upstream::{resolve, Policy, Pool};
+
+/// Builds the server from the configuration: starts spawned replicas (if any), loads
+/// the initial membership, and wires every service. `run_forever` is the caller's.
+pub fn build(config: &Config) -> anyhow::Result<Server> {
+    let policy = Policy {
+        rise: config.rise.max(1),
+        fall: config.fall.max(1),
+        interval: Duration::from_millis(config.health_interval_ms.max(50)),
+        max_fails: config.max_fails,
+        fail_timeout: Duration::from_millis(config.fail_timeout_ms),
+    };
+    let pool = Arc::new(Pool::new(config.algorithm, policy));
+    let metrics = Arc::new(Metrics::default());
+
+    let mut fixed = Vec::new();
+    for upstream in &config.upstreams {
+        let addr = resolve(upstream)
+            .ok_or_else(|| anyhow::anyhow!("--upstream {upstream}: not a host:port"))?;
+        fixed.push((addr, 1));
+    }
+    let supervisor = if config.spawn > 0 {
+        let bin = config
+            .api_bin
+            .clone()
+            .or_else(default_api_bin)
+            .ok_or_else(|| anyhow::anyhow!("ecanteen-api not found beside this binary; build the workspace (cargo build --release) or pass --api-bin"))?;
+        let supervisor = Supervisor::start(config.spawn, bin, config.database_url.clone())?;
+        fixed.extend(supervisor.addrs().into_iter().map(|a| (a, 1)));
+        Some(supervisor)
+    } else {
+        None
+    };
+
+    let file = config.upstreams_file.as_ref().map(|path| UpstreamsFile {
+        path: path.clone(),
+        pool: pool.clone(),
+        fixed: fixed.clone(),
+    });
+    match &file {
+        Some(file) => file
+            .load()
+            .map_err(|e| anyhow::anyhow!("upstreams file: {e}"))?,
+        None => pool.set_members(&fixed),
+    }
+    anyhow::ensure!(
+        !pool.members().is_empty() || file.is_some(),
+        "no replicas: pass --upstream, --upstreams or --spawn"
+    );
+
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(config.grace_secs),
+        graceful_shutdown_timeout_seconds: Some(config.grace_secs),
+        max_retries: config.max_tries,
+        upstream_keepalive_pool_size: 256,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let balancer = Balancer {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        settings: Settings {
+            max_tries: config.max_tries.max(1),
+            body_limit: config.body_limit,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            read_timeout: Duration::from_secs(config.read_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        },
+    };
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, balancer);
+    proxy.add_tcp(&config.listen.to_string());
+
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(pool.clone())?,
+    ));
+    server.add_service(background_service(
+        "admin",
+        Admin {
+            addr: config.admin,
+            pool: pool.clone(),
+            metrics,
+            algorithm: config.algorithm,
+        },
+    ));
+    if let Some(file) = file {
+        server.add_service(background_service("upstreams file", file));
+    }
+    if let Some(supervisor) = supervisor {
+        server.add_service(background_service(
+            "replicas",
+            SupervisorService {
+                supervisor,
+                grace: Duration::from_secs(config.grace_secs),
+            },
+        ));
+    }
+    server.add_service(proxy);
+    Ok(server)
+}

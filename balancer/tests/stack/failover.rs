@@ -1,0 +1,312 @@
+//! Replicas dying, restarting and draining under load.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+const READ: &str = "/graphql?query=%7B%20products(first%3A%205)%20%7B%20totalCount%20%7D%20%7D";
+
+/// Sends GETs from `workers` clients until `stop`; returns (ok, failed) counters.
+fn get_load(
+    url: String,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (ok, failed, stop, url) = (ok.clone(), failed.clone(), stop.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::SeqCst) {
+                match c.get(format!("{url}{READ}")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => {
+                        eprintln!("failed: status {} {:?}", r.status(), r.text().await);
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("failed: {e:?}");
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    (ok, failed, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_under_read_load_fails_no_request_and_it_rejoins_after_restart() {
+    let db = Database::new();
+    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = Balancer::start(&addrs, &[]);
+    balancer.wait_ready(3);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, tasks) = get_load(balancer.url.clone(), 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let victim = replicas[1].addr;
+    replicas[1].proc.kill9();
+    // Ejected: passively at once, and by the health checks within fall × interval.
+    balancer.wait_for(
+        |s| Balancer::upstream(s, victim)["ready"] == false,
+        Duration::from_secs(2),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Restarted on the same port, it rejoins after `rise` passed probes.
+    replicas[1] = Replica::start_on(victim, &db.url, &[]);
+    balancer.wait_for(
+        |s| Balancer::upstream(s, victim)["ready"] == true,
+        Duration::from_secs(3),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert!(ok > 100, "the load ran: {ok}");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    let status = balancer.status().unwrap();
+    assert!(
+        Balancer::upstream(&status, victim)["requests"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_under_write_load_never_applies_a_mutation_twice() {
+    let db = Database::new();
+    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = Balancer::start(&addrs, &[]);
+    balancer.wait_ready(3);
+    let owner = partner(&balancer.url, "writer").await;
+    let created = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Es Teh\", price: 3000, category: \"minuman\"}) { id } }").await;
+    let id = created["data"]["createProduct"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (owner, stop, sent, acked, url, id) = (
+            owner.clone(),
+            stop.clone(),
+            sent.clone(),
+            acked.clone(),
+            balancer.url.clone(),
+            id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                sent.fetch_add(1, Ordering::SeqCst);
+                let query = format!("mutation {{ adjustStock(input: {{productId: \"{id}\", delta: 1, reason: RESTOCK}}) {{ movement {{ id }} }} }}");
+                let r = owner.post(format!("{url}/graphql")).json(&json!({"query": query})).send().await;
+                if let Ok(r) = r {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if v["data"]["adjustStock"]["movement"]["id"].is_string() {
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    replicas[0].proc.kill9();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (sent, acked) = (sent.load(Ordering::SeqCst), acked.load(Ordering::SeqCst));
+    let check = client();
+    let r = gql(
+        &check,
+        &balancer.url,
+        &format!("{{ product(id: \"{id}\") {{ quantity }} }}"),
+    )
+    .await;
+    let quantity = r["data"]["product"]["quantity"].as_u64().unwrap();
+    // Every acknowledged write is there, and no request was applied more than once: at
+    // most one ledger row (one unit of stock) per request sent.
+    assert!(quantity >= acked, "lost writes: {quantity} < {acked}");
+    assert!(
+        quantity <= sent,
+        "a mutation was applied twice: {quantity} > {sent}"
+    );
+    assert!(acked > 20, "the load ran: {acked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
+    let db = Database::new();
+    let replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = Balancer::start(&addrs, &["--algorithm", "round-robin"]);
+    balancer.wait_ready(3);
+    let c = partner(&balancer.url, "roaming").await;
+    let before = balancer.status().unwrap();
+    for _ in 0..6 {
+        let me = gql(&c, &balancer.url, "{ me { username } }").await;
+        assert_eq!(me["data"]["me"]["username"], "roaming");
+    }
+    let after = balancer.wait_for(
+        |s| {
+            s["totals"]["requests"].as_u64()
+                >= Some(before["totals"]["requests"].as_u64().unwrap() + 6)
+        },
+        Duration::from_secs(2),
+    );
+    for addr in &addrs {
+        let served = Balancer::upstream(&after, *addr)["requests"]
+            .as_u64()
+            .unwrap()
+            - Balancer::upstream(&before, *addr)["requests"]
+                .as_u64()
+                .unwrap();
+        assert!(served >= 2, "round robin sent {served} of 6 to {addr}");
+    }
+    gql(&c, &balancer.url, "mutation { logout }").await;
+    for _ in 0..3 {
+        let me = gql(&c, &balancer.url, "{ me { username } }").await;
+        assert_eq!(me["data"]["me"], Value::Null, "logged out on every replica");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_over_websocket_passes_through_the_balancer() {
+    let db = Database::new();
+    let replicas: Vec<Replica> = (0..2).map(|_| Replica::start(&db.url, &[])).collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = Balancer::start(&addrs, &[]);
+    balancer.wait_ready(2);
+    let owner = partner(&balancer.url, "streamer").await;
+    let r = gql(
+        &owner,
+        &balancer.url,
+        "mutation { createApiToken(name: \"ws\") { token } }",
+    )
+    .await;
+    let token = r["data"]["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Kopi\", price: 5000, quantity: 5, category: \"minuman\"}) { id } }").await;
+    let id = r["data"]["createProduct"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let ws_url = balancer.url.replace("http://", "ws://") + "/graphql/ws";
+    let mut request = ws_url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| Message::text(v.to_string());
+    ws.send(send(
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    ))
+    .await
+    .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"));
+    ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {"query": format!("subscription {{ stockChanged(productId: \"{id}\") {{ quantity }} }}")}}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gql(
+        &owner,
+        &balancer.url,
+        &format!(
+            "mutation {{ adjustStock(input: {{productId: \"{id}\", delta: -2}}) {{ replayed }} }}"
+        ),
+    )
+    .await;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(3), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let text = message.to_text().unwrap_or("");
+        if text.contains("\"next\"") {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["payload"]["data"]["stockChanged"]["quantity"], 3);
+            break;
+        }
+    }
+    // The tunnel holds its lease while open.
+    let status = balancer.status().unwrap();
+    let in_flight: u64 = status["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["in_flight"].as_u64().unwrap())
+        .sum();
+    assert!(in_flight >= 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_replica_finishes_its_requests_and_new_ones_go_elsewhere() {
+    let db = Database::new();
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|_| Replica::start(&db.url, &["--drain-delay-ms", "1500"]))
+        .collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = Balancer::start(&addrs, &[]);
+    balancer.wait_ready(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, tasks) = get_load(balancer.url.clone(), 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let draining = replicas[0].addr;
+    replicas[0].proc.term();
+    // Not ready any more while it still serves: the balancer stops sending to it.
+    balancer.wait_for(
+        |s| Balancer::upstream(s, draining)["ready"] == false,
+        Duration::from_secs(3),
+    );
+    let exit = replicas[0]
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the replica exits");
+    assert!(exit.success(), "drained and exited cleanly: {exit}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "of {}",
+        ok.load(Ordering::SeqCst)
+    );
+}

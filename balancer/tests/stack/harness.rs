@@ -1,0 +1,343 @@
+//! Processes and backends for the tests.
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn balancer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ecanteen-balancer"))
+}
+
+/// The replica binary, built next to the balancer by `cargo test --workspace`; built
+/// here when the balancer's tests run alone.
+pub fn api_bin() -> PathBuf {
+    let bin = balancer_bin().with_file_name("ecanteen-api");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "ecanteen-api", "--bin", "ecanteen-api"])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "could not build ecanteen-api");
+    }
+    bin
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to drain.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: drain, then exit.
+    pub fn term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real replica on `database_url`.
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+impl Replica {
+    pub fn start(database_url: &str, extra: &[&str]) -> Self {
+        Self::start_on(free_addr(), database_url, extra)
+    }
+
+    pub fn start_on(addr: SocketAddr, database_url: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(api_bin())
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--database-url",
+                database_url,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ecanteen-api");
+        // The first line says it is listening.
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(
+            line.contains("listening"),
+            "replica did not start: {line:?}"
+        );
+        Self {
+            addr,
+            proc: Proc { child },
+        }
+    }
+}
+
+/// A shared SQLite database for real replicas.
+pub struct Database {
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Database {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            url: format!("sqlite://{}", dir.path().join("stack.db").display()),
+            _dir: dir,
+        }
+    }
+}
+
+/// A running balancer.
+pub struct Balancer {
+    pub url: String,
+    pub admin: String,
+    pub proc: Proc,
+}
+
+impl Balancer {
+    pub fn start(upstreams: &[SocketAddr], extra: &[&str]) -> Self {
+        let mut args: Vec<String> = Vec::new();
+        for u in upstreams {
+            args.push("--upstream".into());
+            args.push(u.to_string());
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::start_with(&args)
+    }
+
+    pub fn start_with(args: &[String]) -> Self {
+        let listen = free_addr();
+        let admin = free_addr();
+        let child = Command::new(balancer_bin())
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .args(["--health-interval-ms", "200", "--threads", "2"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("ECANTEEN_TEST_SHOW_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start ecanteen-balancer");
+        let balancer = Self {
+            url: format!("http://{listen}"),
+            admin: format!("http://{admin}"),
+            proc: Proc { child },
+        };
+        balancer.wait_for(|_| true, Duration::from_secs(10));
+        balancer
+    }
+
+    /// The admin status document.
+    pub fn status(&self) -> Option<Value> {
+        let body = raw::blocking_get(&format!("{}/status", self.admin))?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Waits until `check(status)` holds.
+    pub fn wait_for(&self, check: impl Fn(&Value) -> bool, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.status() {
+                if check(&status) {
+                    return status;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached; status: {:?}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_ready(&self, n: u64) -> Value {
+        self.wait_for(|s| s["ready"].as_u64() == Some(n), Duration::from_secs(10))
+    }
+
+    pub fn upstream(status: &Value, addr: SocketAddr) -> &Value {
+        status["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["addr"] == addr.to_string())
+            .unwrap_or(&Value::Null)
+    }
+}
+
+/// A tiny blocking GET for the harness itself (no runtime needed).
+pub mod raw {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn blocking_get(url: &str) -> Option<String> {
+        let rest = url.strip_prefix("http://")?;
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let mut stream = TcpStream::connect(host).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    }
+}
+
+/// An in-test HTTP backend that names itself, echoes the headers it got, and can be
+/// made slow.
+#[derive(Clone)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    pub delay_ms: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct BackendState {
+    name: String,
+    hits: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
+}
+
+async fn whoami(State(state): State<BackendState>, headers: HeaderMap) -> axum::Json<Value> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    axum::Json(json!({ "backend": state.name, "headers": headers }))
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let state = BackendState {
+            name: name.to_owned(),
+            hits: hits.clone(),
+            delay_ms: delay_ms.clone(),
+        };
+        let app = Router::new()
+            .route("/readyz", get(|| async { "ok" }))
+            .route("/who", get(whoami).post(whoami))
+            .with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            hits,
+            delay_ms,
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Registers and logs in a partner through `url`, returning a client that keeps the
+/// session cookie.
+pub async fn partner(url: &str, username: &str) -> reqwest::Client {
+    let c = client();
+    for query in [
+        format!("mutation {{ register(input: {{username: \"{username}\", password: \"correct horse battery\"}}) {{ id }} }}"),
+        format!("mutation {{ login(username: \"{username}\", password: \"correct horse battery\") {{ id }} }}"),
+    ] {
+        let r: Value = gql(&c, url, &query).await;
+        assert!(r.get("errors").is_none(), "{r}");
+    }
+    c
+}
+
+pub async fn gql(c: &reqwest::Client, url: &str, query: &str) -> Value {
+    c.post(format!("{url}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
