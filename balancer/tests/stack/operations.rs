@@ -59,7 +59,11 @@ async fn replicas_added_to_and_removed_from_the_file_under_load_fail_no_request(
     // Nor does an empty one (a file caught mid-write looks like this).
     std::fs::write(&file, "").unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(balancer.status().unwrap()["ready"], 3, "an empty list is refused");
+    assert_eq!(
+        balancer.status().unwrap()["ready"],
+        3,
+        "an empty list is refused"
+    );
 
     // Remove the first: it drains, and the rest carry on.
     std::fs::write(&file, format!("{} 2\n{}\n", b.addr, c.addr)).unwrap();

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Benchmark: the same GraphQL product read, direct to one replica, through
+# ecanteen-balancer to two replicas, and through nginx (least_conn, keep-alive to the
+# upstreams) to the same two replicas, in one run. Prints a Markdown table for
+# docs/BENCHMARKS.md.
+#
+#   balancer/bench/compare.sh [seconds per run] [connections] [rounds]
+#
+# Loopback only; bounded by time. Needs wrk and nginx-light (installed when missing).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+duration=${1:-10}
+connections=${2:-32}
+rounds=${3:-3}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --workspace --quiet
+bin=target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+
+db="sqlite://$work/bench.db"
+r1=$(free_port); r2=$(free_port); lb=$(free_port); admin=$(free_port); ngx=$(free_port)
+RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:$r1 --database-url "$db" >/dev/null 2>&1 & pids+=($!)
+sleep 1
+RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:$r2 --database-url "$db" >/dev/null 2>&1 & pids+=($!)
+wait_http http://127.0.0.1:$r1/readyz
+wait_http http://127.0.0.1:$r2/readyz
+
+# 50 products to read.
+jar="$work/jar"
+gql() { curl -fs -b "$jar" -c "$jar" -H 'content-type: application/json' http://127.0.0.1:$r1/graphql -d "$1" >/dev/null; }
+gql '{"query":"mutation { register(input: {username: \"bench\", password: \"benchmark-pass\"}) { id } }"}'
+gql '{"query":"mutation { login(username: \"bench\", password: \"benchmark-pass\") { id } }"}'
+for i in $(seq 1 50); do
+  gql "{\"query\":\"mutation { createProduct(input: {name: \\\"Product $i\\\", price: $((i * 1000)), quantity: $i, category: \\\"makanan\\\"}) { id } }\"}"
+done
+
+RUST_LOG=warn "$bin/ecanteen-balancer" --listen 127.0.0.1:$lb --admin 127.0.0.1:$admin \
+  --upstream 127.0.0.1:$r1 --upstream 127.0.0.1:$r2 --threads 1 >/dev/null 2>&1 & pids+=($!)
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream replicas {
+    least_conn;
+    server 127.0.0.1:$r1;
+    server 127.0.0.1:$r2;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$ngx;
+    location / {
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+NGINX
+/usr/sbin/nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+
+query='/graphql?query=%7B%20products(first%3A%2020)%20%7B%20edges%20%7B%20node%20%7B%20id%20name%20price%20quantity%20%7D%20%7D%20%7D%20%7D'
+wait_http "http://127.0.0.1:$lb$query"
+wait_http "http://127.0.0.1:$ngx$query"
+
+# wrk's summary: requests/s, mean and p99 latency in ms, errors (non-2xx + socket).
+run() {
+  local out rps mean p99 non2xx sock
+  out=$(wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1$query")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
+  mean=$(awk '/Latency/ && !/Distribution/ {print $2; exit}' <<<"$out" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
+  sock=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out"); sock=${sock:-0}
+  echo "$rps $mean $p99 $((non2xx + sock))"
+}
+
+declare -A rps_sum
+echo "| round | target | requests/s | mean ms | p99 ms | errors |"
+echo "|---|---|---|---|---|---|"
+for round in $(seq 1 "$rounds"); do
+  for target in direct:$r1 pingora:$lb nginx:$ngx; do
+    name=${target%%:*}; port=${target##*:}
+    read -r rps mean p99 errors <<<"$(run "$port")"
+    rps_sum[$name]=$(awk -v a="${rps_sum[$name]:-0}" -v b="$rps" 'BEGIN {print a + b}')
+    echo "| $round | $name | $rps | $mean | $p99 | $errors |"
+  done
+done
+echo
+awk -v d="${rps_sum[direct]}" -v p="${rps_sum[pingora]}" -v n="${rps_sum[nginx]}" -v r="$rounds" 'BEGIN {
+  printf "mean requests/s over %d rounds: direct (1 replica) %.0f, ecanteen-balancer (2 replicas) %.0f, nginx (2 replicas) %.0f\n", r, d/r, p/r, n/r;
+  printf "ecanteen-balancer / nginx throughput ratio: %.2f\n", p/n }'
