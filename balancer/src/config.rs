@@ -38,7 +38,11 @@ pub struct Config {
 
     /// A file of replicas, one `host:port [weight]` per line (`#` comments); re-read
     /// when it changes.
-    #[arg(long, env = "ECANTEEN_BALANCER_UPSTREAMS_FILE")]
+    #[arg(
+        long = "upstreams",
+        value_name = "FILE",
+        env = "ECANTEEN_BALANCER_UPSTREAMS"
+    )]
     pub upstreams_file: Option<PathBuf>,
 
     /// How to pick a replica.

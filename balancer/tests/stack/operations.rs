@@ -14,7 +14,7 @@ async fn replicas_added_to_and_removed_from_the_file_under_load_fail_no_request(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("upstreams");
     std::fs::write(&file, format!("# the replicas\n{}\n", a.addr)).unwrap();
-    let balancer = Balancer::start_with(&["--upstreams-file".into(), file.display().to_string()]);
+    let balancer = Balancer::start_with(&["--upstreams".into(), file.display().to_string()]);
     balancer.wait_ready(1);
 
     let stop = Arc::new(AtomicBool::new(false));
