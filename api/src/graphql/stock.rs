@@ -8,13 +8,13 @@ use chrono::{DateTime, Utc};
 use super::products::ProductNode;
 use super::users::{OwnerLoader, UserNode};
 use super::{actor, datetime, id_arg, page_size, service};
-use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason};
+use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta};
 use crate::error::ServiceError;
 use crate::service::{AdjustStock, SetStock, StockChange, StockMovement};
 
 /// Why stock changed.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "StockReason")]
+#[graphql(name = "StockReason", remote = "crate::domain::StockReason")]
 pub enum StockReasonGql {
     /// A delivery or new production.
     Restock,
@@ -26,32 +26,6 @@ pub enum StockReasonGql {
     /// A physical count (`setStock`).
     Count,
     Other,
-}
-
-impl From<StockReasonGql> for StockReason {
-    fn from(r: StockReasonGql) -> Self {
-        match r {
-            StockReasonGql::Restock => Self::Restock,
-            StockReasonGql::Sale => Self::Sale,
-            StockReasonGql::Waste => Self::Waste,
-            StockReasonGql::Correction => Self::Correction,
-            StockReasonGql::Count => Self::Count,
-            StockReasonGql::Other => Self::Other,
-        }
-    }
-}
-
-impl From<StockReason> for StockReasonGql {
-    fn from(r: StockReason) -> Self {
-        match r {
-            StockReason::Restock => Self::Restock,
-            StockReason::Sale => Self::Sale,
-            StockReason::Waste => Self::Waste,
-            StockReason::Correction => Self::Correction,
-            StockReason::Count => Self::Count,
-            StockReason::Other => Self::Other,
-        }
-    }
 }
 
 /// One row of the append-only stock ledger.
