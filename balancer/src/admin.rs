@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use axum::extract::State;
@@ -25,8 +24,7 @@ pub struct Admin {
 }
 
 async fn status(State(admin): State<Admin>) -> impl IntoResponse {
-    let now = Instant::now();
-    let upstreams: Vec<_> = admin.pool.members().iter().map(|u| u.status(now)).collect();
+    let upstreams: Vec<_> = admin.pool.members().iter().map(|u| u.status()).collect();
     let ready = upstreams.iter().filter(|u| u.ready).count();
     Json(serde_json::json!({
         "algorithm": match admin.algorithm {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::upstream::{Health, Pool};
 
@@ -44,7 +44,6 @@ impl Metrics {
 
     pub fn render(&self, pool: &Pool) -> String {
         let mut out = String::new();
-        let now = Instant::now();
         let members = pool.members();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -115,7 +114,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP ecanteen_balancer_{name} {help}");
             let _ = writeln!(out, "# TYPE ecanteen_balancer_{name} {kind}");
             for u in &members {
-                let s = u.status(now);
+                let s = u.status();
                 let value = match name {
                     "upstream_requests_total" => s.requests,
                     "upstream_errors_total" => s.errors,

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -51,10 +51,11 @@ struct HealthState {
     next_probe: Instant,
 }
 
-#[derive(Debug, Default)]
-struct Passive {
-    consecutive_failures: u32,
-    ejected_until: Option<Instant>,
+/// Milliseconds since the first use, for deadlines kept in atomics.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One replica.
@@ -67,7 +68,12 @@ pub struct Upstream {
     errors: AtomicU64,
     removed: AtomicBool,
     health: Mutex<HealthState>,
-    passive: Mutex<Passive>,
+    /// Mirrors `health == Healthy`, so the hot path reads an atomic, not the mutex.
+    healthy: AtomicBool,
+    /// Passive checks: consecutive failed requests, and the end of an ejection (in
+    /// [`now_ms`] time; 0 when not ejected). Atomics: every response updates them.
+    consecutive_failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
 }
 
 /// Thresholds of health and ejection.
@@ -108,7 +114,9 @@ impl Upstream {
                 last_ok: None,
                 next_probe: Instant::now(),
             }),
-            passive: Mutex::new(Passive::default()),
+            healthy: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -124,18 +132,16 @@ impl Upstream {
         self.health.lock().map_or(Health::Unknown, |h| h.health)
     }
 
-    fn ejected(&self, now: Instant) -> bool {
-        self.passive
-            .lock()
-            .map(|p| p.ejected_until.is_some_and(|until| now < until))
-            .unwrap_or(false)
+    fn ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
     }
 
     /// Ready for new requests: healthy, not ejected, still listed.
-    pub fn is_ready(&self, now: Instant) -> bool {
-        self.health() == Health::Healthy
-            && !self.ejected(now)
+    pub fn is_ready(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
             && !self.removed.load(Ordering::Relaxed)
+            && !self.ejected()
     }
 
     /// Whether a probe is due; an undecided replica is probed more often, so a new one
@@ -168,6 +174,8 @@ impl Upstream {
             (Health::Unknown, false) if h.streak >= policy.fall => Health::Unhealthy,
             (current, _) => current,
         };
+        self.healthy
+            .store(h.health == Health::Healthy, Ordering::Relaxed);
         let settled = h.health != Health::Unknown;
         h.next_probe = Instant::now()
             + if settled {
@@ -175,13 +183,10 @@ impl Upstream {
             } else {
                 policy.interval / 4
             };
-        if ok && h.health == Health::Healthy {
+        if h.health == Health::Healthy && before != Health::Healthy {
             // A replica that answers its probes again is given another chance.
-            if let Ok(mut p) = self.passive.lock() {
-                if before != Health::Healthy {
-                    *p = Passive::default();
-                }
-            }
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
         }
         (h.health != before).then_some(h.health)
     }
@@ -190,31 +195,31 @@ impl Upstream {
     /// `max_fails`/`fail_timeout`): after `max_fails` consecutive failures the replica
     /// is skipped for `fail_timeout`.
     pub fn record_outcome(&self, ok: bool, policy: &Policy) {
-        if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let Ok(mut p) = self.passive.lock() else {
-            return;
-        };
         if ok {
-            p.consecutive_failures = 0;
+            // Read first: most responses succeed, and a store would dirty a shared line.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
             return;
         }
-        p.consecutive_failures += 1;
-        if policy.max_fails > 0 && p.consecutive_failures >= policy.max_fails {
-            p.consecutive_failures = 0;
-            p.ejected_until = Some(Instant::now() + policy.fail_timeout);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if policy.max_fails > 0 && failures >= policy.max_fails {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            let timeout = u64::try_from(policy.fail_timeout.as_millis()).unwrap_or(u64::MAX);
+            self.ejected_until_ms
+                .store(now_ms().saturating_add(timeout).max(1), Ordering::Relaxed);
             tracing::warn!(upstream = %self.addr, "ejected after {} consecutive failures", policy.max_fails);
         }
     }
 
-    pub fn status(&self, now: Instant) -> UpstreamStatus {
+    pub fn status(&self) -> UpstreamStatus {
         UpstreamStatus {
             addr: self.addr.to_string(),
             weight: self.weight(),
             health: self.health(),
-            ejected: self.ejected(now),
-            ready: self.is_ready(now),
+            ejected: self.ejected(),
+            ready: self.is_ready(),
             in_flight: self.in_flight(),
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
@@ -302,18 +307,18 @@ impl Pool {
     }
 
     pub fn any_ready(&self) -> bool {
-        let now = Instant::now();
-        self.members().iter().any(|u| u.is_ready(now))
+        self.members
+            .read()
+            .is_ok_and(|m| m.iter().any(|u| u.is_ready()))
     }
 
     /// Chooses a ready replica that is not in `exclude` (the ones this request already
     /// failed on), and leases it. `None` when there is none.
     pub fn select(&self, exclude: &[SocketAddr]) -> Option<Lease> {
-        let now = Instant::now();
-        let candidates: Vec<Arc<Upstream>> = self
-            .members()
-            .into_iter()
-            .filter(|u| u.is_ready(now) && !exclude.contains(&u.addr))
+        let members = self.members.read().ok()?;
+        let candidates: Vec<&Arc<Upstream>> = members
+            .iter()
+            .filter(|u| u.is_ready() && !exclude.contains(&u.addr))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -327,11 +332,12 @@ impl Pool {
 
     /// nginx's smooth weighted round robin: every candidate gains its weight, the
     /// richest is chosen and pays the total. Equal weights give a strict rotation.
-    fn round_robin(&self, candidates: &[Arc<Upstream>]) -> Option<Arc<Upstream>> {
+    fn round_robin(&self, candidates: &[&Arc<Upstream>]) -> Option<Arc<Upstream>> {
         let mut current = self.round_robin.lock().ok()?;
         current.retain(|addr, _| candidates.iter().any(|u| u.addr == *addr));
         let mut total = 0i64;
         let mut best: Option<(&Arc<Upstream>, i64)> = None;
+        let candidates = candidates.iter().copied();
         for u in candidates {
             let weight = i64::try_from(u.weight()).unwrap_or(1);
             total += weight;
@@ -345,11 +351,11 @@ impl Pool {
         if let Some(w) = current.get_mut(&chosen.addr) {
             *w -= total;
         }
-        Some(chosen.clone())
+        Some(Arc::clone(chosen))
     }
 
     /// Fewest in flight per unit of weight; among equals, the next in turn.
-    fn least_connections(&self, candidates: &[Arc<Upstream>]) -> Option<Arc<Upstream>> {
+    fn least_connections(&self, candidates: &[&Arc<Upstream>]) -> Option<Arc<Upstream>> {
         // One snapshot of the counts: other requests change them while we compare.
         let loads: Vec<(u128, u128)> = candidates
             .iter()
@@ -367,10 +373,12 @@ impl Pool {
             .iter()
             .zip(&loads)
             .filter(|(_, (num, den))| num * best_den == best_num * den)
-            .map(|(u, _)| u)
+            .map(|(u, _)| *u)
             .collect();
         let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
-        equals.get(turn % equals.len().max(1)).map(|u| (*u).clone())
+        equals
+            .get(turn % equals.len().max(1))
+            .map(|u| Arc::clone(u))
     }
 }
 
@@ -549,10 +557,7 @@ mod tests {
         assert_eq!(kept.in_flight(), 1, "the count survived the reload");
         assert!(pool.members().iter().all(|u| u.addr != other));
         pool.set_members(&[("127.0.0.1:3".parse().unwrap(), 1)]);
-        assert!(
-            !lease.upstream().is_ready(Instant::now()),
-            "removed: no new requests"
-        );
+        assert!(!lease.upstream().is_ready(), "removed: no new requests");
         assert_eq!(
             lease.upstream().in_flight(),
             1,
@@ -565,9 +570,9 @@ mod tests {
         let pool = pool(Algorithm::RoundRobin, &[("127.0.0.1:1", 1)]);
         let u = pool.members()[0].clone();
         u.record_outcome(false, &policy());
-        assert!(u.is_ready(Instant::now()));
+        assert!(u.is_ready());
         u.record_outcome(false, &policy());
-        assert!(!u.is_ready(Instant::now()), "ejected after max_fails");
+        assert!(!u.is_ready(), "ejected after max_fails");
         assert!(pool.select(&[]).is_none());
     }
 
