@@ -78,7 +78,12 @@ http {
       proxy_pass http://replicas;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # The same headers ecanteen-balancer sets, so both do the same work.
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Request-Id \$request_id;
+      add_header X-Request-Id \$request_id always;
     }
   }
 }

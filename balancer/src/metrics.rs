@@ -29,11 +29,16 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe(&self, elapsed: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // One bucket per observation (the first whose bound holds); the cumulative
+        // counts Prometheus expects are summed when rendering, not paid per request.
         let secs = elapsed.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(bucket) = self
+            .buckets
+            .iter()
+            .zip(BUCKETS)
+            .find(|(_, bound)| secs <= *bound)
+        {
+            bucket.0.fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_micros.fetch_add(
@@ -135,11 +140,12 @@ impl Metrics {
             out,
             "# TYPE ecanteen_balancer_request_duration_seconds histogram"
         );
+        let mut cumulative = 0;
         for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            cumulative += load(bucket);
             let _ = writeln!(
                 out,
-                "ecanteen_balancer_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
+                "ecanteen_balancer_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = load(&self.latency_count);
