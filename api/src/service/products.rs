@@ -335,8 +335,18 @@ impl Service {
         patch: ProductPatch,
         guard: EditGuard,
     ) -> ServiceResult<Product> {
-        let (updated, replaced) =
-            retry_picture_race(|| self.try_update_product(actor, id, &patch, guard)).await?;
+        self.replacing_picture(|| self.try_update_product(actor, id, &patch, guard))
+            .await
+    }
+
+    /// Runs a write that may give a product another picture (retrying when it lost a
+    /// race with a cleanup), then releases the picture it replaced.
+    async fn replacing_picture<F, Fut>(&self, attempt: F) -> ServiceResult<Product>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ServiceResult<(Product, Option<String>)>>,
+    {
+        let (updated, replaced) = retry_picture_race(attempt).await?;
         if replaced.as_deref() != updated.image_ref.as_deref() {
             self.release_picture(replaced.as_deref()).await;
         }
@@ -421,13 +431,8 @@ impl Service {
         picture: Option<Picture>,
         guard: EditGuard,
     ) -> ServiceResult<Product> {
-        let (updated, replaced) =
-            retry_picture_race(|| self.try_set_product_image(actor, id, picture.as_ref(), guard))
-                .await?;
-        if replaced.as_deref() != updated.image_ref.as_deref() {
-            self.release_picture(replaced.as_deref()).await;
-        }
-        Ok(updated)
+        self.replacing_picture(|| self.try_set_product_image(actor, id, picture.as_ref(), guard))
+            .await
     }
 
     async fn try_set_product_image(
