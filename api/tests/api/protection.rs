@@ -207,3 +207,17 @@ async fn paged_fields_are_priced_per_item() {
     let page = "{ products(first: 50) { totalCount edges { node { id name price quantity category isLowStock version owner { username } } } } }";
     c.ok(page, json!({})).await;
 }
+
+#[tokio::test]
+async fn requests_past_the_timeout_get_504() {
+    let app = TestApp::with_config(Engine::Sqlite, |c| c.request_timeout_secs = 0).await;
+    let mut c = app.client();
+    // Any request that has to wait for the database cannot finish in zero seconds.
+    let response = c
+        .post_raw(
+            "application/json",
+            json!({"query": "{ products { totalCount } }"}).to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 504);
+}
