@@ -1,6 +1,11 @@
 //! `ecanteen-balancer`: see `lib.rs`.
 
 use clap::Parser as _;
+
+/// mimalloc rather than glibc's allocator: a profile under load showed glibc's malloc
+/// and free at about 8 % of the balancer's CPU (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ecanteen_balancer::config::Config;
 use tracing_subscriber::EnvFilter;
 
