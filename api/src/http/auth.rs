@@ -10,7 +10,7 @@ use crate::http::session::PartnerSession;
 use crate::service::{Actor, AuthMethod, Service};
 
 /// A session is re-saved (and so its inactivity expiry pushed back) at most this often.
-const SESSION_REFRESH_MS: i64 = 60_000;
+pub(crate) const SESSION_REFRESH_MS: i64 = 60_000;
 
 /// The bearer secret of an `Authorization: Bearer …` header, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {

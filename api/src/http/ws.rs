@@ -54,7 +54,7 @@ async fn upgrade(
 ) -> Response {
     let cookie_user = if same_origin(&headers) {
         PartnerSession::new(session)
-            .user_id(60_000)
+            .user_id(super::auth::SESSION_REFRESH_MS)
             .await
             .ok()
             .flatten()

@@ -42,6 +42,10 @@ impl TryFrom<String> for StockReason {
     }
 }
 
+/// The owner and stock of a live product: what a failed guard is diagnosed from.
+const OWNER_AND_QUANTITY: &str =
+    "select owner_id, quantity from products where id = $1 and deleted_at is null";
+
 const MOVEMENT_COLUMNS: &str =
     "id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at";
 
@@ -267,7 +271,7 @@ impl Service {
                         Some(d) => (d, change.expected_quantity),
                         None => {
                             let current: Option<(i64, i64)> = sqlx::query_as(
-                                "select owner_id, quantity from products where id = $1 and deleted_at is null",
+                                OWNER_AND_QUANTITY,
                             )
                             .bind(change.product_id)
                             .fetch_optional(&mut *tx)
@@ -302,7 +306,7 @@ impl Service {
                     let Some(after) = after else {
                         // Nothing matched: find out which guard failed, for a precise error.
                         let current: Option<(i64, i64)> = sqlx::query_as(
-                            "select owner_id, quantity from products where id = $1 and deleted_at is null",
+                            OWNER_AND_QUANTITY,
                         )
                         .bind(change.product_id)
                         .fetch_optional(&mut *tx)
