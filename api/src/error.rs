@@ -12,6 +12,10 @@ pub enum ServiceError {
     /// `BAD_USER_INPUT` (400): a field failed validation; `field` names it.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// `BAD_USER_INPUT`: an idempotency key sent again with a different request. Nothing
+    /// was written. (REST answers 422.)
+    #[error("idempotencyKey: was already used for a different request")]
+    IdempotencyKeyReused,
     /// `UNAUTHENTICATED` (401): no valid session or token, or wrong credentials.
     #[error("{0}")]
     Unauthenticated(&'static str),
@@ -61,7 +65,7 @@ impl ServiceError {
     /// The stable code clients match on.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Invalid { .. } => "BAD_USER_INPUT",
+            Self::Invalid { .. } | Self::IdempotencyKeyReused => "BAD_USER_INPUT",
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",

@@ -69,15 +69,22 @@ impl fmt::Debug for Picture {
 pub const THUMBNAIL_CONTENT_TYPE: &str = "image/jpeg";
 pub const THUMBNAIL_EXT: &str = "jpg";
 
+/// The file extensions pictures are stored under, with their content types.
+const KINDS: [(&str, &str); 4] = [
+    ("jpg", "image/jpeg"),
+    ("png", "image/png"),
+    ("webp", "image/webp"),
+    ("gif", "image/gif"),
+];
+
 /// The content type of a stored picture's extension, for the URLs we hand out.
 pub fn content_type_of_ext(ext: &str) -> Option<&'static str> {
-    match ext {
-        "jpg" => Some("image/jpeg"),
-        "png" => Some("image/png"),
-        "webp" => Some("image/webp"),
-        "gif" => Some("image/gif"),
-        _ => None,
-    }
+    kind_of_ext(ext).map(|(_, content_type)| content_type)
+}
+
+/// A stored picture's extension and content type, as static strings.
+pub fn kind_of_ext(ext: &str) -> Option<(&'static str, &'static str)> {
+    KINDS.into_iter().find(|(known, _)| *known == ext)
 }
 
 impl Picture {

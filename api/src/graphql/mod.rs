@@ -158,6 +158,7 @@ fn add_code(err: &mut ServerError) {
         ext.set("code", service_err.code());
         match service_err {
             ServiceError::Invalid { field, .. } => ext.set("field", field.as_str()),
+            ServiceError::IdempotencyKeyReused => ext.set("field", "idempotencyKey"),
             ServiceError::Conflict {
                 current: Some(current),
                 ..

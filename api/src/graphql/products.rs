@@ -359,7 +359,7 @@ impl ProductMutation {
             picture: picture_arg(ctx, "image", image).await?,
         };
         Ok(ProductNode(
-            service(ctx)?.create_product(&actor, new).await?,
+            service(ctx)?.create_product(&actor, new, None).await?,
         ))
     }
 
@@ -406,7 +406,7 @@ impl ProductMutation {
                 .quantity
                 .map(|q| Quantity::parse("input.quantity", q))
                 .transpose()?,
-            picture: picture_arg(ctx, "image", image).await?,
+            picture: picture_arg(ctx, "image", image).await?.map(Some),
         };
         let guard = EditGuard {
             expected_version,
@@ -414,7 +414,7 @@ impl ProductMutation {
         };
         Ok(ProductNode(
             service(ctx)?
-                .update_product(&actor, id, patch, guard)
+                .update_product(&actor, id, patch, guard, None)
                 .await?,
         ))
     }
@@ -437,7 +437,7 @@ impl ProductMutation {
         };
         Ok(ProductNode(
             service(ctx)?
-                .set_product_image(&actor, id, picture, guard)
+                .set_product_image(&actor, id, picture, guard, None)
                 .await?,
         ))
     }
@@ -456,7 +456,9 @@ impl ProductMutation {
             expected_quantity: None,
         };
         Ok(ProductNode(
-            service(ctx)?.delete_product(&actor, id, guard).await?,
+            service(ctx)?
+                .delete_product(&actor, id, guard, None)
+                .await?,
         ))
     }
 }

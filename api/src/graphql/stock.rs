@@ -133,7 +133,7 @@ pub struct SetStockInput {
 /// The result of a stock change.
 #[derive(SimpleObject)]
 pub struct StockChangePayload {
-    /// The product as it is now.
+    /// The product as this change left it (on a replay, as the first attempt left it).
     product: ProductNode,
     /// The ledger row of this change (the first attempt's, on a replay).
     movement: StockMovementNode,

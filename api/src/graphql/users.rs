@@ -121,7 +121,7 @@ impl UserMutation {
         input: RegisterInput,
     ) -> async_graphql::Result<UserNode> {
         let user = service(ctx)?
-            .register(&input.username, &input.password)
+            .register(&input.username, &input.password, None)
             .await?;
         Ok(UserNode(user))
     }
@@ -161,7 +161,7 @@ impl UserMutation {
         name: String,
     ) -> async_graphql::Result<CreatedApiToken> {
         let actor = session_actor(ctx)?;
-        let (token, secret) = service(ctx)?.create_api_token(&actor, &name).await?;
+        let (token, secret) = service(ctx)?.create_api_token(&actor, &name, None).await?;
         Ok(CreatedApiToken {
             token: secret,
             api_token: ApiTokenNode(token),
@@ -177,7 +177,7 @@ impl UserMutation {
         let actor = session_actor(ctx)?;
         let id = id_arg("id", &id)?;
         Ok(ApiTokenNode(
-            service(ctx)?.revoke_api_token(&actor, id).await?,
+            service(ctx)?.revoke_api_token(&actor, id, None).await?,
         ))
     }
 }

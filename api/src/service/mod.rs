@@ -7,11 +7,13 @@
 //! - [`tokens`]: API tokens for integrators;
 //! - [`products`]: the catalogue, and each partner's products;
 //! - [`stock`]: stock changes and the ledger;
+//! - [`idempotency`]: idempotency keys, claimed in the transaction of the write;
 //! - [`pictures`]: product pictures, stored once per content;
 //! - [`feed`]: reading the change feeds (ledger and product events) for live updates;
 //! - [`password`]: argon2id, off the async runtime.
 
 pub mod feed;
+pub mod idempotency;
 pub mod password;
 pub mod pictures;
 pub mod products;

@@ -9,7 +9,7 @@
 //! dangling, and a reference that races a cleanup fails and is retried.
 
 use crate::db::now_ms;
-use crate::domain::picture::THUMBNAIL_CONTENT_TYPE;
+use crate::domain::picture::{kind_of_ext, THUMBNAIL_CONTENT_TYPE};
 use crate::domain::{Picture, PictureLimits};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::Service;
@@ -96,6 +96,39 @@ impl Service {
         Ok(row.map(|(content_type, bytes)| StoredFile {
             content_type,
             bytes,
+        }))
+    }
+
+    /// A picture already stored, by the URL path it is served at
+    /// (`/images/{hash}.{ext}`), ready to be given to another product. `None` when no
+    /// such picture is stored.
+    pub async fn stored_picture(&self, url: &str) -> ServiceResult<Option<Picture>> {
+        let Some((hash, ext)) = url
+            .strip_prefix("/images/")
+            .and_then(|name| name.split_once('.'))
+        else {
+            return Ok(None);
+        };
+        let Some((ext, content_type)) = kind_of_ext(ext) else {
+            return Ok(None);
+        };
+        let row: Option<(i64, i64, Vec<u8>, Vec<u8>)> = with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "select width, height, bytes, thumb_bytes from images where hash = $1 and ext = $2",
+            )
+            .bind(hash)
+            .bind(ext)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(width, height, bytes, thumbnail)| Picture {
+            hash: hash.to_owned(),
+            content_type,
+            ext,
+            width: u32::try_from(width).unwrap_or(0),
+            height: u32::try_from(height).unwrap_or(0),
+            bytes,
+            thumbnail,
         }))
     }
 

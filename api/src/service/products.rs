@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use crate::db::{now_ms, Arg, Sql};
 use crate::domain::{Category, Description, Picture, Price, ProductName, Quantity, StockReason};
 use crate::error::{ServiceError, ServiceResult};
+use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
 use crate::service::pictures::{picture_url, retry_picture_race, store_picture, thumbnail_url};
 use crate::service::{ownership_error, Actor, Service};
 use crate::{bind_args, with_db, write_tx};
 
 /// A product row.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Product {
     pub id: i64,
     pub owner_id: i64,
@@ -80,8 +81,8 @@ pub struct ProductPatch {
     pub low_stock_threshold: Option<Option<Quantity>>,
     /// A new quantity, recorded in the ledger as a CORRECTION.
     pub quantity: Option<Quantity>,
-    /// A new picture (to remove one, see [`Service::set_product_image`]).
-    pub picture: Option<Picture>,
+    /// A new picture, or with `Some(None)` none.
+    pub picture: Option<Option<Picture>>,
 }
 
 /// Guards on an edit: stale values make it a CONFLICT that writes nothing.
@@ -248,6 +249,28 @@ macro_rules! append_product_event {
     }};
 }
 
+/// Claims an idempotency key for a product write; evaluates to the product the first
+/// attempt returned when this is a retry.
+macro_rules! claim_product {
+    ($tx:expr, $actor:expr, $operation:expr, $idempotency:expr, $now:expr) => {
+        match $idempotency {
+            None => None,
+            Some(idem) => claim_key!($tx, $actor.user_id, $operation, idem, $now)?
+                .map(|response| stored_result::<Product>(&response))
+                .transpose()?,
+        }
+    };
+}
+
+/// Stores the product a write returns under its idempotency key, if it has one.
+macro_rules! record_product {
+    ($tx:expr, $actor:expr, $idempotency:expr, $product:expr) => {
+        if let Some(idem) = $idempotency {
+            record_key!($tx, $actor.user_id, idem, $product)?;
+        }
+    };
+}
+
 /// Loads a live product for a write by `actor`: NOT_FOUND or FORBIDDEN otherwise, and a
 /// CONFLICT when the guard's expectations are stale.
 macro_rules! load_for_write {
@@ -275,14 +298,29 @@ impl Service {
     /// Creates a product owned by the actor, with its picture if one is given. Initial
     /// stock is recorded in the ledger as a RESTOCK, so the ledger always sums to the
     /// quantity.
-    pub async fn create_product(&self, actor: &Actor, new: NewProduct) -> ServiceResult<Product> {
-        retry_picture_race(|| self.try_create_product(actor, &new)).await
+    ///
+    /// With an idempotency key, a retry returns the product the first attempt created.
+    pub async fn create_product(
+        &self,
+        actor: &Actor,
+        new: NewProduct,
+        idempotency: Option<&Idempotency>,
+    ) -> ServiceResult<Product> {
+        retry_picture_race(|| self.try_create_product(actor, &new, idempotency)).await
     }
 
-    async fn try_create_product(&self, actor: &Actor, new: &NewProduct) -> ServiceResult<Product> {
+    async fn try_create_product(
+        &self,
+        actor: &Actor,
+        new: &NewProduct,
+        idempotency: Option<&Idempotency>,
+    ) -> ServiceResult<Product> {
         let now = now_ms();
         let pg = self.db.is_postgres();
         write_tx!(&self.db, tx => {
+            if let Some(first) = claim_product!(tx, actor, "createProduct", idempotency, now) {
+                return Ok(first);
+            }
             if let Some(picture) = &new.picture {
                 store_picture!(&mut *tx, picture)?;
             }
@@ -322,6 +360,7 @@ impl Service {
                 )?;
             }
             append_product_event!(tx, pg, &product, "CREATED")?;
+            record_product!(tx, actor, idempotency, &product);
             Ok::<_, ServiceError>(product)
         })
     }
@@ -334,8 +373,9 @@ impl Service {
         id: i64,
         patch: ProductPatch,
         guard: EditGuard,
+        idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
-        self.replacing_picture(|| self.try_update_product(actor, id, &patch, guard))
+        self.replacing_picture(|| self.try_update_product(actor, id, &patch, guard, idempotency))
             .await
     }
 
@@ -360,18 +400,23 @@ impl Service {
         id: i64,
         patch: &ProductPatch,
         guard: EditGuard,
+        idempotency: Option<&Idempotency>,
     ) -> ServiceResult<(Product, Option<String>)> {
         let now = now_ms();
         let pg = self.db.is_postgres();
         write_tx!(&self.db, tx => {
+            if let Some(first) = claim_product!(tx, actor, "updateProduct", idempotency, now) {
+                return Ok((first, None));
+            }
             let current = load_for_write!(tx, id, actor, guard);
-            if let Some(picture) = &patch.picture {
+            if let Some(Some(picture)) = &patch.picture {
                 store_picture!(&mut *tx, picture)?;
             }
             let name = patch.name.as_ref().map_or(current.name.clone(), |n| n.as_str().to_owned());
             let quantity = patch.quantity.map_or(current.quantity, Quantity::get);
             let (image_ref, image_ext) = match &patch.picture {
-                Some(p) => (Some(p.hash.clone()), Some(p.ext.to_owned())),
+                Some(Some(p)) => (Some(p.hash.clone()), Some(p.ext.to_owned())),
+                Some(None) => (None, None),
                 None => (current.image_ref.clone(), current.image_ext.clone()),
             };
             let updated = sqlx::query_as::<_, Product>(&format!(
@@ -419,6 +464,7 @@ impl Service {
                 )?;
             }
             append_product_event!(tx, pg, &updated, "UPDATED")?;
+            record_product!(tx, actor, idempotency, &updated);
             Ok((updated, current.image_ref))
         })
     }
@@ -430,9 +476,12 @@ impl Service {
         id: i64,
         picture: Option<Picture>,
         guard: EditGuard,
+        idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
-        self.replacing_picture(|| self.try_set_product_image(actor, id, picture.as_ref(), guard))
-            .await
+        self.replacing_picture(|| {
+            self.try_set_product_image(actor, id, picture.as_ref(), guard, idempotency)
+        })
+        .await
     }
 
     async fn try_set_product_image(
@@ -441,9 +490,14 @@ impl Service {
         id: i64,
         picture: Option<&Picture>,
         guard: EditGuard,
+        idempotency: Option<&Idempotency>,
     ) -> ServiceResult<(Product, Option<String>)> {
+        let now = now_ms();
         let pg = self.db.is_postgres();
         write_tx!(&self.db, tx => {
+            if let Some(first) = claim_product!(tx, actor, "setProductImage", idempotency, now) {
+                return Ok((first, None));
+            }
             let current = load_for_write!(tx, id, actor, guard);
             if let Some(picture) = picture {
                 store_picture!(&mut *tx, picture)?;
@@ -454,13 +508,14 @@ impl Service {
             ))
             .bind(picture.map(|p| p.hash.as_str()))
             .bind(picture.map(|p| p.ext))
-            .bind(now_ms())
+            .bind(now)
             .bind(id)
             .bind(current.version)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
             append_product_event!(tx, pg, &updated, "UPDATED")?;
+            record_product!(tx, actor, idempotency, &updated);
             Ok((updated, current.image_ref))
         })
     }
@@ -472,10 +527,15 @@ impl Service {
         actor: &Actor,
         id: i64,
         guard: EditGuard,
+        idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
         let now = now_ms();
         let pg = self.db.is_postgres();
         let (deleted, picture) = write_tx!(&self.db, tx => {
+            if let Some(first) = claim_product!(tx, actor, "deleteProduct", idempotency, now) {
+                // A retry: nothing to write, nothing to release.
+                return Ok(first);
+            }
             let current = load_for_write!(tx, id, actor, guard);
             let deleted = sqlx::query_as::<_, Product>(&format!(
                 "update products set deleted_at = $1, updated_at = $1, version = version + 1,
@@ -489,6 +549,7 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
             append_product_event!(tx, pg, &deleted, "DELETED")?;
+            record_product!(tx, actor, idempotency, &deleted);
             Ok::<_, ServiceError>((deleted, current.image_ref))
         })?;
         self.release_picture(picture.as_deref()).await;
@@ -560,6 +621,27 @@ impl Service {
         let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > first;
         items.truncate(usize::try_from(first).unwrap_or(0));
         Ok(Page { items, has_next })
+    }
+
+    /// Live products in id order, skipping `offset` and taking at most `limit` (all when
+    /// `None`): the original service's listing, for the REST routes.
+    pub async fn products_by_id(
+        &self,
+        filter: &ProductFilter,
+        limit: Option<i64>,
+        offset: i64,
+    ) -> ServiceResult<Vec<Product>> {
+        let mut sql = Sql::new(&format!("select {PRODUCT_COLUMNS} from products"));
+        filter_sql(&mut sql, filter);
+        sql.push(" order by id limit ")
+            .bind(Arg::Int(limit.unwrap_or(i64::MAX)))
+            .push(" offset ")
+            .bind(Arg::Int(offset));
+        Ok(with_db!(&self.db, pool => {
+            bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// How many live products match a filter.

@@ -5,16 +5,16 @@
 //! ledger row, in one transaction. There is no read-modify-write to race, and the CHECK
 //! constraint on `products.quantity` backs the guard.
 //!
-//! An idempotency key is claimed in the same transaction: the claim and the change
-//! commit together or not at all, so a retry either finds the first result or applies
-//! the change itself, never both.
+//! An idempotency key is claimed in the same transaction (see
+//! [`crate::service::idempotency`]); a retry gets the first change's ledger row and the
+//! product as that change left it.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::db::now_ms;
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
 use crate::error::{ServiceError, ServiceResult};
+use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
 use crate::service::products::{Page, Product, PRODUCT_COLUMNS};
 use crate::service::{ownership_error, Actor, Service};
 use crate::{with_db, write_tx};
@@ -74,7 +74,7 @@ pub struct SetStock {
 /// What a stock change did.
 #[derive(Clone, Debug)]
 pub struct StockChange {
-    /// The product as it is now.
+    /// The product as this change left it (on a replay, as the first attempt left it).
     pub product: Product,
     /// The ledger row this change wrote (on a replay, the first attempt's row).
     pub movement: StockMovement,
@@ -123,27 +123,13 @@ pub(crate) const INSERT_MOVEMENT: &str = "insert into stock_movements
      values ($1, $2, $3, $4, $5, $6, $7, $8)
      returning id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at";
 
-/// What an idempotency record stores as the first result of a stock change.
+/// What an idempotency record stores as the first result of a stock change: its ledger
+/// row, and the product as that change left it.
 #[derive(Serialize, Deserialize)]
 struct StoredStockResult {
     movement_id: i64,
-}
-
-/// The fingerprint that tells a genuine retry from a key reused for something else.
-fn fingerprint(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0u8]);
-    }
-    format!("{:x}", hasher.finalize())
-}
-
-enum Claim {
-    /// The key is new (or absent): apply the change.
-    Fresh,
-    /// The key was used before for this very request: answer with its result.
-    Replay(i64),
+    #[serde(default)]
+    product: Option<Product>,
 }
 
 /// The operation-specific part of a stock change.
@@ -160,18 +146,18 @@ struct Change<'a> {
 }
 
 impl Change<'_> {
-    fn fingerprint(&self) -> String {
-        fingerprint(&[
-            self.operation,
-            &self.product_id.to_string(),
-            &self.delta.map_or(String::new(), |d| d.to_string()),
-            &self.target.to_string(),
-            self.reason.as_str(),
-            self.note.map_or("", |n| n.as_str()),
-            &self
-                .expected_quantity
+    /// What tells a genuine retry from a key reused for another change.
+    fn fingerprint_parts(&self) -> [String; 7] {
+        [
+            self.operation.to_owned(),
+            self.product_id.to_string(),
+            self.delta.map_or(String::new(), |d| d.to_string()),
+            self.target.to_string(),
+            self.reason.as_str().to_owned(),
+            self.note.map_or("", |n| n.as_str()).to_owned(),
+            self.expected_quantity
                 .map_or(String::new(), |q| q.to_string()),
-        ])
+        ]
     }
 }
 
@@ -218,51 +204,19 @@ impl Service {
 
     async fn change_stock(&self, actor: &Actor, change: Change<'_>) -> ServiceResult<StockChange> {
         let now = now_ms();
-        let request_hash = change.fingerprint();
-        let (movement_id, replayed) = write_tx!(&self.db, tx => {
-            let claim = match change.idempotency_key {
-                None => Claim::Fresh,
-                Some(key) => {
-                    // A concurrent claim of the same key blocks here until the other
-                    // transaction ends (row lock on PostgreSQL, the write lock on
-                    // SQLite), then sees its committed row.
-                    let inserted = sqlx::query(
-                        "insert into idempotency_keys (user_id, key, operation, request_hash, response, created_at)
-                         values ($1, $2, $3, $4, '', $5) on conflict do nothing",
-                    )
-                    .bind(actor.user_id)
-                    .bind(key.as_str())
-                    .bind(change.operation)
-                    .bind(&request_hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 1 {
-                        Claim::Fresh
-                    } else {
-                        let (hash, response): (String, String) = sqlx::query_as(
-                            "select request_hash, response from idempotency_keys where user_id = $1 and key = $2",
-                        )
-                        .bind(actor.user_id)
-                        .bind(key.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        if hash != request_hash {
-                            return Err(ServiceError::invalid(
-                                "idempotencyKey",
-                                "was already used for a different request",
-                            ));
-                        }
-                        let stored: StoredStockResult = serde_json::from_str(&response)
-                            .map_err(|e| ServiceError::Internal(e.into()))?;
-                        Claim::Replay(stored.movement_id)
-                    }
-                }
+        let idempotency = change
+            .idempotency_key
+            .map(|key| Idempotency::new(key.clone(), &change.fingerprint_parts()));
+        let (result, replayed) = write_tx!(&self.db, tx => {
+            let claim = match &idempotency {
+                None => None,
+                Some(idem) => claim_key!(tx, actor.user_id, change.operation, idem, now)?
+                    .map(|response| stored_result::<StoredStockResult>(&response))
+                    .transpose()?,
             };
             match claim {
-                Claim::Replay(id) => Ok::<_, ServiceError>((id, true)),
-                Claim::Fresh => {
+                Some(first) => Ok::<_, ServiceError>((first, true)),
+                None => {
                     // The guarded write. For a set, the previous quantity is needed for
                     // the ledger's delta, so it is read first and the write is guarded
                     // by it (compare-and-set); a concurrent change makes the guard fail
@@ -341,36 +295,46 @@ impl Service {
                             at: now,
                         }
                     )?;
-                    if let Some(key) = change.idempotency_key {
-                        let stored = serde_json::to_string(&StoredStockResult { movement_id: movement.id })
-                            .map_err(|e| ServiceError::Internal(e.into()))?;
-                        sqlx::query("update idempotency_keys set response = $1 where user_id = $2 and key = $3")
-                            .bind(stored)
-                            .bind(actor.user_id)
-                            .bind(key.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                    let product = sqlx::query_as::<_, Product>(&format!(
+                        "select {PRODUCT_COLUMNS} from products where id = $1"
+                    ))
+                    .bind(change.product_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let result = StoredStockResult { movement_id: movement.id, product: Some(product) };
+                    if let Some(idem) = &idempotency {
+                        record_key!(tx, actor.user_id, idem, &result)?;
                     }
-                    Ok((movement.id, false))
+                    Ok((result, false))
                 }
             }
         })?;
 
-        let (product, movement) = with_db!(&self.db, pool => {
+        let (movement, current) = with_db!(&self.db, pool => {
             let movement = sqlx::query_as::<_, StockMovement>(&format!(
                 "select {MOVEMENT_COLUMNS} from stock_movements where id = $1"
             ))
-            .bind(movement_id)
+            .bind(result.movement_id)
             .fetch_one(pool)
             .await?;
-            let product = sqlx::query_as::<_, Product>(&format!(
-                "select {PRODUCT_COLUMNS} from products where id = $1"
-            ))
-            .bind(movement.product_id)
-            .fetch_one(pool)
-            .await?;
-            (product, movement)
+            // Records written before snapshots were stored: the product as it is now.
+            let current = match result.product {
+                Some(_) => None,
+                None => Some(
+                    sqlx::query_as::<_, Product>(&format!(
+                        "select {PRODUCT_COLUMNS} from products where id = $1"
+                    ))
+                    .bind(movement.product_id)
+                    .fetch_one(pool)
+                    .await?,
+                ),
+            };
+            (movement, current)
         });
+        let product = match (result.product, current) {
+            (Some(product), _) | (None, Some(product)) => product,
+            (None, None) => return Err(ServiceError::NotFound("product")),
+        };
         Ok(StockChange {
             product,
             movement,

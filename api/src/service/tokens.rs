@@ -10,11 +10,12 @@ use sha2::{Digest as _, Sha256};
 use crate::db::now_ms;
 use crate::domain::TokenName;
 use crate::error::{ServiceError, ServiceResult};
+use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
 use crate::service::{Actor, AuthMethod, Service};
 use crate::{with_db, write_tx};
 
 /// An API token as its owner may see it (never the secret, never the hash).
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct ApiToken {
     pub id: i64,
     pub user_id: i64,
@@ -36,10 +37,15 @@ fn token_hash(secret: &str) -> String {
 
 impl Service {
     /// Creates a token and returns it with its secret, which is never available again.
+    ///
+    /// A retry with the same idempotency key creates no second token. Since the secret
+    /// is not kept, it cannot be shown again: the retry is a CONFLICT naming the token
+    /// (`current` is its id), to be revoked and replaced if the secret was lost.
     pub async fn create_api_token(
         &self,
         actor: &Actor,
         name: &str,
+        idempotency: Option<&Idempotency>,
     ) -> ServiceResult<(ApiToken, String)> {
         let name = TokenName::parse("name", name)?;
         let mut bytes = [0u8; 32];
@@ -48,42 +54,75 @@ impl Service {
             "{TOKEN_PREFIX}{}",
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let token = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ApiToken>(&format!(
+        let now = now_ms();
+        let token = write_tx!(&self.db, tx => {
+            if let Some(idem) = idempotency {
+                if let Some(first) = claim_key!(tx, actor.user_id, "createApiToken", idem, now)? {
+                    let first: ApiToken = stored_result(&first)?;
+                    return Err(ServiceError::conflict(
+                        format!(
+                            "API token {} was already created with this Idempotency-Key, and its \
+                             secret is shown only once; revoke it and create another if it was lost",
+                            first.id
+                        ),
+                        Some(first.id),
+                    ));
+                }
+            }
+            let token = sqlx::query_as::<_, ApiToken>(&format!(
                 "insert into api_tokens (user_id, name, token_hash, created_at)
                  values ($1, $2, $3, $4) returning {COLUMNS}"
             ))
             .bind(actor.user_id)
             .bind(name.as_str())
             .bind(token_hash(&secret))
-            .bind(now_ms())
-            .fetch_one(pool)
-            .await?
-        });
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(idem) = idempotency {
+                record_key!(tx, actor.user_id, idem, &token)?;
+            }
+            Ok::<_, ServiceError>(token)
+        })?;
         Ok((token, secret))
     }
 
     /// Revokes one of the actor's tokens. Revoking a revoked token is a no-op.
-    pub async fn revoke_api_token(&self, actor: &Actor, id: i64) -> ServiceResult<ApiToken> {
+    pub async fn revoke_api_token(
+        &self,
+        actor: &Actor,
+        id: i64,
+        idempotency: Option<&Idempotency>,
+    ) -> ServiceResult<ApiToken> {
+        let now = now_ms();
         write_tx!(&self.db, tx => {
+            if let Some(idem) = idempotency {
+                if let Some(first) = claim_key!(tx, actor.user_id, "revokeApiToken", idem, now)? {
+                    return stored_result(&first);
+                }
+            }
             let token = sqlx::query_as::<_, ApiToken>(&format!(
                 "select {COLUMNS} from api_tokens where id = $1"
             ))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            match token {
-                None => Err(ServiceError::NotFound("API token")),
-                Some(t) if t.user_id != actor.user_id => Err(ServiceError::NotFound("API token")),
-                Some(t) if t.revoked_at.is_some() => Ok(t),
-                Some(_) => Ok(sqlx::query_as::<_, ApiToken>(&format!(
+            let revoked = match token {
+                None => return Err(ServiceError::NotFound("API token")),
+                Some(t) if t.user_id != actor.user_id => return Err(ServiceError::NotFound("API token")),
+                Some(t) if t.revoked_at.is_some() => t,
+                Some(_) => sqlx::query_as::<_, ApiToken>(&format!(
                     "update api_tokens set revoked_at = $1 where id = $2 returning {COLUMNS}"
                 ))
-                .bind(now_ms())
+                .bind(now)
                 .bind(id)
                 .fetch_one(&mut *tx)
-                .await?),
+                .await?,
+            };
+            if let Some(idem) = idempotency {
+                record_key!(tx, actor.user_id, idem, &revoked)?;
             }
+            Ok(revoked)
         })
     }
 

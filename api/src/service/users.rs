@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::db::now_ms;
-use crate::domain::{Password, Username};
+use crate::domain::{IdempotencyKey, Password, Username};
 use crate::error::{ServiceError, ServiceResult};
+use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
 use crate::service::{duration_ms, Service};
-use crate::with_db;
+use crate::{with_db, write_tx};
 
 /// A partner account. The password hash never leaves [`Service`].
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub id: i64,
     pub username: String,
@@ -22,28 +23,60 @@ const WRONG_CREDENTIALS: &str = "wrong username or password";
 impl Service {
     /// Creates a partner account. A taken username (in any letter case) is a CONFLICT,
     /// detected by the unique constraint rather than a racy pre-check.
-    pub async fn register(&self, username: &str, password: &str) -> ServiceResult<User> {
+    ///
+    /// With an idempotency key (scoped to the account it creates), a retry of a
+    /// registration that succeeded answers with the same account instead of CONFLICT.
+    /// The answer holds nothing secret (id and username), and the retry logs no one in,
+    /// so the password is not checked: that would make it an unthrottled oracle.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> ServiceResult<User> {
         let username = Username::parse("username", username)?;
         let password = Password::parse("password", password)?;
         let hash = self.hasher.hash(&password).await?;
-        let result = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, User>(
+        let idempotency =
+            idempotency_key.map(|key| Idempotency::new(key.clone(), &[username.as_str()]));
+        let now = now_ms();
+        let created: Option<User> = write_tx!(&self.db, tx => {
+            let user = sqlx::query_as::<_, User>(
                 "insert into users (username, password_hash, created_at) values ($1, $2, $3)
-                 returning id, username, created_at",
+                 on conflict do nothing returning id, username, created_at",
             )
             .bind(username.as_str())
             .bind(&hash)
-            .bind(now_ms())
-            .fetch_one(pool)
-            .await
-        });
-        match result {
-            Ok(user) => Ok(user),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(ServiceError::conflict("username: is already taken", None))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some(user), Some(idem)) = (&user, &idempotency) {
+                claim_key!(tx, user.id, "register", idem, now)?;
+                record_key!(tx, user.id, idem, user)?;
             }
-            Err(e) => Err(e.into()),
+            Ok::<_, ServiceError>(user)
+        })?;
+        if let Some(user) = created {
+            return Ok(user);
         }
+        if let Some(idem) = &idempotency {
+            let first: Option<String> = with_db!(&self.db, pool => {
+                sqlx::query_scalar(
+                    "select k.response from idempotency_keys k join users u on u.id = k.user_id
+                     where u.username = $1 and k.key = $2 and k.operation = 'register'
+                       and k.request_hash = $3",
+                )
+                .bind(username.as_str())
+                .bind(idem.key.as_str())
+                .bind(idem.fingerprint.as_str())
+                .fetch_optional(pool)
+                .await?
+            });
+            if let Some(first) = first {
+                return stored_result(&first);
+            }
+        }
+        Err(ServiceError::conflict("username: is already taken", None))
     }
 
     /// Checks credentials. After `max_failures` failed attempts on one username within
