@@ -1,7 +1,7 @@
 //! # e-canteen: one inventory replica
 //!
 //! Canteen partners register, log in, and manage their products and stock through
-//! GraphQL. A replica keeps nothing another replica needs: sessions, login throttling,
+//! GraphQL, and the original service's integrators through REST routes under `/ecanteen`. A replica keeps nothing another replica needs: sessions, login throttling,
 //! idempotency records, pictures and the change feeds all live in the database (SQLite on one
 //! host, PostgreSQL across many), so any replica can serve any request.
 //!
@@ -14,8 +14,8 @@
 //!   no HTTP;
 //! - [`events`]: live updates: one feed tailer per replica, fanned out to subscribers;
 //! - [`graphql`]: the async-graphql schema, one module per area, merged;
-//! - [`http`]: the axum router: `/graphql` (and its WebSocket), pictures, health,
-//!   metrics, sessions and auth;
+//! - [`http`]: the axum router: `/graphql` (and its WebSocket), the REST routes under
+//!   `/ecanteen`, pictures, health, metrics, sessions and auth;
 //! - [`config`]: flags and `ECANTEEN_…` variables;
 //! - [`startup`]: build, serve and drain a replica;
 //! - [`telemetry`]: structured logs.

@@ -28,7 +28,9 @@ use axum::{Json, Router};
 use futures_util::TryStreamExt as _;
 use tower_sessions::Session;
 
-use super::{auth, json_error, with_retry_after, AppState};
+use super::{
+    auth, content_essence, declared_length, is_preflighted, json_error, with_retry_after, AppState,
+};
 use crate::error::ServiceError;
 use crate::graphql::{request_data, RequestAuth};
 use crate::http::session::PartnerSession;
@@ -88,13 +90,6 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
 async fn read_json(
     state: &AppState,
     headers: &HeaderMap,
@@ -121,9 +116,7 @@ async fn read_multipart(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<BatchRequest, Response> {
-    let preflighted = headers.contains_key("x-requested-with")
-        || headers.contains_key("apollo-require-preflight");
-    if auth::bearer(headers).is_none() && !preflighted {
+    if !is_preflighted(headers) {
         return Err(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_USER_INPUT",
@@ -274,15 +267,6 @@ async fn get_graphql(
         }
     }
     execute(&state, session, &headers, BatchRequest::Single(request)).await
-}
-
-/// The media type of the body, lower-cased, without parameters.
-fn content_essence(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|essence| essence.trim().to_ascii_lowercase())
 }
 
 async fn execute(

@@ -6,6 +6,7 @@
 //! - [`images`]: pictures and thumbnails at `/images/…`;
 //! - [`health`]: `/healthz` (alive) and `/readyz` (database reachable, not draining);
 //! - [`metrics`]: Prometheus `/metrics`, and the middleware that feeds it;
+//! - [`rest`]: the REST compatibility routes under `/ecanteen`;
 //! - [`auth`]: who a request is (bearer token or cookie session);
 //! - [`session`]: the database-backed session store and the typed session.
 
@@ -14,6 +15,7 @@ pub mod graphql;
 pub mod health;
 pub mod images;
 pub mod metrics;
+pub mod rest;
 pub mod session;
 pub mod ws;
 
@@ -21,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -75,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::router())
         .merge(health::router())
         .merge(metrics::router())
+        .nest("/ecanteen", rest::router())
         .fallback(not_found)
         .layer(sessions)
         .layer(axum::middleware::from_fn(metrics::record))
@@ -93,7 +96,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> Response {
+async fn not_found(uri: axum::http::Uri) -> Response {
+    // `/ecanteen` itself and `/ecanteen/` fall outside the nested router.
+    if uri.path().starts_with("/ecanteen") {
+        return rest::not_found().await.into_response();
+    }
     json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
 }
 
@@ -103,6 +110,32 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
         "errors": [{ "message": message, "extensions": { "code": code } }]
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// The media type of the body, lower-cased, without parameters.
+pub(crate) fn content_essence(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+}
+
+/// The body length a request declares, if it declares one.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Whether a multipart request may be trusted not to come from a cross-site form: it
+/// carries a bearer token (which a form cannot), or a header that only a preflighted
+/// request can (`X-Requested-With`, `Apollo-Require-Preflight`).
+pub(crate) fn is_preflighted(headers: &HeaderMap) -> bool {
+    auth::bearer(headers).is_some()
+        || headers.contains_key("x-requested-with")
+        || headers.contains_key("apollo-require-preflight")
 }
 
 /// Adds `Retry-After` to a response.

@@ -255,6 +255,48 @@ impl Client {
         self.send(req).await
     }
 
+    /// A REST call: `body` is sent as JSON, with any extra headers.
+    pub async fn rest(
+        &mut self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        match body {
+            Some(body) => {
+                self.rest_raw(method, uri, "application/json", body.to_string(), headers)
+                    .await
+            }
+            None => {
+                let mut req = Request::builder().method(method).uri(uri);
+                for (name, value) in headers {
+                    req = req.header(*name, *value);
+                }
+                self.send(req.body(Body::empty()).expect("request")).await
+            }
+        }
+    }
+
+    /// A REST call with a body of any content type.
+    pub async fn rest_raw(
+        &mut self,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.send(req.body(body.into()).expect("request")).await
+    }
+
     pub async fn get(&mut self, uri: &str) -> HttpResponse {
         self.send(Request::get(uri).body(Body::empty()).expect("request"))
             .await

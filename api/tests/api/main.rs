@@ -11,6 +11,7 @@ mod live;
 mod pictures;
 mod products;
 mod protection;
+mod rest;
 mod schema;
 mod sessions;
 mod stock;
