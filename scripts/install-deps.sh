@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and tests need, when missing (idempotent):
 #   cmake, which pingora (the balancer) needs to build zlib-ng;
-#   PostgreSQL, for the tests that run on it (scripts/ensure-postgres.sh).
+#   PostgreSQL, for the tests that run on it (scripts/ensure-postgres.sh);
+#   Chromium, Node.js and playwright-core, for the browser client's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
   command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
 fi
@@ -20,4 +24,12 @@ fi
 
 if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
   scripts/ensure-postgres.sh
+fi
+
+# playwright-core, at the version the lock file pins; it drives Debian's Chromium and
+# downloads no browser of its own.
+if [ ! -d tests/browser/node_modules/playwright-core ] \
+  || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+  echo "install-deps: installing the browser tests' npm packages" >&2
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: the README's test command, and what CI runs.
-#   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL.
+#   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL,
+#   then the browser client's tests in headless Chromium against the real stack.
 # What the build and tests need (cmake, PostgreSQL) is installed or started when missing;
 # set ECANTEEN_TEST_POSTGRES_URL to use another PostgreSQL server (the URL of a database
 # whose user may create databases).
@@ -15,3 +16,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== browser tests (tests/browser)"
+cargo build --workspace --locked --bins
+(cd tests/browser && npm test --silent)

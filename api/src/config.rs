@@ -139,6 +139,11 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
 
+    /// The browser client's folder, served at `/` (the repository's `client/` by
+    /// default).
+    #[arg(long, env = "ECANTEEN_CLIENT_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../client"))]
+    pub client_dir: std::path::PathBuf,
+
     /// Log line format.
     #[arg(long, env = "ECANTEEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

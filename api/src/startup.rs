@@ -73,6 +73,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             pictures,
             max_batch: config.max_batch,
             graphiql: config.graphiql,
+            client_dir: config.client_dir.clone(),
             request_timeout: config.request_timeout(),
             session_ttl: config.session_ttl(),
             secure_cookies: config.secure_cookies,

@@ -1,5 +1,6 @@
 //! HTTP: the axum router and its middleware. Each area owns its routes.
 //!
+//! - [`client`]: the browser client's files at `/`, with strict security headers;
 //! - [`graphql`]: `POST /graphql` (JSON, or multipart uploads) and `GET /graphql`
 //!   (GraphiQL, read-only queries);
 //! - [`ws`]: subscriptions over WebSocket at `/graphql/ws`;
@@ -11,6 +12,7 @@
 //! - [`session`]: the database-backed session store and the typed session.
 
 pub mod auth;
+pub mod client;
 pub mod graphql;
 pub mod health;
 pub mod images;
@@ -55,6 +57,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     pub session_ttl: Duration,
     pub secure_cookies: bool,
+    /// The browser client's folder, served at `/`.
+    pub client_dir: std::path::PathBuf,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .with_secure(state.settings.secure_cookies)
         .with_expiry(Expiry::OnInactivity(session_ttl));
     let timeout = state.settings.request_timeout;
+    let client = client::service(&state.settings.client_dir);
 
     Router::new()
         .merge(graphql::router())
@@ -78,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .nest("/ecanteen", rest::router())
-        .fallback(not_found)
+        .fallback_service(client)
         .layer(sessions)
         .layer(axum::middleware::from_fn(metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
@@ -96,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(uri: axum::http::Uri) -> Response {
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     // `/ecanteen` itself and `/ecanteen/` fall outside the nested router.
     if uri.path().starts_with("/ecanteen") {
         return rest::not_found().await.into_response();

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod client;
 mod concurrency;
 mod lifecycle;
 mod live;

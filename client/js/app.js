@@ -1,0 +1,174 @@
+// The shell: who is logged in, the hash router, the navbar and the notice area.
+
+import { gql, setUnauthenticatedHandler } from './api.js';
+import { Live } from './live.js';
+import { loginView, registerView } from './views/auth.js';
+import { dashboardView } from './views/dashboard.js';
+import { productFormView } from './views/product-form.js';
+import { historyView } from './views/history.js';
+import { catalogueView } from './views/catalogue.js';
+
+const main = document.getElementById('main');
+const notice = document.getElementById('notice');
+const nav = document.getElementById('nav');
+const profileButton = document.getElementById('profile-button');
+const profileMenu = document.getElementById('profile-menu');
+
+const app = {
+  me: null,
+  live: null,
+  cleanup: [],
+  /** What reloads the current view's data after the live connection was lost. */
+  resync: [],
+  pendingMessage: null,
+
+  /** Shows a message at the top of the page (errors are announced to screen readers). */
+  notify(message, kind = 'error') {
+    notice.textContent = message;
+    notice.className = `notice ${kind}`;
+    notice.hidden = !message;
+    if (kind !== 'error' && message) {
+      clearTimeout(app.noticeTimer);
+      app.noticeTimer = setTimeout(() => { notice.hidden = true; }, 4000);
+    }
+  },
+
+  navigate(hash) {
+    if (location.hash === hash) render();
+    else location.hash = hash;
+  },
+
+  /** Runs `fn` when the current view goes away (subscriptions, timers). */
+  onLeave(fn) {
+    app.cleanup.push(fn);
+  },
+
+  setMe(me) {
+    app.me = me;
+    nav.hidden = !me;
+    document.getElementById('profile-name').textContent = me ? me.username : '';
+    if (me && !app.live) {
+      app.live = new Live();
+      app.live.onStatus = (status, { reconnected }) => {
+        document.body.classList.toggle('offline', status === 'offline');
+        document.getElementById('live-status').hidden = status !== 'live';
+        // Back after a break: events missed without an `afterId` are caught up by
+        // reloading what is on screen.
+        if (reconnected) for (const fn of app.resync) fn();
+      };
+    }
+    if (!me && app.live) {
+      app.live.close();
+      app.live = null;
+    }
+  },
+};
+
+setUnauthenticatedHandler(() => {
+  if (!app.me) return;
+  app.setMe(null);
+  app.pendingMessage = 'Your session has expired. Please log in again.';
+  app.navigate('#/login');
+});
+
+const routes = [
+  [/^#\/login$/, () => loginView(app), false],
+  [/^#\/register$/, () => registerView(app), false],
+  [/^#\/dashboard$/, () => dashboardView(app), true],
+  [/^#\/products\/new$/, () => productFormView(app, null), true],
+  [/^#\/products\/(\d+)\/edit$/, (m) => productFormView(app, m[1]), true],
+  [/^#\/products\/(\d+)\/history$/, (m) => historyView(app, m[1]), true],
+  [/^#\/catalogue$/, () => catalogueView(app), true],
+];
+
+async function render() {
+  for (const fn of app.cleanup.splice(0)) fn();
+  app.resync = [];
+  closeMenu();
+  const hash = location.hash || (app.me ? '#/dashboard' : '#/login');
+  const route = routes.find(([pattern]) => pattern.test(hash));
+  if (!route) {
+    app.navigate(app.me ? '#/dashboard' : '#/login');
+    return;
+  }
+  const [pattern, view, needsLogin] = route;
+  if (needsLogin && !app.me) {
+    app.navigate('#/login');
+    return;
+  }
+  if (!needsLogin && app.me) {
+    app.navigate('#/dashboard');
+    return;
+  }
+  for (const link of nav.querySelectorAll('[data-nav]')) {
+    if (hash.startsWith(`#/${link.dataset.nav}`)) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  if (app.pendingMessage) {
+    app.notify(app.pendingMessage, 'info');
+    app.pendingMessage = null;
+  } else {
+    notice.hidden = true;
+  }
+  try {
+    await view(hash.match(pattern));
+  } catch (error) {
+    app.notify(error.message);
+  }
+  // Move focus to the new page's heading, for keyboard and screen-reader users.
+  const heading = main.querySelector('h1');
+  if (heading) {
+    heading.setAttribute('tabindex', '-1');
+    heading.focus({ preventScroll: false });
+  }
+}
+
+function closeMenu() {
+  profileMenu.hidden = true;
+  profileButton.setAttribute('aria-expanded', 'false');
+}
+
+profileButton.addEventListener('click', () => {
+  const open = profileMenu.hidden;
+  profileMenu.hidden = !open;
+  profileButton.setAttribute('aria-expanded', String(open));
+  if (open) profileMenu.querySelector('[role=menuitem]')?.focus();
+});
+profileMenu.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') {
+    closeMenu();
+    profileButton.focus();
+  }
+});
+document.addEventListener('click', (event) => {
+  if (!profileMenu.hidden && !event.target.closest('.profile')) closeMenu();
+});
+
+document.getElementById('logout-button').addEventListener('click', async () => {
+  closeMenu();
+  try {
+    await gql('mutation { logout }');
+  } catch (error) {
+    app.notify(error.message);
+    return;
+  }
+  app.setMe(null);
+  app.pendingMessage = 'You are logged out.';
+  app.navigate('#/login');
+});
+
+window.addEventListener('hashchange', render);
+window.addEventListener('offline', () => app.notify('You are offline. Changes will fail until the connection is back.'));
+window.addEventListener('online', () => app.notify('Back online.', 'info'));
+
+async function start() {
+  try {
+    const data = await gql('{ me { id username } }');
+    app.setMe(data.me);
+  } catch (error) {
+    app.notify(error.message);
+  }
+  await render();
+}
+
+start();

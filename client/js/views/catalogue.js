@@ -1,0 +1,98 @@
+// The catalogue of every partner's products: search, a category filter, paging, and
+// live stock.
+
+import { gql, PRODUCT_FIELDS } from '../api.js';
+import { h, mount } from '../dom.js';
+import { priceText, quantityCell, subscribeChanges, thumbnail } from './products.js';
+
+const PAGE = 12;
+
+export async function catalogueView(app) {
+  const main = document.getElementById('main');
+  const search = h('input', { id: 'catalogue-search', type: 'search', name: 'search', autocomplete: 'off' });
+  const category = h('select', { id: 'catalogue-category', name: 'category' },
+    h('option', { value: '' }, 'All categories'),
+    h('option', { value: 'makanan' }, 'Makanan'),
+    h('option', { value: 'minuman' }, 'Minuman'));
+  const list = h('ul', { class: 'catalogue', 'aria-live': 'polite' });
+  const status = h('p', { class: 'page-status', role: 'status' });
+  const prev = h('button', { type: 'button', class: 'secondary', disabled: true }, '← Previous');
+  const next = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Next →');
+  const filters = h('form', { class: 'filters', role: 'search' },
+    h('div', { class: 'field' }, h('label', { for: 'catalogue-search' }, 'Search by name'), search),
+    h('div', { class: 'field' }, h('label', { for: 'catalogue-category' }, 'Category'), category),
+    h('button', { type: 'submit', class: 'primary' }, 'Search'));
+  mount(main, h('h1', {}, 'Catalogue'), filters, status, list, h('nav', { class: 'pager', 'aria-label': 'Pages' }, prev, next));
+
+  // Cursors of the pages before the current one, for "Previous".
+  let stack = [];
+  let current = null;
+  let nextCursor = null;
+  const cards = new Map();
+
+  const card = (p) => {
+    const li = h('li', { class: 'product-card', dataset: { productId: p.id } },
+      thumbnail(p, 96),
+      h('div', { class: 'body' },
+        h('h2', { class: 'name' }, p.name),
+        h('p', { class: 'meta' }, `${priceText(p)} · ${p.category} · by ${p.owner.username}`),
+        p.description ? h('p', { class: 'description' }, p.description) : null,
+        h('p', {}, 'In stock: ', quantityCell(p))));
+    cards.set(p.id, li);
+    return li;
+  };
+
+  async function load(after) {
+    const filter = {};
+    if (search.value.trim()) filter.search = search.value.trim();
+    if (category.value) filter.category = category.value;
+    const data = await gql(`query($n: Int!, $after: String, $f: ProductFilterInput) {
+      products(first: $n, after: $after, filter: $f, orderBy: {field: ID}) {
+        totalCount pageInfo { hasNextPage endCursor } nodes { ${PRODUCT_FIELDS} } } }`, { n: PAGE, after, f: filter });
+    const page = data.products;
+    current = after;
+    nextCursor = page.pageInfo.endCursor;
+    cards.clear();
+    mount(list, page.nodes.map(card));
+    const first = stack.length * PAGE + 1;
+    status.textContent = page.totalCount === 0
+      ? 'No products match.'
+      : `Showing ${first}–${first + page.nodes.length - 1} of ${page.totalCount} products`;
+    next.disabled = !page.pageInfo.hasNextPage;
+    prev.disabled = stack.length === 0;
+  }
+
+  const fail = (error) => app.notify(error.message);
+  filters.addEventListener('submit', (event) => {
+    event.preventDefault();
+    stack = [];
+    load(null).catch(fail);
+  });
+  category.addEventListener('change', () => {
+    stack = [];
+    load(null).catch(fail);
+  });
+  next.addEventListener('click', () => {
+    stack.push(current);
+    load(nextCursor).catch(fail);
+  });
+  prev.addEventListener('click', () => load(stack.pop() ?? null).catch(fail));
+
+  await load(null);
+
+  let reload = null;
+  const reloadSoon = () => {
+    clearTimeout(reload);
+    reload = setTimeout(() => load(current).catch(fail), 150);
+  };
+  app.onLeave(() => clearTimeout(reload));
+  subscribeChanges(app, {
+    onStock: (event) => {
+      const li = cards.get(event.productId);
+      const quantity = li?.querySelector('.quantity');
+      if (quantity && event.product) quantity.replaceWith(quantityCell(event.product));
+    },
+    onProduct: () => reloadSoon(),
+    onResync: () => reloadSoon(),
+  });
+}

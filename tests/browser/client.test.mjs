@@ -1,0 +1,370 @@
+// The browser client, end to end, in real headless Chromium (Debian's, driven by
+// playwright-core), against the real stack: balancer, two replicas, SQLite.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { crc32, deflateSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
+
+import { Partner, startStack } from './stack.mjs';
+
+const SCREENSHOTS = resolve(import.meta.dirname, '../../docs/screenshots');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const PASSWORD = 'correct horse battery';
+// Two small pictures to upload.
+const PNG_A = png(32, 32, [230, 120, 20]);
+const PNG_B = png(32, 32, [20, 120, 230]);
+
+/** A valid PNG of one colour. */
+function png(width, height, [r, g, b]) {
+  const chunk = (type, data) => {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([length, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const line = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: width }, () => [r, g, b]).flat())]);
+  const pixels = deflateSync(Buffer.concat(Array.from({ length: height }, () => line)));
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+}
+
+let stack;
+let browser;
+
+before(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  stack = await startStack();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await stack?.stop();
+});
+
+/** A fresh browser profile; fails the test on any script dialog or page error. */
+async function newPage(viewport = { width: 1200, height: 800 }) {
+  const context = await browser.newContext({ viewport, baseURL: stack.base });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy|Refused to/.test(message.text())) {
+      page.problems.push(`console: ${message.text()}`);
+    }
+  });
+  page.on('dialog', (dialog) => {
+    page.problems.push(`script dialog: ${dialog.message()}`);
+    dialog.dismiss();
+  });
+  return page;
+}
+
+async function logIn(page, username, password = PASSWORD) {
+  await page.goto('/');
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Your products' }).waitFor();
+}
+
+function row(page, name) {
+  return page.locator('tr', { has: page.getByRole('rowheader', { name, exact: true }) });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+describe('the browser client', () => {
+  test('register, add with a picture, stock + and −, edit, change picture, history, delete, log out', async () => {
+    const page = await newPage();
+    const response = await page.goto('/');
+    const csp = response.headers()['content-security-policy'] ?? '';
+    assert.match(csp, /script-src 'self'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.equal(response.headers()['x-content-type-options'], 'nosniff');
+    await page.getByRole('heading', { name: 'Log in' }).waitFor();
+    await shot(page, 'login');
+
+    // Register, with the field rules enforced beside their fields.
+    await page.getByRole('link', { name: 'Create a partner account' }).click();
+    await page.getByLabel('Username').fill('saif');
+    await page.getByLabel('Password', { exact: true }).fill('short');
+    await page.getByLabel('Repeat the password').fill('short');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.locator('#field-password-error', { hasText: 'too weak' }).waitFor();
+    await page.getByLabel('Username').fill('no spaces allowed');
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByLabel('Repeat the password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.locator('#field-username-error').filter({ hasText: /./ }).waitFor();
+    await page.getByLabel('Username').fill('saif');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('heading', { name: 'Your products' }).waitFor();
+    await page.getByText('Welcome, saif!').waitFor();
+
+    // Add a product with a picture, and its preview.
+    await page.getByRole('link', { name: '+ Add new product' }).click();
+    await page.getByRole('heading', { name: 'Add new product' }).waitFor();
+    await page.getByRole('button', { name: 'Add product' }).click();
+    await page.locator('#field-price-error').filter({ hasText: /./ }).waitFor();
+    await page.getByLabel('Name').fill('Es Teh Manis');
+    await page.getByLabel('Description').fill('Dingin dan segar');
+    await page.getByLabel('Price (Rp)').fill('5000');
+    await page.getByLabel('Quantity').fill('5');
+    await page.getByLabel('Minuman').check();
+    await page.getByLabel('Picture').setInputFiles({ name: 'teh.png', mimeType: 'image/png', buffer: PNG_A });
+    await page.getByAltText('Preview of the chosen picture').waitFor();
+    await shot(page, 'add-product');
+    await page.getByRole('button', { name: 'Add product' }).click();
+    await page.getByText('Added “Es Teh Manis”.').waitFor();
+    const teh = row(page, 'Es Teh Manis');
+    await teh.waitFor();
+    assert.match(await teh.textContent(), /Rp\s5\.000/);
+    assert.match(await teh.textContent(), /minuman/);
+    const firstPicture = await teh.getByRole('img').getAttribute('src');
+    assert.match(firstPicture, /^\/images\/[0-9a-f]{64}\/thumb\.jpg$/);
+
+    // + and −, and the flags.
+    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('3');
+    await teh.getByRole('button', { name: 'Add stock of Es Teh Manis' }).click();
+    await teh.locator('.quantity-value', { hasText: '8' }).waitFor();
+    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('8');
+    await teh.getByRole('button', { name: 'Remove stock of Es Teh Manis' }).click();
+    await teh.locator('.quantity-value', { hasText: '0' }).waitFor();
+    await teh.getByText('Out of stock').waitFor();
+    await page.locator('#count-out', { hasText: '1' }).waitFor();
+    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('1');
+    await teh.getByRole('button', { name: 'Remove stock of Es Teh Manis' }).click();
+    await page.getByRole('alert').filter({ hasText: 'cannot remove 1' }).waitFor();
+    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('2');
+    await teh.getByRole('button', { name: 'Add stock of Es Teh Manis' }).click();
+    await teh.locator('.quantity-value', { hasText: '2' }).waitFor();
+    await shot(page, 'dashboard');
+
+    // Edit.
+    await teh.getByRole('link', { name: 'Edit Es Teh Manis' }).click();
+    await page.getByRole('heading', { name: 'Edit “Es Teh Manis”' }).waitFor();
+    assert.equal(await page.getByLabel('Price (Rp)').inputValue(), '5000');
+    await page.getByLabel('Price (Rp)').fill('6000');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByText('Saved “Es Teh Manis”.').waitFor();
+    assert.match(await row(page, 'Es Teh Manis').textContent(), /Rp\s6\.000/);
+
+    // Change the picture by clicking it.
+    const chooser = page.waitForEvent('filechooser');
+    await row(page, 'Es Teh Manis').getByRole('button', { name: 'Change the picture of Es Teh Manis' }).click();
+    await (await chooser).setFiles({ name: 'teh2.png', mimeType: 'image/png', buffer: PNG_B });
+    await page.waitForFunction((old) => {
+      const img = [...document.querySelectorAll('tr img')].find((i) => i.alt === 'Picture of Es Teh Manis');
+      return img && img.getAttribute('src') !== old;
+    }, firstPicture);
+
+    // Stock history, from the ledger.
+    await row(page, 'Es Teh Manis').getByRole('link', { name: 'Stock history of Es Teh Manis' }).click();
+    await page.getByRole('heading', { name: 'Stock history of “Es Teh Manis”' }).waitFor();
+    // The rows arrive after the heading: wait for the fourth.
+    await page.locator('table.history tbody tr').nth(3).waitFor();
+    const changes = await page.locator('table.history tbody tr').allTextContents();
+    assert.equal(changes.length, 4, changes.join('\n'));
+    assert.match(changes[0], /saif.*\+2.*Restock.*2/s);
+    assert.match(changes[1], /−8.*Sale.*0/s);
+    assert.match(changes[3], /\+5.*Restock.*5.*initial stock/s);
+    await shot(page, 'history');
+
+    // Delete, with a confirmation.
+    await page.getByRole('link', { name: 'Back to your products' }).click();
+    await row(page, 'Es Teh Manis').getByRole('button', { name: 'Delete Es Teh Manis' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    await row(page, 'Es Teh Manis').waitFor();
+    await row(page, 'Es Teh Manis').getByRole('button', { name: 'Delete Es Teh Manis' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await page.getByText('Deleted “Es Teh Manis”.').waitFor();
+    assert.equal(await row(page, 'Es Teh Manis').count(), 0);
+    await page.getByText('No products yet').waitFor();
+
+    // Log out from the profile menu.
+    await page.getByRole('button', { name: 'saif' }).click();
+    await page.getByRole('menuitem', { name: 'Log out' }).click();
+    await page.getByRole('heading', { name: 'Log in' }).waitFor();
+    await page.getByText('You are logged out.').waitFor();
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  test('a taken username is named beside its field', async () => {
+    await new Partner(stack.base, 'taken').join();
+    const page = await newPage();
+    await page.goto('/#/register');
+    await page.getByLabel('Username').fill('Taken');
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByLabel('Repeat the password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.locator('#field-username-error', { hasText: 'already taken' }).waitFor();
+    await page.context().close();
+  });
+
+  test("two partners: one changes stock, the other's catalogue shows it live", async () => {
+    const seller = await new Partner(stack.base, 'penjual').join();
+    const product = await seller.createProduct('Bakso Urat', 10);
+    const sellerPage = await newPage();
+    const buyerPage = await newPage();
+    await new Partner(stack.base, 'pembeli').join();
+    await logIn(sellerPage, 'penjual');
+    await logIn(buyerPage, 'pembeli');
+    await buyerPage.getByRole('link', { name: 'Catalogue' }).click();
+    const card = buyerPage.locator('li.product-card', { hasText: 'Bakso Urat' });
+    await card.locator('.quantity-value', { hasText: '10' }).waitFor();
+    // Both pages show that live updates are on before anything changes.
+    await buyerPage.locator('#live-status').waitFor();
+    await sellerPage.locator('#live-status').waitFor();
+    await shot(buyerPage, 'catalogue');
+
+    // Through the other browser's + button…
+    const sellerRow = row(sellerPage, 'Bakso Urat');
+    await sellerRow.getByLabel('Amount of Bakso Urat to add or remove').fill('4');
+    await sellerRow.getByRole('button', { name: 'Remove stock of Bakso Urat' }).click();
+    await card.locator('.quantity-value', { hasText: /^6$/ }).waitFor({ timeout: 5000 });
+    // …and through the REST routes, on whichever replica the balancer picks.
+    const r = await seller.rest('POST', `/ecanteen/product/${product.id}/stock`, { delta: '-6' });
+    assert.equal(r.status, 200);
+    await card.locator('.quantity-value', { hasText: /^0$/ }).waitFor({ timeout: 5000 });
+    await card.getByText('Out of stock').waitFor();
+    // The seller's own dashboard followed the REST change too.
+    await sellerRow.locator('.quantity-value', { hasText: /^0$/ }).waitFor({ timeout: 5000 });
+
+    // Search and category filter.
+    await seller.createProduct('Es Jeruk', 3, { category: 'minuman' });
+    await buyerPage.getByLabel('Search by name').fill('jeruk');
+    await buyerPage.getByRole('button', { name: 'Search' }).click();
+    await buyerPage.getByText('Showing 1–1 of 1 products').waitFor();
+    await buyerPage.getByLabel('Search by name').fill('');
+    await buyerPage.getByLabel('Category').selectOption('makanan');
+    await buyerPage.locator('li.product-card', { hasText: 'Bakso Urat' }).waitFor();
+    assert.equal(await buyerPage.locator('li.product-card', { hasText: 'Es Jeruk' }).count(), 0);
+    assert.deepEqual([...sellerPage.problems, ...buyerPage.problems], []);
+    await sellerPage.context().close();
+    await buyerPage.context().close();
+  });
+
+  test('the catalogue pages through many products', async () => {
+    const seller = await new Partner(stack.base, 'grosir').join();
+    for (let i = 1; i <= 14; i += 1) await seller.createProduct(`Kue ${String(i).padStart(2, '0')}`, 1);
+    const page = await newPage();
+    await logIn(page, 'grosir');
+    await page.getByRole('link', { name: 'Catalogue' }).click();
+    await page.getByLabel('Search by name').fill('kue');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.getByText('Showing 1–12 of 14 products').waitFor();
+    await page.getByRole('button', { name: 'Next →' }).click();
+    await page.getByText('Showing 13–14 of 14 products').waitFor();
+    await page.getByRole('button', { name: '← Previous' }).click();
+    await page.getByText('Showing 1–12 of 14 products').waitFor();
+    await page.context().close();
+  });
+
+  test('a product name with HTML in it renders as text', async () => {
+    const evil = '<img src=x onerror=alert(1)>';
+    const mallory = await new Partner(stack.base, 'mallory').join();
+    await mallory.createProduct(evil, 1);
+    const page = await newPage();
+    await logIn(page, 'mallory');
+    await row(page, evil).waitFor();
+    await page.getByRole('link', { name: 'Catalogue' }).click();
+    await page.getByLabel('Search by name').fill('onerror');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.locator('li.product-card h2', { hasText: evil }).waitFor();
+    assert.equal(await page.locator('img[src="x"]').count(), 0);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  test('an edit that crossed another change is refused, and the current values are shown', async () => {
+    const owner = await new Partner(stack.base, 'kasir').join();
+    const product = await owner.createProduct('Nasi Kuning', 5);
+    const page = await newPage();
+    await logIn(page, 'kasir');
+    await row(page, 'Nasi Kuning').getByRole('link', { name: 'Edit Nasi Kuning' }).click();
+    await page.getByRole('heading', { name: 'Edit “Nasi Kuning”' }).waitFor();
+    // Meanwhile, another cashier changes the price.
+    await owner.gql('mutation($id: ID!) { updateProduct(id: $id, input: {price: 15000}) { id } }', { id: product.id });
+    await page.getByLabel('Name').fill('Nasi Kuning Spesial');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    const conflict = page.locator('.conflict');
+    await conflict.getByText('Someone else changed this product').waitFor();
+    await conflict.getByText(/price: now “15000” \(was “9999”\)/).waitFor();
+    await conflict.getByText(/Your unsaved changes: name “Nasi Kuning Spesial”/).waitFor();
+    assert.equal(await page.getByLabel('Price (Rp)').inputValue(), '15000');
+    assert.equal(await page.getByLabel('Name').inputValue(), 'Nasi Kuning');
+    await shot(page, 'edit-conflict');
+    const stored = await owner.gql('query($id: ID!) { product(id: $id) { name price } }', { id: product.id });
+    assert.deepEqual(stored.product, { name: 'Nasi Kuning', price: 15000 });
+    // Saved again on the current values, it goes through.
+    await page.getByLabel('Name').fill('Nasi Kuning Spesial');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByText('Saved “Nasi Kuning Spesial”.').waitFor();
+    await page.context().close();
+  });
+
+  test('an expired session goes back to login, and server trouble reads as a message', async () => {
+    const owner = await new Partner(stack.base, 'warung').join();
+    await owner.createProduct('Tahu Isi', 5);
+    const page = await newPage();
+    await logIn(page, 'warung');
+    // The service is overloaded: a readable message, not silence.
+    await page.route('**/graphql', (route) => route.fulfill({ status: 503, headers: { 'retry-after': '1' }, body: '' }));
+    await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
+    await page.getByRole('alert').filter({ hasText: 'busy or restarting' }).waitFor();
+    await page.unroute('**/graphql');
+    await page.route('**/graphql', (route) => route.fulfill({ status: 429, headers: { 'retry-after': '7' }, body: '' }));
+    await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
+    await page.getByRole('alert').filter({ hasText: 'wait 7 seconds' }).waitFor();
+    await page.unroute('**/graphql');
+    await page.route('**/graphql', (route) => route.abort('internetdisconnected'));
+    await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Cannot reach the server' }).waitFor();
+    await page.unroute('**/graphql');
+    // The session ends (here: its cookie is gone); the next action goes to login.
+    await page.context().clearCookies();
+    await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
+    await page.getByRole('heading', { name: 'Log in' }).waitFor();
+    await page.getByText('Your session has expired. Please log in again.').waitFor();
+    await page.context().close();
+  });
+
+  test('the layout holds at 360 px wide', async () => {
+    const owner = await new Partner(stack.base, 'kantin').join();
+    await owner.createProduct('Mie Goreng Jawa Spesial Pedas', 2, { lowStockThreshold: 3 });
+    const page = await newPage({ width: 360, height: 740 });
+    await logIn(page, 'kantin');
+    const product = row(page, 'Mie Goreng Jawa Spesial Pedas');
+    await product.getByText('Low stock').waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`);
+    // The buttons stay big enough to hit with a thumb.
+    const plus = await product.getByRole('button', { name: 'Add stock of Mie Goreng Jawa Spesial Pedas' }).boundingBox();
+    assert.ok(plus.width >= 44 && plus.height >= 44, JSON.stringify(plus));
+    await product.getByRole('button', { name: 'Add stock of Mie Goreng Jawa Spesial Pedas' }).click();
+    await product.locator('.quantity-value', { hasText: /^3$/ }).waitFor();
+    await shot(page, 'dashboard-360px');
+    // The profile menu works by keyboard.
+    await page.getByRole('button', { name: 'kantin' }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('menuitem', { name: 'Log out' }).waitFor();
+    await page.keyboard.press('Escape');
+    assert.equal(await page.getByRole('menuitem', { name: 'Log out' }).isVisible(), false);
+    await page.context().close();
+  });
+});

@@ -1,0 +1,108 @@
+// Starts the real stack for the browser tests: the balancer (debug build) in front of
+// two replicas on a fresh SQLite file, on free loopback ports.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+export async function startStack() {
+  const dir = mkdtempSync(join(tmpdir(), 'ecanteen-browser-'));
+  const port = await freePort();
+  const admin = await freePort();
+  const child = spawn(join(TARGET, 'debug', 'ecanteen-balancer'), [
+    '--listen', `127.0.0.1:${port}`,
+    '--admin', `127.0.0.1:${admin}`,
+    '--spawn', '2',
+    '--api-bin', join(TARGET, 'debug', 'ecanteen-api'),
+    '--database-url', `sqlite://${join(dir, 'ecanteen.db')}`,
+  ], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  let log = '';
+  child.stderr.on('data', (chunk) => { log = (log + chunk).slice(-20_000); });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the stack exited: ${log}`);
+    try {
+      const status = await (await fetch(`http://127.0.0.1:${admin}/status`)).json();
+      if (status.ready >= 2 && (await fetch(`${base}/readyz`)).ok) break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`the stack did not become ready: ${log}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    base,
+    async stop() {
+      child.stdin.end();
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A partner for setting the scene over HTTP: GraphQL and REST with its own cookie. */
+export class Partner {
+  constructor(base, username, password = 'correct horse battery') {
+    this.base = base;
+    this.username = username;
+    this.password = password;
+    this.cookie = '';
+  }
+
+  async join() {
+    await this.gql('mutation($i: RegisterInput!) { register(input: $i) { id } }', { i: { username: this.username, password: this.password } });
+    const response = await fetch(`${this.base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: 'mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }', variables: { u: this.username, p: this.password } }),
+    });
+    this.cookie = (response.headers.get('set-cookie') ?? '').split(';')[0];
+    this.id = (await response.json()).data.login.id;
+    return this;
+  }
+
+  async gql(query, variables = {}) {
+    const response = await fetch(`${this.base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', cookie: this.cookie },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    if (body.errors) throw new Error(JSON.stringify(body.errors));
+    return body.data;
+  }
+
+  async rest(method, path, body) {
+    const response = await fetch(`${this.base}${path}`, {
+      method,
+      headers: { 'content-type': 'application/json', cookie: this.cookie },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: response.status, body: await response.json() };
+  }
+
+  async createProduct(name, quantity = 5, extra = {}) {
+    const data = await this.gql('mutation($i: CreateProductInput!) { createProduct(input: $i) { id version } }',
+      { i: { name, price: 9999, quantity, category: 'makanan', description: 'enak', ...extra } });
+    return data.createProduct;
+  }
+}
