@@ -44,6 +44,34 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The failures of a write to one product the caller may not own (for the OpenAPI
+/// document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum OwnerFailures {
+    #[response(status = 401, description = "Not logged in")]
+    Unauthenticated(ErrorBody),
+    #[response(status = 403, description = "Not the owner")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "No such product")]
+    NotFound(ErrorBody),
+}
+
+/// The failures of a write with a JSON body (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyFailures {
+    #[response(status = 400, description = "A field is invalid; the message names it")]
+    BadRequest(ErrorBody),
+    #[response(status = 415, description = "The body is not JSON")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(
+        status = 422,
+        description = "The Idempotency-Key was used for another request"
+    )]
+    KeyReused(ErrorBody),
+}
+
 impl RestError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::{
     self, int_or_string, int_or_string_ref, too_large_picture, IdempotencyHeader, ImageField, Int,
 };
-use super::error::{ErrorBody, RestError};
+use super::error::{BodyFailures, ErrorBody, OwnerFailures, RestError};
 use super::{actor, username_of};
 use crate::domain::{
     Category, Description, Note, Picture, Price, ProductName, Quantity, StockDelta, StockReason,
@@ -257,12 +257,10 @@ pub struct CreateProduct {
     params(IdempotencyHeader),
     responses(
         (status = 200, description = "The new product", body = RestProduct),
-        (status = 400, description = "A field is invalid", body = ErrorBody),
+        BodyFailures,
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "user_id is not the caller", body = ErrorBody),
         (status = 413, description = "The picture is too large", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
     ),
     security(("session" = []), ("bearer" = [])))]
 pub async fn create(
@@ -322,14 +320,9 @@ pub struct UpdateProduct {
     request_body = UpdateProduct,
     responses(
         (status = 200, description = "\"product {id} updated\"", body = String),
-        (status = 400, description = "A field is invalid", body = ErrorBody),
-        (status = 401, description = "Not logged in", body = ErrorBody),
-        (status = 403, description = "Not the owner", body = ErrorBody),
-        (status = 404, description = "No such product", body = ErrorBody),
+        BodyFailures, OwnerFailures,
         (status = 409, description = "`before` is stale: nothing written; the current product is in `product`", body = ErrorBody),
         (status = 413, description = "The picture is too large", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
     ),
     security(("session" = []), ("bearer" = [])))]
 pub async fn update(
@@ -357,14 +350,9 @@ pub async fn update(
     request_body = UpdateProduct,
     responses(
         (status = 200, description = "\"product {id} updated\"", body = String),
-        (status = 400, description = "A field is invalid, or `id` is missing", body = ErrorBody),
-        (status = 401, description = "Not logged in", body = ErrorBody),
-        (status = 403, description = "Not the owner", body = ErrorBody),
-        (status = 404, description = "No such product", body = ErrorBody),
+        BodyFailures, OwnerFailures,
         (status = 409, description = "`before` is stale: nothing written; the current product is in `product`", body = ErrorBody),
         (status = 413, description = "The picture is too large", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
     ),
     security(("session" = []), ("bearer" = [])))]
 pub async fn update_with_id_in_body(
@@ -451,9 +439,7 @@ async fn with_current_product(state: &AppState, id: i64, err: RestError) -> Rest
         IdempotencyHeader),
     responses(
         (status = 200, description = "\"product {id} deleted\"", body = String),
-        (status = 401, description = "Not logged in", body = ErrorBody),
-        (status = 403, description = "Not the owner", body = ErrorBody),
-        (status = 404, description = "No such product", body = ErrorBody),
+        OwnerFailures,
     ),
     security(("session" = []), ("bearer" = [])))]
 pub async fn delete(
@@ -494,13 +480,8 @@ pub struct StockBody {
     request_body = StockBody,
     responses(
         (status = 200, description = "The product after the change", body = RestProduct),
-        (status = 400, description = "A field is invalid", body = ErrorBody),
-        (status = 401, description = "Not logged in", body = ErrorBody),
-        (status = 403, description = "Not the owner", body = ErrorBody),
-        (status = 404, description = "No such product", body = ErrorBody),
+        BodyFailures, OwnerFailures,
         (status = 409, description = "INSUFFICIENT_STOCK, or `before` is stale (CONFLICT)", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
     ),
     security(("session" = []), ("bearer" = [])))]
 pub async fn adjust_stock(
@@ -551,9 +532,7 @@ pub async fn adjust_stock(
     responses(
         (status = 200, description = "The product with its new picture", body = RestProduct),
         (status = 400, description = "Not a JPEG, PNG, WebP or GIF picture, or no `image` field", body = ErrorBody),
-        (status = 401, description = "Not logged in", body = ErrorBody),
-        (status = 403, description = "Not the owner", body = ErrorBody),
-        (status = 404, description = "No such product", body = ErrorBody),
+        OwnerFailures,
         (status = 413, description = "The picture is too large", body = ErrorBody),
         (status = 415, description = "Not multipart, or a cookie-authenticated upload without X-Requested-With", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),

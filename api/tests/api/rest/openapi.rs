@@ -51,6 +51,14 @@ async fn the_openapi_document_lists_every_route_of_the_contract() {
             "{method} {path} has no 200"
         );
     }
+    // The listed failures of a write, shared ones included.
+    let update = &doc["paths"]["/ecanteen/product/{id}"]["put"]["responses"];
+    for status in ["400", "401", "403", "404", "409", "413", "415", "422"] {
+        assert!(
+            update[status].is_object(),
+            "PUT /ecanteen/product/{{id}} lacks {status}"
+        );
+    }
     // Integer fields are documented as numbers or strings.
     let price = &doc["components"]["schemas"]["CreateProduct"]["properties"]["price"];
     assert!(
