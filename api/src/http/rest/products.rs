@@ -463,8 +463,8 @@ pub async fn delete(
 pub struct StockBody {
     #[schema(schema_with = int_or_string)]
     pub delta: Int,
-    /// `sale`, `restock`, `waste`, `correction` or `return` (default: `sale` for a
-    /// negative delta, `restock` for a positive one).
+    /// `sale`, `restock`, `waste`, `correction`, `count` or `other`, in any letter case
+    /// (default: `sale` for a negative delta, `restock` for a positive one).
     pub reason: Option<String>,
     pub note: Option<String>,
     /// The quantity the client last saw: when the stock differs, nothing is written
