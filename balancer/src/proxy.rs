@@ -4,9 +4,12 @@
 //!
 //! - A failed *connect* is retried on another replica whatever the method: pingora
 //!   guarantees nothing was sent.
-//! - A failure *after* sending is retried only for GET and HEAD whose body pingora still
-//!   holds in its retry buffer. A POST (every GraphQL mutation) that may have reached a
-//!   replica is never replayed; clients that need safe retries send idempotency keys.
+//! - A failure *after* sending is retried only for GET and HEAD, and for writes that
+//!   carry an `Idempotency-Key` header (the REST routes; the replica answers a repeat
+//!   with the first result), and only while pingora still holds the whole body in its
+//!   retry buffer. Any other POST (every GraphQL mutation) that may have reached a
+//!   replica is never replayed; GraphQL clients that need safe retries put an
+//!   idempotency key in the mutation and retry themselves.
 //! - At most `max_tries` attempts, never twice on the same replica.
 
 use std::net::SocketAddr;
@@ -96,8 +99,13 @@ async fn respond_json(
 }
 
 impl Balancer {
-    fn can_retry_after_send(method: &Method) -> bool {
-        *method == Method::GET || *method == Method::HEAD
+    /// Whether a request that may have reached a replica can be sent again: reads, and
+    /// writes that carry an `Idempotency-Key` (the replica answers a repeat with the
+    /// first result instead of applying it again).
+    fn can_retry_after_send(request: &RequestHeader) -> bool {
+        request.method == Method::GET
+            || request.method == Method::HEAD
+            || request.headers.contains_key("idempotency-key")
     }
 }
 
@@ -298,7 +306,7 @@ impl ProxyHttp for Balancer {
                 lease.upstream().record_outcome(false, &self.pool.policy);
             }
         }
-        let retry = Self::can_retry_after_send(&session.req_header().method)
+        let retry = Self::can_retry_after_send(session.req_header())
             && !session.as_ref().retry_buffer_truncated()
             && !ctx.upgrade
             && ctx.attempts < self.settings.max_tries;
