@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: the README's test command, and what CI runs.
 #   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL,
-#   then the browser client's tests in headless Chromium against the real stack.
+#   then the browser client's tests in headless Chromium against the real stack, then a
+#   short run of the load test through the balancer.
 # What the build and tests need (cmake, PostgreSQL) is installed or started when missing;
 # set ECANTEEN_TEST_POSTGRES_URL to use another PostgreSQL server (the URL of a database
 # whose user may create databases).
@@ -19,3 +20,6 @@ cargo test --workspace --locked
 echo "== browser tests (tests/browser)"
 cargo build --workspace --locked --bins
 (cd tests/browser && npm test --silent)
+echo "== load test smoke (loadtest/): 20 users for 15 s through the balancer, invariant checked"
+loadtest/with-stack.sh -- scenario --users 20 --spawn-rate 4 --duration 15s \
+  --think-min 200ms --think-max 800ms

@@ -1,0 +1,303 @@
+//! The command line: `ecanteen-loadtest scenario …` replays the paper's experiment;
+//! `ecanteen-loadtest capacity …` steps the load up until it no longer holds.
+//!
+//! Exit status: 0 when the run met its bounds, 1 when failures exceeded
+//! `--max-failure-rate`, the invariant check failed or no capacity step held, 2 when the
+//! run could not be carried out at all.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rand::Rng as _;
+
+use crate::api::ApiKind;
+use crate::capacity::{self, CapacityOptions, CapacityReport, Workload};
+use crate::invariant;
+use crate::metrics::Recorder;
+use crate::report::{RunInfo, ScenarioReport};
+use crate::scenario::{self, ScenarioOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "ecanteen-loadtest", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The paper's scenario: users ramp up and register, log in, add, view, edit, sell,
+    /// restock and delete products, then log out; the invariant check ends the run.
+    Scenario(ScenarioArgs),
+    /// Closed-loop reads or stock changes with no think time, stepped up until p99
+    /// exceeds the bound or a request fails.
+    Capacity(CapacityArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The stack's base URL, usually the balancer.
+    #[arg(
+        long,
+        env = "ECANTEEN_LOADTEST_TARGET",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    target: String,
+    /// Which API the users speak.
+    #[arg(long, value_enum, default_value_t = ApiKind::Rest)]
+    api: ApiKind,
+    /// Where to write the reports (text, CSV, JSON and, for a scenario, HTML).
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    /// The password every simulated partner registers with.
+    #[arg(long, default_value = "loadtest-password-1")]
+    password: String,
+    /// A request that takes longer fails as a timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct ScenarioArgs {
+    #[command(flatten)]
+    common: Common,
+    /// How many users the ramp reaches.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Users started per second.
+    #[arg(long, default_value_t = 1.0)]
+    spawn_rate: f64,
+    /// How long the run lasts, ramp included (e.g. `90s`, `5m`).
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    duration: Duration,
+    /// The shortest wait after each request.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    think_min: Duration,
+    /// The longest wait after each request.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    think_max: Duration,
+    /// The share of new products created with a picture (0–1).
+    #[arg(long, default_value_t = 0.3)]
+    picture_share: f64,
+    /// The run fails when more than this share of requests fails (0–1).
+    #[arg(long, default_value_t = 0.0)]
+    max_failure_rate: f64,
+}
+
+#[derive(Debug, Args)]
+struct CapacityArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_enum, default_value_t = Workload::Reads)]
+    workload: Workload,
+    /// Users of the first step.
+    #[arg(long, default_value_t = 1)]
+    start_users: usize,
+    /// No step has more users than this.
+    #[arg(long, default_value_t = 256)]
+    max_users: usize,
+    /// Each step has this many times the users of the one before.
+    #[arg(long, default_value_t = 2)]
+    factor: usize,
+    /// How long each step lasts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    step_duration: Duration,
+    /// A step holds while its 99th percentile stays at or under this.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    p99_bound: Duration,
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Scenario(args) => run_scenario(args).await,
+            Command::Capacity(args) => run_capacity(args).await,
+        }
+    }
+}
+
+async fn run_scenario(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.users > 0, "--users must be at least 1");
+    anyhow::ensure!(args.spawn_rate > 0.0, "--spawn-rate must be positive");
+    anyhow::ensure!(
+        args.think_max >= args.think_min,
+        "--think-max must be at least --think-min"
+    );
+    let common = args.common;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let options = ScenarioOptions {
+        base: common.target.clone(),
+        api: common.api,
+        users: args.users,
+        spawn_rate: args.spawn_rate,
+        duration: args.duration,
+        think_min: args.think_min,
+        think_max: args.think_max,
+        picture_share: args.picture_share.clamp(0.0, 1.0),
+        password: common.password.clone(),
+        request_timeout: common.request_timeout,
+        run_id: run_id(),
+    };
+    let recorder = Arc::new(Recorder::new());
+    let expectations = scenario::run(options, recorder.clone()).await;
+    let snapshot = recorder.snapshot();
+    let invariant = invariant::check(&common.target, expectations, common.request_timeout).await?;
+    let report = ScenarioReport::new(
+        RunInfo {
+            started_at,
+            target: common.target,
+            api: format!("{:?}", common.api).to_lowercase(),
+            users: args.users,
+            spawn_rate: args.spawn_rate,
+            duration_s: snapshot.elapsed.as_secs_f64(),
+            think_ms: (
+                args.think_min.as_millis() as u64,
+                args.think_max.as_millis() as u64,
+            ),
+            command: command_line(),
+        },
+        &snapshot,
+        invariant,
+    );
+    print!("{}", report.text());
+    if let Some(dir) = &common.report_dir {
+        report.write_to(dir)?;
+        println!("Reports written to {}", dir.display());
+    }
+    let mut passed = report.invariant.holds();
+    if report.total.requests == 0 {
+        eprintln!("no request was made");
+        passed = false;
+    }
+    if report.total.failure_rate > args.max_failure_rate {
+        eprintln!(
+            "{:.2} % of requests failed; --max-failure-rate allows {:.2} %",
+            report.total.failure_rate * 100.0,
+            args.max_failure_rate * 100.0
+        );
+        passed = false;
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_capacity(args: CapacityArgs) -> anyhow::Result<ExitCode> {
+    let common = args.common;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let options = CapacityOptions {
+        base: common.target.clone(),
+        api: common.api,
+        workload: args.workload,
+        start_users: args.start_users,
+        max_users: args.max_users,
+        factor: args.factor,
+        step_duration: args.step_duration,
+        p99_bound: args.p99_bound,
+        password: common.password.clone(),
+        request_timeout: common.request_timeout,
+        run_id: run_id(),
+    };
+    anyhow::ensure!(
+        !capacity::steps(args.start_users, args.factor, args.max_users).is_empty(),
+        "--start-users is above --max-users"
+    );
+    let (steps, invariant) = capacity::run(options).await?;
+    let report = CapacityReport {
+        workload: args.workload,
+        api: common.api,
+        target: common.target,
+        started_at,
+        command: command_line(),
+        p99_bound_ms: args.p99_bound.as_secs_f64() * 1000.0,
+        capacity: capacity::best(&steps),
+        steps,
+        invariant,
+    };
+    print!("{}", report.text());
+    if let Some(dir) = &common.report_dir {
+        report.write_to(dir)?;
+        println!("Reports written to {}", dir.display());
+    }
+    let passed = report.capacity.is_some() && report.invariant.as_ref().is_none_or(|i| i.holds());
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Six base-36 characters that keep this run's usernames and keys apart from earlier runs'.
+fn run_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..6)
+        .map(|_| char::from_digit(rng.gen_range(0..36), 36).unwrap_or('0'))
+        .collect()
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// `250ms`, `15s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 15s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_or_without_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "ecanteen-loadtest",
+            "scenario",
+            "--users",
+            "20",
+            "--duration",
+            "15s",
+            "--api",
+            "graphql",
+        ]);
+        assert!(cli.is_ok(), "{cli:?}");
+        assert!(
+            Cli::try_parse_from(["ecanteen-loadtest", "capacity", "--workload", "stock"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["ecanteen-loadtest", "scenario", "--api", "soap"]).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Starts a stack on free loopback ports, runs ecanteen-loadtest against it, stops the
+# stack, and exits with the load test's status.
+#
+#   loadtest/with-stack.sh [--release] [--replicas N | --direct] [--database-url URL] \
+#       -- <ecanteen-loadtest arguments, without --target>
+#
+#   --release        use release builds (built if missing); the default is debug builds
+#   --replicas N     the balancer with N spawned replicas (default 2)
+#   --direct         one replica, no balancer
+#   --database-url   default: a fresh SQLite file in a temporary directory
+#
+# Examples:
+#   loadtest/with-stack.sh -- scenario --users 20 --duration 15s
+#   loadtest/with-stack.sh --release -- scenario --users 100 --report-dir target/loadtest/100
+#   loadtest/with-stack.sh --release --direct -- capacity --workload reads --api graphql
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=debug
+replicas=2
+direct=false
+database_url=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --release) profile=release ;;
+    --replicas) replicas="$2"; shift ;;
+    --direct) direct=true ;;
+    --database-url) database_url="$2"; shift ;;
+    --) shift; break ;;
+    *) echo "with-stack: unknown option $1 (arguments for the load test go after --)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+cargo_flags=(--locked --workspace --bins)
+[ "$profile" = release ] && cargo_flags+=(--release)
+cargo build -q "${cargo_flags[@]}"
+bin="${CARGO_TARGET_DIR:-target}/$profile"
+
+work="$(mktemp -d)"
+pids=()
+stop() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap stop EXIT
+[ -n "$database_url" ] || database_url="sqlite://$work/ecanteen.db"
+
+# A port nobody answers on.
+free_port() {
+  local port
+  for _ in $(seq 50); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+  echo "with-stack: no free port found" >&2; exit 2
+}
+
+# The body of GET $path on 127.0.0.1:$port when it answers 200, else fails.
+get() {
+  local port="$1" path="$2" answer
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
+  answer="$(cat <&3)"
+  exec 3<&-
+  case "$answer" in "HTTP/1."?" 200"*) printf '%s' "${answer#*$'\r\n\r\n'}" ;; *) return 1 ;; esac
+}
+
+port="$(free_port)"
+export RUST_LOG="${RUST_LOG:-warn}"
+if $direct; then
+  "$bin/ecanteen-api" --listen "127.0.0.1:$port" --database-url "$database_url" \
+    > "$work/stack.log" 2>&1 &
+  pids+=($!)
+  ready() { get "$port" /readyz > /dev/null; }
+  echo "with-stack: one replica ($profile) at http://127.0.0.1:$port, $database_url" >&2
+else
+  admin="$(free_port)"
+  "$bin/ecanteen-balancer" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+    --spawn "$replicas" --api-bin "$bin/ecanteen-api" --database-url "$database_url" \
+    > "$work/stack.log" 2>&1 &
+  pids+=($!)
+  ready() { get "$admin" /status 2>/dev/null | grep -q "\"ready\":$replicas,"; }
+  echo "with-stack: balancer ($profile) at http://127.0.0.1:$port, $replicas replicas, $database_url" >&2
+fi
+
+for _ in $(seq 300); do
+  if ready; then break; fi
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+    echo "with-stack: the stack exited:" >&2; cat "$work/stack.log" >&2; exit 2
+  fi
+  sleep 0.2
+done
+ready || { echo "with-stack: the stack did not become ready:" >&2; cat "$work/stack.log" >&2; exit 2; }
+
+status=0
+"$bin/ecanteen-loadtest" "$@" --target "http://127.0.0.1:$port" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "with-stack: the load test failed ($status); the stack's log:" >&2
+  tail -n 50 "$work/stack.log" >&2
+fi
+exit "$status"
