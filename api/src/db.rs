@@ -249,7 +249,8 @@ impl Db {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         let ok: Result<i64, sqlx::Error> =
-            with_db!(self, pool => sqlx::query_scalar("select 1").fetch_one(pool).await);
+                        // `cast`, since a bare `1` is an int4 on PostgreSQL, which is not an i64.
+            with_db!(self, pool => sqlx::query_scalar("select cast(1 as bigint)").fetch_one(pool).await);
         ok.is_ok()
     }
 

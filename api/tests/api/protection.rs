@@ -15,6 +15,13 @@ async fn product_count(app: &TestApp) -> i64 {
 }
 
 dual_tests! {
+    async fn the_replica_is_ready_on_either_engine(app) {
+        let mut c = app.client();
+        let ready = c.get("/readyz").await;
+        assert_eq!(ready.status, 200, "{}", ready.text());
+        assert_eq!(ready.json()["status"], "ready");
+    }
+
     async fn cross_site_content_types_are_refused_and_write_nothing(app) {
         let mut c = app.partner("csrf_target").await;
         for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""] {
