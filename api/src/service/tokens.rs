@@ -148,13 +148,17 @@ impl Service {
         let hash = token_hash(secret);
         let now = now_ms();
         let found: Option<(i64, i64)> = with_db!(&self.db, pool => {
-            let found: Option<(i64, i64)> = sqlx::query_as(
-                "select id, user_id from api_tokens where token_hash = $1 and revoked_at is null",
+            let found: Option<(i64, i64, Option<i64>)> = sqlx::query_as(
+                "select id, user_id, last_used_at from api_tokens
+                 where token_hash = $1 and revoked_at is null",
             )
             .bind(&hash)
             .fetch_optional(pool)
             .await?;
-            if let Some((id, _)) = found {
+            let stale = |used: Option<i64>| used.is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS);
+            // Written only when it is stale: an UPDATE, even of no row, takes SQLite's
+            // write lock, and a busy till would queue behind every stock change.
+            if let Some((id, _, _)) = found.filter(|f| stale(f.2)) {
                 sqlx::query(
                     "update api_tokens set last_used_at = $1
                      where id = $2 and (last_used_at is null or last_used_at < $3)",
@@ -165,7 +169,7 @@ impl Service {
                 .execute(pool)
                 .await?;
             }
-            found
+            found.map(|(id, user_id, _)| (id, user_id))
         });
         let (id, user_id) = found.ok_or(REFUSED)?;
         Ok(Actor {
