@@ -20,8 +20,17 @@
 //! front and waits for it in SQLite's busy handler. A deferred transaction that reads and
 //! then writes could instead fail at once with `SQLITE_BUSY`, which is the error the
 //! paper's Flask service showed its users.
+//!
+//! Write transactions also pass a [`WriteGate`] before `BEGIN IMMEDIATE`: a fair async
+//! mutex within the process, then an `flock` on `<database>-writer.lock` shared by every
+//! process on the file, so SQLite's busy handler hardly ever has to wait. Left to the
+//! busy handler alone, waiting writers poll for the lock with sleeps that grow to 100
+//! ms, and under load the unlucky ones waited for up to a second and a half while others
+//! went ahead (see "Stock changes" in docs/BENCHMARKS.md).
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -32,8 +41,82 @@ use sqlx::{PgPool, SqlitePool};
 /// A pool on one of the two supported engines.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    /// The pool, and the gate this process's write transactions pass one at a time.
+    Sqlite(SqlitePool, WriteGate),
     Postgres(PgPool),
+}
+
+/// Lets one write transaction at a time ask SQLite for its write lock, in arrival order
+/// within this process, and through a lock file shared with the other processes on the
+/// same database (see the module docs).
+#[derive(Clone, Debug)]
+pub struct WriteGate {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// `<database>-writer.lock`; none for an in-memory database.
+    lock_file: Option<Arc<PathBuf>>,
+    /// How long a writer waits for its turn before it is answered as unavailable.
+    timeout: Duration,
+}
+
+/// A writer's turn: held until its transaction ends.
+#[derive(Debug)]
+pub struct WriteTurn {
+    _process: tokio::sync::OwnedMutexGuard<()>,
+    /// Closing it releases the lock.
+    _file: Option<std::fs::File>,
+}
+
+impl WriteGate {
+    pub fn new(lock_file: Option<PathBuf>, timeout: Duration) -> Self {
+        Self {
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+            lock_file: lock_file.map(Arc::new),
+            timeout,
+        }
+    }
+
+    /// Waits for this writer's turn. Waiting longer than the timeout is a
+    /// `PoolTimedOut`, answered as 503 like a pool timeout.
+    pub async fn enter(&self) -> Result<WriteTurn, sqlx::Error> {
+        tokio::time::timeout(self.timeout, self.wait())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    async fn wait(&self) -> Result<WriteTurn, sqlx::Error> {
+        let process = self.turn.clone().lock_owned().await;
+        let file = match &self.lock_file {
+            None => None,
+            Some(path) => {
+                // Each turn opens the file anew: an flock belongs to one open file, so a
+                // turn that timed out and still waits cannot share a later turn's lock.
+                // When it does get the lock, nobody awaits it any more, and dropping
+                // the file releases the lock at once. Opening a local file and trying
+                // the lock take microseconds; only a contended lock waits on a thread.
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&**path)
+                    .map_err(sqlx::Error::Io)?;
+                match file.try_lock() {
+                    Ok(()) => Some(file),
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        let locked =
+                            tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                                .await
+                                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+                        Some(locked.map_err(sqlx::Error::Io)?)
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(sqlx::Error::Io(e)),
+                }
+            }
+        };
+        Ok(WriteTurn {
+            _process: process,
+            _file: file,
+        })
+    }
 }
 
 /// How to open the database.
@@ -53,7 +136,7 @@ pub struct DbOptions {
 macro_rules! with_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite($pool, _) => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
@@ -61,12 +144,14 @@ macro_rules! with_db {
 
 /// Runs `$body` inside a write transaction bound to `$tx`, and commits when the body
 /// evaluates to `Ok`. A `?` or an `Err` inside leaves the transaction uncommitted, and
-/// dropping it rolls back. SQLite's transaction is `BEGIN IMMEDIATE`.
+/// dropping it rolls back. SQLite's transaction is `BEGIN IMMEDIATE`, entered once this
+/// process's [`WriteGate`] lets it; so a write transaction's body must not start another.
 #[macro_export]
 macro_rules! write_tx {
     ($db:expr, $tx:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite(pool) => {
+            $crate::db::Db::Sqlite(pool, gate) => {
+                let _turn = gate.enter().await?;
                 #[allow(unused_mut)]
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
@@ -187,13 +272,22 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(options.acquire_timeout);
+            let lock_file =
+                (!url.contains(":memory:") && !url.contains("mode=memory")).then(|| {
+                    let mut name = connect.get_filename().as_os_str().to_owned();
+                    name.push("-writer.lock");
+                    PathBuf::from(name)
+                });
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await
                 .context("cannot open the SQLite database")?;
-            Ok(Self::Sqlite(pool))
+            Ok(Self::Sqlite(
+                pool,
+                WriteGate::new(lock_file, options.acquire_timeout),
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let timeout_ms = options.statement_timeout.as_millis().to_string();
             let connect = PgConnectOptions::from_str(url)
@@ -221,7 +315,7 @@ impl Db {
         let mut attempt = 0;
         loop {
             let result = match self {
-                Self::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+                Self::Sqlite(pool, _) => SQLITE_MIGRATOR.run(pool).await,
                 Self::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
             };
             match result {
@@ -265,5 +359,45 @@ impl Db {
 
     pub async fn close(&self) {
         with_db!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two gates on one lock file stand for two replicas on one SQLite file.
+    #[tokio::test]
+    async fn writers_take_turns_within_and_across_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db-writer.lock");
+        let a = WriteGate::new(Some(path.clone()), Duration::from_secs(5));
+        let impatient = WriteGate::new(Some(path.clone()), Duration::from_millis(200));
+
+        let turn = a.enter().await.unwrap();
+        // Another process waits for the lock file, and gives up at its timeout.
+        assert!(matches!(
+            impatient.enter().await,
+            Err(sqlx::Error::PoolTimedOut)
+        ));
+        // Another writer of the same process waits for the process's turn.
+        let same = a.clone();
+        let waiting = tokio::spawn(async move { same.enter().await.map(drop).is_ok() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        drop(turn);
+        assert!(waiting.await.unwrap());
+
+        // The writer that timed out does not keep the lock once it frees up.
+        let b = WriteGate::new(Some(path), Duration::from_secs(5));
+        let turn = tokio::time::timeout(Duration::from_secs(2), b.enter())
+            .await
+            .expect("the lock was left held")
+            .unwrap();
+        let a_again = tokio::spawn(async move { a.enter().await.map(drop).is_ok() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!a_again.is_finished(), "both processes held the lock");
+        drop(turn);
+        assert!(a_again.await.unwrap());
     }
 }

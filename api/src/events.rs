@@ -116,7 +116,7 @@ const CHANNEL: &str = "ecanteen_feed";
 impl Wakeup {
     async fn new(db: &Db, poll: Duration) -> Self {
         match db {
-            Db::Sqlite(_) => Self::Poll(interval(poll)),
+            Db::Sqlite(..) => Self::Poll(interval(poll)),
             Db::Postgres(pool) => Self::Listen {
                 listener: listen(pool).await,
                 pool: pool.clone(),

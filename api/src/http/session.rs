@@ -24,7 +24,7 @@ pub enum Store {
 impl Store {
     pub fn new(db: &Db) -> Self {
         match db {
-            Db::Sqlite(pool) => Self::Sqlite(SqliteStore::new(pool.clone())),
+            Db::Sqlite(pool, _) => Self::Sqlite(SqliteStore::new(pool.clone())),
             Db::Postgres(pool) => Self::Postgres(PostgresStore::new(pool.clone())),
         }
     }
