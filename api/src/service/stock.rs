@@ -242,13 +242,15 @@ impl Service {
                             (change.target - before, Some(before))
                         }
                     };
-                    let after: Option<i64> = sqlx::query_scalar(
+                    // The product as this change leaves it, in the same statement: the
+                    // write lock is held for one statement less.
+                    let updated: Option<Product> = sqlx::query_as(&format!(
                         "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
                          where id = $3 and owner_id = $4 and deleted_at is null
                            and quantity + $1 >= 0 and quantity + $1 <= $5
                            and ($6 < 0 or quantity = $6)
-                         returning quantity",
-                    )
+                         returning {PRODUCT_COLUMNS}"
+                    ))
                     .bind(delta)
                     .bind(now)
                     .bind(change.product_id)
@@ -257,7 +259,7 @@ impl Service {
                     .bind(guard_quantity.unwrap_or(-1))
                     .fetch_optional(&mut *tx)
                     .await?;
-                    let Some(after) = after else {
+                    let Some(product) = updated else {
                         // Nothing matched: find out which guard failed, for a precise error.
                         let current: Option<(i64, i64)> = sqlx::query_as(
                             OWNER_AND_QUANTITY,
@@ -288,19 +290,13 @@ impl Service {
                             product_id: change.product_id,
                             actor_id: actor.user_id,
                             delta,
-                            quantity_after: after,
+                            quantity_after: product.quantity,
                             reason: change.reason,
                             note: change.note.map(Note::as_str),
                             idempotency_key: change.idempotency_key.map(IdempotencyKey::as_str),
                             at: now,
                         }
                     )?;
-                    let product = sqlx::query_as::<_, Product>(&format!(
-                        "select {PRODUCT_COLUMNS} from products where id = $1"
-                    ))
-                    .bind(change.product_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
                     let result = StoredStockResult { movement_id: movement.id, product: Some(product) };
                     if let Some(idem) = &idempotency {
                         record_key!(tx, actor.user_id, idem, &result)?;
