@@ -53,7 +53,7 @@ free_port() {
   local port
   for _ in $(seq 50); do
     port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+    if ! { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then echo "$port"; return; fi
   done
   echo "with-stack: no free port found" >&2; exit 2
 }
@@ -61,7 +61,7 @@ free_port() {
 # The body of GET $path on 127.0.0.1:$port when it answers 200, else fails.
 get() {
   local port="$1" path="$2" answer
-  exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+  { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
   printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
   answer="$(cat <&3)"
   exec 3<&-

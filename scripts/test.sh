@@ -20,6 +20,8 @@ cargo test --workspace --locked
 echo "== browser tests (tests/browser)"
 cargo build --workspace --locked --bins
 (cd tests/browser && npm test --silent)
+echo "== benches build (cargo bench --no-run; docs/BENCHMARKS.md has the numbers)"
+cargo bench -p ecanteen-benches --locked --no-run
 echo "== load test smoke (loadtest/): 20 users for 15 s through the balancer, invariant checked"
 loadtest/with-stack.sh -- scenario --users 20 --spawn-rate 4 --duration 15s \
   --think-min 200ms --think-max 800ms

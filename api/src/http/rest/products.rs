@@ -42,7 +42,7 @@ pub struct RestProduct {
 }
 
 impl RestProduct {
-    fn of(product: Product, owner: String) -> Self {
+    pub fn of(product: Product, owner: String) -> Self {
         Self {
             image: product.image_url().unwrap_or_default(),
             id: product.id,
