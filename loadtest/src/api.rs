@@ -112,13 +112,7 @@ impl Partner {
         timeout: Duration,
         recorder: Arc<Recorder>,
     ) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: http_client(timeout, None)?,
-            base: base.trim_end_matches('/').to_owned(),
-            api,
-            recorder,
-            username,
-        })
+        Self::build(base, api, username, None, timeout, recorder)
     }
 
     /// A partner that authenticates with an API token instead of a session.
@@ -129,12 +123,23 @@ impl Partner {
         timeout: Duration,
         recorder: Arc<Recorder>,
     ) -> anyhow::Result<Self> {
+        Self::build(base, api, String::new(), Some(token), timeout, recorder)
+    }
+
+    fn build(
+        base: &str,
+        api: ApiKind,
+        username: String,
+        token: Option<&str>,
+        timeout: Duration,
+        recorder: Arc<Recorder>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            http: http_client(timeout, Some(token))?,
+            http: http_client(timeout, token)?,
             base: base.trim_end_matches('/').to_owned(),
             api,
             recorder,
-            username: String::new(),
+            username,
         })
     }
 

@@ -113,16 +113,7 @@ impl CapacityReport {
             None => out.push_str("\nCapacity: no step held\n"),
         }
         if let Some(inv) = &self.invariant {
-            out.push_str(&format!(
-                "Invariant: {} products, {} acknowledged stock changes, {} ledger rows read: {}\n",
-                inv.products_checked,
-                inv.acknowledged_changes,
-                inv.movements_read,
-                if inv.holds() { "holds" } else { "VIOLATED" }
-            ));
-            for v in &inv.violations {
-                out.push_str(&format!("  {v}\n"));
-            }
+            out.push_str(&inv.summary());
         }
         out
     }

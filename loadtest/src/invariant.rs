@@ -62,6 +62,21 @@ impl InvariantReport {
     pub fn holds(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// The verdict and its counts, then one indented line per violation.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "Invariant: {} products, {} acknowledged stock changes, {} ledger rows read: {}\n",
+            self.products_checked,
+            self.acknowledged_changes,
+            self.movements_read,
+            if self.holds() { "holds" } else { "VIOLATED" }
+        );
+        for v in &self.violations {
+            out.push_str(&format!("  {v}\n"));
+        }
+        out
+    }
 }
 
 /// One row of the ledger.

@@ -223,18 +223,8 @@ impl ScenarioReport {
                 );
             }
         }
-        let inv = &self.invariant;
-        let _ = writeln!(
-            out,
-            "\nInvariant: {} products, {} acknowledged stock changes, {} ledger rows read: {}",
-            inv.products_checked,
-            inv.acknowledged_changes,
-            inv.movements_read,
-            if inv.holds() { "holds" } else { "VIOLATED" }
-        );
-        for v in &inv.violations {
-            let _ = writeln!(out, "  {v}");
-        }
+        out.push('\n');
+        out.push_str(&self.invariant.summary());
         out
     }
 

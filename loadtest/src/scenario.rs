@@ -97,7 +97,6 @@ struct User {
     recorder: Arc<Recorder>,
     stop: watch::Receiver<bool>,
     rng: StdRng,
-    partner: Option<Partner>,
     token: Option<String>,
     live: Vec<Held>,
     expectations: Vec<Expectation>,
@@ -117,7 +116,6 @@ impl User {
             options,
             recorder,
             stop,
-            partner: None,
             token: None,
             live: Vec::new(),
             expectations: Vec::new(),
@@ -136,7 +134,6 @@ impl User {
             self.recorder.clone(),
         ) {
             Ok(partner) => {
-                self.partner = Some(partner.clone());
                 if self.sign_in(&partner).await {
                     while self.iteration(&partner).await {}
                     let _ = partner.logout().await;
