@@ -6,7 +6,6 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ecanteen_api::graphql::{request_data, RequestAuth};
-use ecanteen_benches::{Engine, Fixture};
 
 const PAGE: &str = "{ products(first: 50) { nodes { id name description price quantity \
     category isLowStock imageUrl owner { id username } } } }";
@@ -15,14 +14,7 @@ fn products_page(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut group = c.benchmark_group("graphql products(first: 50) with owners");
     group.throughput(Throughput::Elements(1));
-    for engine in [Engine::Sqlite, Engine::Postgres] {
-        let fixture = match rt.block_on(Fixture::new(engine, 50)) {
-            Ok(fixture) => fixture,
-            Err(err) => {
-                eprintln!("skipped on {}: {err:#}", engine.name());
-                continue;
-            }
-        };
+    for (engine, fixture) in ecanteen_benches::fixtures(&rt, 50) {
         let schema = fixture.state.schema.clone();
         let service = fixture.state.service.clone();
         group.bench_function(engine.name(), |b| {

@@ -7,20 +7,12 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ecanteen_api::domain::{IdempotencyKey, StockDelta, StockReason};
 use ecanteen_api::service::AdjustStock;
-use ecanteen_benches::{Engine, Fixture};
 
 fn adjust_stock(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut group = c.benchmark_group("adjustStock");
     group.throughput(Throughput::Elements(1));
-    for engine in [Engine::Sqlite, Engine::Postgres] {
-        let fixture = match rt.block_on(Fixture::new(engine, 1)) {
-            Ok(fixture) => fixture,
-            Err(err) => {
-                eprintln!("skipped on {}: {err:#}", engine.name());
-                continue;
-            }
-        };
+    for (engine, fixture) in ecanteen_benches::fixtures(&rt, 1) {
         let service = fixture.state.service.clone();
         let actor = fixture.actor;
         let product_id = fixture.products[0].id;

@@ -83,6 +83,21 @@ impl Fixture {
     }
 }
 
+/// A fixture with `products` products on each engine that can be reached; an engine
+/// that cannot (no PostgreSQL server, say) is reported and left out.
+pub fn fixtures(rt: &tokio::runtime::Runtime, products: usize) -> Vec<(Engine, Fixture)> {
+    [Engine::Sqlite, Engine::Postgres]
+        .into_iter()
+        .filter_map(|engine| match rt.block_on(Fixture::new(engine, products)) {
+            Ok(fixture) => Some((engine, fixture)),
+            Err(err) => {
+                eprintln!("skipped on {}: {err:#}", engine.name());
+                None
+            }
+        })
+        .collect()
+}
+
 /// The `n`th product of a fixture: a plausible canteen item.
 pub fn new_product(n: usize) -> anyhow::Result<NewProduct> {
     Ok(NewProduct {
