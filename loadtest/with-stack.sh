@@ -78,8 +78,11 @@ if $direct; then
   echo "with-stack: one replica ($profile) at http://127.0.0.1:$port, $database_url" >&2
 else
   admin="$(free_port)"
+  # The rate limits are off: the whole load comes from one IP, and measuring capacity
+  # is the point. (Their own tests are in balancer/tests/stack/limits.rs.)
   "$bin/ecanteen-balancer" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
     --spawn "$replicas" --api-bin "$bin/ecanteen-api" --database-url "$database_url" \
+    --rate-limit-ip 0 --rate-limit-partner 0 \
     > "$work/stack.log" 2>&1 &
   pids+=($!)
   ready() { get "$admin" /status 2>/dev/null | grep -q "\"ready\":$replicas,"; }

@@ -56,7 +56,8 @@ for i in $(seq 1 50); do
 done
 
 RUST_LOG=warn "$bin/ecanteen-balancer" --listen 127.0.0.1:$lb --admin 127.0.0.1:$admin \
-  --upstream 127.0.0.1:$r1 --upstream 127.0.0.1:$r2 --threads 1 >/dev/null 2>&1 & pids+=($!)
+  --upstream 127.0.0.1:$r1 --upstream 127.0.0.1:$r2 --threads 1 \
+  --rate-limit-ip 0 --rate-limit-partner 0 >/dev/null 2>&1 & pids+=($!)
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes 1;

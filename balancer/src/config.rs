@@ -135,6 +135,20 @@ pub struct Config {
 
     /// Seconds SIGTERM waits for requests in flight before exiting.
     #[arg(long, env = "ECANTEEN_BALANCER_GRACE_SECS", default_value_t = 5)]
+    /// Requests per second one client IP may make (a burst of one second's worth);
+    /// then 429 with `Retry-After`. 0 turns the limit off.
+    #[arg(long, env = "ECANTEEN_BALANCER_RATE_LIMIT_IP", default_value_t = 1000)]
+    pub rate_limit_ip: u32,
+
+    /// Requests per second one partner may make, over all its sessions and tokens
+    /// (a burst of one second's worth); then 429 with `Retry-After`. 0 turns it off.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_RATE_LIMIT_PARTNER",
+        default_value_t = 100
+    )]
+    pub rate_limit_partner: u32,
+
     pub grace_secs: u64,
 
     /// Worker threads of the proxy (default: the number of CPUs).

@@ -10,6 +10,7 @@
 //! - [`upstream`]: replicas, health state, leases, round robin and least connections
 //!   (and the races they accept);
 //! - [`proxy`]: pingora's `ProxyHttp` phases: selection, retries, headers, errors;
+//! - [`limits`]: rate limits per client IP and per partner (429);
 //! - [`health`]: active `GET /readyz` probes with rise/fall;
 //! - [`discovery`]: the upstreams file, re-read when it changes;
 //! - [`spawn`]: `--spawn N`, local replicas started and supervised;
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod discovery;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Answered by the balancer itself because no replica was ready.
     pub unavailable: AtomicU64,
     pub too_large: AtomicU64,
+    /// Answered 429 by the rate limits.
+    pub rate_limited: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_micros: AtomicU64,
@@ -51,43 +53,33 @@ impl Metrics {
         let mut out = String::new();
         let members = pool.members();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP ecanteen_balancer_requests_total Requests handled."
-        );
-        let _ = writeln!(out, "# TYPE ecanteen_balancer_requests_total counter");
-        let _ = writeln!(
-            out,
-            "ecanteen_balancer_requests_total {}",
-            load(&self.requests)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ecanteen_balancer_retries_total Attempts moved to another replica."
-        );
-        let _ = writeln!(out, "# TYPE ecanteen_balancer_retries_total counter");
-        let _ = writeln!(
-            out,
-            "ecanteen_balancer_retries_total {}",
-            load(&self.retries)
-        );
-        let _ = writeln!(out, "# HELP ecanteen_balancer_unavailable_total Requests answered 503 because no replica was ready.");
-        let _ = writeln!(out, "# TYPE ecanteen_balancer_unavailable_total counter");
-        let _ = writeln!(
-            out,
-            "ecanteen_balancer_unavailable_total {}",
-            load(&self.unavailable)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ecanteen_balancer_too_large_total Requests refused with 413."
-        );
-        let _ = writeln!(out, "# TYPE ecanteen_balancer_too_large_total counter");
-        let _ = writeln!(
-            out,
-            "ecanteen_balancer_too_large_total {}",
-            load(&self.too_large)
-        );
+        for (name, help, counter) in [
+            ("requests_total", "Requests handled.", &self.requests),
+            (
+                "retries_total",
+                "Attempts moved to another replica.",
+                &self.retries,
+            ),
+            (
+                "unavailable_total",
+                "Requests answered 503 because no replica was ready.",
+                &self.unavailable,
+            ),
+            (
+                "too_large_total",
+                "Requests refused with 413.",
+                &self.too_large,
+            ),
+            (
+                "rate_limited_total",
+                "Requests refused with 429 by the rate limits.",
+                &self.rate_limited,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP ecanteen_balancer_{name} {help}");
+            let _ = writeln!(out, "# TYPE ecanteen_balancer_{name} counter");
+            let _ = writeln!(out, "ecanteen_balancer_{name} {}", load(counter));
+        }
 
         for (name, help, kind) in [
             (

@@ -25,6 +25,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
 use crate::upstream::{Lease, Pool};
 
@@ -41,6 +42,7 @@ pub struct Settings {
 pub struct Balancer {
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
     pub settings: Settings,
 }
 
@@ -55,6 +57,8 @@ pub struct Ctx {
     body_bytes: usize,
     upgrade: bool,
     request_id: String,
+    /// A keyed hash of the request's credential, for the per-partner rate limit.
+    credential: Option<u64>,
 }
 
 const REQUEST_ID: &str = "x-request-id";
@@ -122,6 +126,7 @@ impl ProxyHttp for Balancer {
             body_bytes: 0,
             upgrade: false,
             request_id: String::new(),
+            credential: None,
         }
     }
 
@@ -133,6 +138,20 @@ impl ProxyHttp for Balancer {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(new_request_id, str::to_owned);
+        if self.limits.enabled() {
+            ctx.credential = self.limits.credential(&session.req_header().headers);
+            let ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if let Err(wait) = self.limits.check(ip, ctx.credential) {
+                self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let body = error_body("TOO_MANY_REQUESTS", "too many requests; please slow down");
+                let seconds = limits::retry_after_secs(wait);
+                respond_json(session, 429, body, Some(seconds)).await?;
+                return Ok(true);
+            }
+        }
         let declared = session
             .req_header()
             .headers
@@ -272,6 +291,13 @@ impl ProxyHttp for Balancer {
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        // The replica's note of who the partner was is for the balancer only.
+        if let Some(partner) = upstream_response.remove_header(limits::PARTNER_HEADER) {
+            let partner = partner.to_str().ok().and_then(|v| v.parse::<i64>().ok());
+            if let (Some(credential), Some(partner)) = (ctx.credential, partner) {
+                self.limits.learn(credential, partner);
+            }
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::discovery::UpstreamsFile;
 use crate::health::HealthChecker;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Balancer, Settings};
 use crate::spawn::{default_api_bin, Supervisor, SupervisorService};
@@ -81,6 +82,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
     let balancer = Balancer {
         pool: pool.clone(),
         metrics: metrics.clone(),
+        limits: Arc::new(Limits::new(config.rate_limit_ip, config.rate_limit_partner)),
         settings: Settings {
             max_tries: config.max_tries.max(1),
             body_limit: config.body_limit,

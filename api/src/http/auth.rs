@@ -6,6 +6,7 @@
 use axum::http::{header, HeaderMap};
 
 use crate::error::ServiceResult;
+use crate::http::partner_tag;
 use crate::http::session::PartnerSession;
 use crate::service::{Actor, AuthMethod, Service};
 
@@ -25,14 +26,18 @@ pub async fn resolve(
     headers: &HeaderMap,
     session: &PartnerSession,
 ) -> ServiceResult<Option<Actor>> {
-    if let Some(secret) = bearer(headers) {
-        return service.authenticate_token(secret).await.map(Some);
+    let actor = match bearer(headers) {
+        Some(secret) => Some(service.authenticate_token(secret).await?),
+        None => session
+            .user_id(SESSION_REFRESH_MS)
+            .await?
+            .map(|user_id| Actor {
+                user_id,
+                method: AuthMethod::Session,
+            }),
+    };
+    if let Some(actor) = &actor {
+        partner_tag::note(actor.user_id);
     }
-    Ok(session
-        .user_id(SESSION_REFRESH_MS)
-        .await?
-        .map(|user_id| Actor {
-            user_id,
-            method: AuthMethod::Session,
-        }))
+    Ok(actor)
 }

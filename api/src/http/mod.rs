@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus `/metrics`, and the middleware that feeds it;
 //! - [`rest`]: the REST compatibility routes under `/ecanteen`;
 //! - [`auth`]: who a request is (bearer token or cookie session);
+//! - [`partner_tag`]: names that partner to the balancer (for its rate limits);
 //! - [`session`]: the database-backed session store and the typed session.
 
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod graphql;
 pub mod health;
 pub mod images;
 pub mod metrics;
+pub mod partner_tag;
 pub mod rest;
 pub mod session;
 pub mod ws;
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .nest("/ecanteen", rest::router())
         .fallback_service(client)
+        .layer(axum::middleware::from_fn(partner_tag::tag))
         .layer(sessions)
         .layer(axum::middleware::from_fn(metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))

@@ -168,6 +168,12 @@ impl Balancer {
                 &admin.to_string(),
             ])
             .args(["--health-interval-ms", "200", "--threads", "2"])
+            // The tests' loads all come from 127.0.0.1; the limits have their own tests.
+            .args(if args.iter().any(|a| a.starts_with("--rate-limit")) {
+                &[][..]
+            } else {
+                &["--rate-limit-ip", "0", "--rate-limit-partner", "0"][..]
+            })
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

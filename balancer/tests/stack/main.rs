@@ -9,6 +9,7 @@
 mod harness;
 
 mod failover;
+mod limits;
 mod operations;
 mod proxying;
 mod selection;
