@@ -12,9 +12,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_target(false)
         .init();
     let server = ecanteen_balancer::server::build(&config)?;
@@ -24,4 +22,27 @@ fn main() -> anyhow::Result<()> {
         config.listen, config.admin
     );
     server.run_forever()
+}
+
+/// `RUST_LOG` (default `info`), except that pingora's own crates never log below
+/// `info`: at `debug` they print whole request and response headers, and with them
+/// session cookies and bearer tokens.
+fn log_filter() -> EnvFilter {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for krate in [
+        "pingora",
+        "pingora_core",
+        "pingora_proxy",
+        "pingora_http",
+        "pingora_load_balancing",
+        "pingora_pool",
+        "pingora_timeout",
+        "pingora_error",
+        "pingora_runtime",
+    ] {
+        if let Ok(directive) = format!("{krate}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }

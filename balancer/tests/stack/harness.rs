@@ -158,6 +158,16 @@ impl Balancer {
     }
 
     pub fn start_with(args: &[String]) -> Self {
+        let stderr = if std::env::var_os("ECANTEEN_TEST_SHOW_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::start_logging(args, "warn", Stdio::null(), stderr)
+    }
+
+    /// Starts a balancer whose logs (at `level`) go to `stdout` and `stderr`.
+    pub fn start_logging(args: &[String], level: &str, stdout: Stdio, stderr: Stdio) -> Self {
         let listen = free_addr();
         let admin = free_addr();
         let child = Command::new(balancer_bin())
@@ -175,13 +185,9 @@ impl Balancer {
                 &["--rate-limit-ip", "0", "--rate-limit-partner", "0"][..]
             })
             .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("ECANTEEN_TEST_SHOW_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .env("RUST_LOG", level)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("start ecanteen-balancer");
         let balancer = Self {

@@ -12,4 +12,5 @@ mod failover;
 mod limits;
 mod operations;
 mod proxying;
+mod secrets;
 mod selection;

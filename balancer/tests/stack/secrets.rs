@@ -1,0 +1,131 @@
+//! No secret reaches the logs, at any level, of a replica or the balancer.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::cookie::CookieStore as _;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const PASSWORD: &str = "Pa55-word-never-logged-7f1e";
+const WRONG_PASSWORD: &str = "Wr0ng-guess-never-logged-91ab";
+const BOGUS_TOKEN: &str = "ect_bogus_token_never_logged_c0ffee";
+
+fn log_file(dir: &tempfile::TempDir, name: &str) -> (File, File) {
+    let file = File::create(dir.path().join(name)).unwrap();
+    (file.try_clone().unwrap(), file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_token_or_session_id_is_logged_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::new();
+    let addr = free_addr();
+    let (out, err) = log_file(&dir, "replica.log");
+    let _replica = Proc {
+        child: Command::new(api_bin())
+            .args(["--listen", &addr.to_string(), "--database-url", &db.url])
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap(),
+    };
+    let (out, err) = log_file(&dir, "balancer.log");
+    let args = ["--upstream".to_owned(), addr.to_string()];
+    let balancer = Balancer::start_logging(&args, "trace", Stdio::from(out), Stdio::from(err));
+    balancer.wait_ready(1);
+    let url = balancer.url.clone();
+
+    // Every way a secret enters: registration, failed and good logins (GraphQL and
+    // REST), the session cookie, a token created and used, an unknown token, logout.
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let c = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let register = format!(
+        r#"mutation {{ register(input: {{username: "quiet", password: "{PASSWORD}"}}) {{ id }} }}"#
+    );
+    assert!(gql(&c, &url, &register).await.get("errors").is_none());
+    let wrong = format!(
+        r#"mutation {{ login(username: "quiet", password: "{WRONG_PASSWORD}") {{ id }} }}"#
+    );
+    assert!(gql(&c, &url, &wrong).await.get("errors").is_some());
+    let rest_login = c
+        .post(format!("{url}/ecanteen/login"))
+        .json(&json!({ "username": "quiet", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest_login.status(), 200);
+    let login =
+        format!(r#"mutation {{ login(username: "quiet", password: "{PASSWORD}") {{ id }} }}"#);
+    assert!(gql(&c, &url, &login).await.get("errors").is_none());
+    let cookie = jar
+        .cookies(&url.parse().unwrap())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let session_id = cookie
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("ecanteen_session="))
+        .unwrap()
+        .to_owned();
+    let created = gql(
+        &c,
+        &url,
+        r#"mutation { createApiToken(name: "till") { token } }"#,
+    )
+    .await;
+    let token = created["data"]["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anonymous = client();
+    for bearer in [token.as_str(), BOGUS_TOKEN] {
+        let _ = anonymous
+            .post(format!("{url}/graphql"))
+            .bearer_auth(bearer)
+            .json(&json!({ "query": "{ me { id } }" }))
+            .send()
+            .await
+            .unwrap();
+        let _ = anonymous
+            .get(format!("{url}/ecanteen/product"))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+    }
+    let r: Value = gql(&c, &url, "mutation { logout }").await;
+    assert!(r.get("errors").is_none(), "{r}");
+
+    // Logs are written as they happen; give the last lines a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    for name in ["replica.log", "balancer.log"] {
+        let log = read(name);
+        // The test means something only if trace-level lines were written.
+        assert!(
+            log.contains("TRACE") || log.contains("DEBUG"),
+            "{name} is quiet"
+        );
+        for (what, secret) in [
+            ("password", PASSWORD),
+            ("wrong password", WRONG_PASSWORD),
+            ("session id", session_id.as_str()),
+            ("API token", token.as_str()),
+            ("unknown token", BOGUS_TOKEN),
+            ("password hash", "$argon2id$"),
+        ] {
+            if let Some(line) = log.lines().find(|l| l.contains(secret)) {
+                panic!("{name} shows the {what}: {line}");
+            }
+        }
+    }
+}
