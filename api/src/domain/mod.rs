@@ -415,5 +415,65 @@ mod tests {
         fn ids_roundtrip(id in 1..i64::MAX) {
             prop_assert_eq!(parse_id("id", &id.to_string()).ok(), Some(id));
         }
+
+        #[test]
+        fn ids_are_positive_decimal_integers(s in "[ +-]?[0-9a-z ]{0,22}") {
+            let expected = s.trim().parse::<i64>().ok().filter(|id| *id > 0);
+            prop_assert_eq!(parse_id("id", &s).ok(), expected);
+        }
+
+        #[test]
+        fn passwords_are_8_to_128_characters_of_anything(p in "\\PC{0,140}") {
+            let expected = (8..=128).contains(&p.chars().count());
+            let parsed = Password::parse("p", &p);
+            prop_assert_eq!(parsed.is_ok(), expected);
+            if let Ok(parsed) = parsed {
+                prop_assert_eq!(parsed.expose(), p.as_str());
+            }
+        }
+
+        /// Names, descriptions, categories, notes and token names: trimmed, bounded in
+        /// characters (not bytes), and free of control characters (descriptions and
+        /// notes may hold line breaks and tabs).
+        #[test]
+        fn text_fields_are_trimmed_bounded_and_free_of_controls(
+            s in "[ \t\n\r]{0,2}(\\PC|[\u{0}-\u{1f}\u{7f}]){0,120}[ \t\n\r]{0,2}",
+        ) {
+            let trimmed = s.trim();
+            let len = trimmed.chars().count();
+            let plain = !trimmed.chars().any(char::is_control);
+            let multiline = trimmed.chars().all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
+            let check = |ok: bool, min: usize, max: usize, allowed: bool| {
+                ok == ((min..=max).contains(&len) && allowed)
+            };
+            prop_assert!(check(ProductName::parse("n", &s).is_ok(), 1, 100, plain));
+            prop_assert!(check(Category::parse("c", &s).is_ok(), 1, 40, plain));
+            prop_assert!(check(TokenName::parse("t", &s).is_ok(), 1, 60, plain));
+            prop_assert!(check(Description::parse("d", &s).is_ok(), 0, 1000, multiline));
+            prop_assert!(check(Note::parse("o", &s).is_ok(), 0, 500, multiline));
+            if let Ok(name) = ProductName::parse("n", &s) {
+                prop_assert_eq!(name.as_str(), trimmed);
+            }
+            if let Ok(category) = Category::parse("c", &s) {
+                prop_assert_eq!(category.as_str(), trimmed.to_lowercase());
+            }
+        }
+
+        #[test]
+        fn reasons_are_the_six_names_in_any_case(
+            name in proptest::sample::select(vec!["restock", "sale", "waste", "correction", "count", "other", "gift", ""]),
+            upper in proptest::collection::vec(any::<bool>(), 10),
+        ) {
+            let s: String = name
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let parsed = StockReason::parse("r", &s);
+            prop_assert_eq!(parsed.is_ok(), !s.is_empty() && !s.eq_ignore_ascii_case("gift"));
+            if let Ok(reason) = parsed {
+                prop_assert!(reason.as_str().eq_ignore_ascii_case(&s));
+            }
+        }
     }
 }

@@ -231,4 +231,34 @@ mod tests {
         };
         assert!(Picture::parse("image", png(5, 5), &small).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A picture damaged anywhere (header, size fields, pixel data) is either still
+        /// a picture within the limits or a named invalid-input error; never a panic.
+        #[test]
+        fn damaged_pictures_are_refused_cleanly(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8),
+            cut in proptest::option::of(0usize..4096),
+        ) {
+            let mut bytes = png(40, 30);
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            let limits = PictureLimits::default();
+            match Picture::parse("image", bytes, &limits) {
+                Ok(picture) => {
+                    proptest::prop_assert!(picture.width <= limits.max_side);
+                    proptest::prop_assert!(picture.height <= limits.max_side);
+                }
+                Err(ServiceError::Invalid { field, .. }) => proptest::prop_assert_eq!(field, "image"),
+                Err(other) => proptest::prop_assert!(false, "not an invalid-input error: {other:?}"),
+            }
+        }
+    }
 }

@@ -315,4 +315,60 @@ mod tests {
             Some(413)
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_i64_arrives_as_a_number_or_a_string(v in proptest::prelude::any::<i64>()) {
+            proptest::prop_assert_eq!(int(&v.to_string()), Ok(v));
+            proptest::prop_assert_eq!(int(&format!("\"{v}\"")), Ok(v));
+        }
+
+        /// A numeric string is accepted exactly when it is an optional `-` and digits
+        /// that fit in an i64; nothing else (spaces, `+`, fractions, exponents, hex).
+        #[test]
+        fn numeric_strings_are_exactly_base_10_integers(s in "[-+ 0-9.eEx]{0,24}") {
+            let digits = s.strip_prefix('-').unwrap_or(&s);
+            let well_formed = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            let expected = s.parse::<i64>().ok().filter(|_| well_formed);
+            let json = serde_json::to_string(&s).unwrap();
+            proptest::prop_assert_eq!(int(&json).ok(), expected);
+        }
+
+        /// Any JSON at all is either an integer or a clear error, never a panic.
+        #[test]
+        fn any_json_value_is_an_integer_or_an_error(s in "\\PC{0,40}") {
+            let _ = int(&s);
+        }
+
+        #[test]
+        fn data_uris_carry_any_bytes_up_to_the_limit(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..300),
+            kind in "(?i)image/(png|jpeg|webp|gif)",
+        ) {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let uri = format!("data:{kind};base64,{encoded}");
+            match ImageField::parse(&uri, 200) {
+                Ok(ImageField::Upload(decoded)) => {
+                    proptest::prop_assert!(bytes.len() <= 200);
+                    proptest::prop_assert_eq!(decoded, bytes);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(bytes.len() > 200);
+                    proptest::prop_assert_eq!(e.status().as_u16(), 413);
+                }
+                Ok(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        /// Any image field is one of the three forms or a 400/413; never a panic.
+        #[test]
+        fn any_image_field_is_a_form_or_a_client_error(
+            s in "(data:|/images/|)(image/png|text/plain|)(;base64|)(,|)\\PC{0,60}",
+        ) {
+            if let Err(e) = ImageField::parse(&s, 30) {
+                proptest::prop_assert!(matches!(e.status().as_u16(), 400 | 413));
+            }
+        }
+    }
 }
