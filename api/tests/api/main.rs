@@ -7,6 +7,7 @@ mod helpers;
 
 mod client;
 mod concurrency;
+mod fuzz;
 mod lifecycle;
 mod live;
 mod pictures;
