@@ -2,7 +2,8 @@
 # Installs the system packages the build and tests need, when missing (idempotent):
 #   cmake, which pingora (the balancer) needs to build zlib-ng;
 #   PostgreSQL, for the tests that run on it (scripts/ensure-postgres.sh);
-#   Chromium, Node.js and playwright-core, for the browser client's tests.
+#   Chromium, Node.js and playwright-core, for the browser client's tests;
+#   Python's venv, for schemathesis (tests/fuzz/run.sh installs it from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# A virtualenv for schemathesis (tests/fuzz/run.sh).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
   command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
 fi

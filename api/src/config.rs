@@ -92,8 +92,9 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_INTROSPECTION", default_value_t = true, action = ArgAction::Set)]
     pub introspection: bool,
 
-    /// Deepest selection nesting a query may have.
-    #[arg(long, env = "ECANTEEN_MAX_QUERY_DEPTH", default_value_t = 12)]
+    /// Deepest selection nesting a query may have. The standard introspection query of
+    /// GraphQL tools (GraphiQL, graphql-js, graphql-core) is 15 deep.
+    #[arg(long, env = "ECANTEEN_MAX_QUERY_DEPTH", default_value_t = 16)]
     pub max_query_depth: usize,
 
     /// Highest complexity a query may have: fields resolved, with each paged field

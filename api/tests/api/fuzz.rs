@@ -1,7 +1,8 @@
 //! Generated and mutated requests against every GraphQL and REST entry point: each is
 //! answered with a 4xx or a GraphQL error that has a code; never a 5xx, never a leak,
 //! and the replica keeps serving. Inputs come from a seeded generator, so a failure
-//! names a reproducible case.
+//! names a reproducible case. The same promise is checked from outside, by
+//! schemathesis against a real replica: `tests/fuzz/run.sh`.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};

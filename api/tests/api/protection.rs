@@ -128,6 +128,21 @@ async fn depth_complexity_and_batch_limits_give_clear_errors() {
     assert_eq!(response.json().as_array().unwrap().len(), 2);
 }
 
+/// GraphQL tools (GraphiQL's docs, code generators, schemathesis) introspect with a
+/// standard query 15 levels deep; the default limits let it through.
+#[tokio::test]
+async fn the_standard_introspection_query_fits_the_default_limits() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut c = app.client();
+    let of_type = "ofType { ".repeat(10);
+    let closing = "} ".repeat(10);
+    let query = format!(
+        "{{ __schema {{ queryType {{ name }} types {{ name fields(includeDeprecated: true) {{ name type {{ {of_type} name {closing} }} }} }} }} }}"
+    );
+    let data = c.ok(&query, json!({})).await;
+    assert!(data["__schema"]["types"].as_array().unwrap().len() > 10);
+}
+
 #[tokio::test]
 async fn malformed_requests_are_400_not_500() {
     let app = TestApp::new(Engine::Sqlite).await;
