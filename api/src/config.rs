@@ -126,6 +126,13 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_LOGIN_WINDOW_MINS", default_value_t = 15)]
     pub login_window_mins: u64,
 
+    /// Seconds a client has to send a request's whole header (slow-loris defence); an
+    /// idle keep-alive connection is closed after as long. Keep it above the idle
+    /// timeout of a balancer's upstream pool (`ecanteen-balancer`: 20 s), so the
+    /// balancer, not the replica, closes idle connections.
+    #[arg(long, env = "ECANTEEN_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+
     /// On SIGTERM, milliseconds to keep serving while reporting not-ready, so a
     /// balancer stops sending new requests before the listener closes.
     #[arg(long, env = "ECANTEEN_DRAIN_DELAY_MS", default_value_t = 0)]

@@ -89,6 +89,7 @@ pub struct Application {
     state: AppState,
     drain_delay: Duration,
     shutdown_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl Application {
@@ -103,6 +104,7 @@ impl Application {
             state,
             drain_delay: Duration::from_millis(config.drain_delay_ms),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
         })
     }
 
@@ -123,6 +125,7 @@ impl Application {
             state,
             drain_delay,
             shutdown_timeout,
+            header_timeout,
         } = self;
         let maintenance = tokio::spawn(maintenance(state.service.clone()));
 
@@ -139,11 +142,7 @@ impl Application {
             let _ = stopping_tx.send(());
             tracing::info!("listener closed; finishing requests in flight");
         };
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful);
+        let server = serve(listener, app, header_timeout, graceful);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(shutdown_timeout).await;
@@ -152,7 +151,7 @@ impl Application {
             }
         };
         tokio::select! {
-            result = server => result.context("server failed")?,
+            () = server => {}
             () = deadline => tracing::warn!("requests still in flight after the shutdown timeout; exiting anyway"),
         }
         maintenance.abort();
@@ -160,6 +159,62 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (with upgrades, for WebSockets) until `graceful`
+/// completes, then lets open connections finish. This is `axum::serve`, plus what it
+/// has no knob for: a deadline on reading a request's header, so a slow-loris client
+/// that trickles its header is cut off.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    graceful: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let connections = GracefulShutdown::new();
+    tokio::pin!(graceful);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut graceful => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
 }
 
 async fn maintenance(service: Service) {

@@ -125,16 +125,16 @@ pub struct Config {
     )]
     pub read_timeout_secs: u64,
 
-    /// Seconds an idle keep-alive connection to a replica is kept.
+    /// Seconds an idle keep-alive connection to a replica is kept. Keep it below the
+    /// replicas' `--header-timeout-secs` (30 s), so the balancer closes an idle
+    /// connection before a replica can, and never sends a request on one being closed.
     #[arg(
         long,
         env = "ECANTEEN_BALANCER_IDLE_TIMEOUT_SECS",
-        default_value_t = 60
+        default_value_t = 20
     )]
     pub idle_timeout_secs: u64,
 
-    /// Seconds SIGTERM waits for requests in flight before exiting.
-    #[arg(long, env = "ECANTEEN_BALANCER_GRACE_SECS", default_value_t = 5)]
     /// Requests per second one client IP may make (a burst of one second's worth);
     /// then 429 with `Retry-After`. 0 turns the limit off.
     #[arg(long, env = "ECANTEEN_BALANCER_RATE_LIMIT_IP", default_value_t = 1000)]
@@ -149,6 +149,8 @@ pub struct Config {
     )]
     pub rate_limit_partner: u32,
 
+    /// Seconds SIGTERM waits for requests in flight before exiting.
+    #[arg(long, env = "ECANTEEN_BALANCER_GRACE_SECS", default_value_t = 5)]
     pub grace_secs: u64,
 
     /// Worker threads of the proxy (default: the number of CPUs).
