@@ -243,7 +243,18 @@ pub mod raw {
     use std::net::TcpStream;
     use std::time::Duration;
 
+    /// The status of a GET, or `None` when nothing answered.
+    pub fn status(url: &str) -> Option<u16> {
+        let (head, _) = get(url)?;
+        head.split(' ').nth(1)?.parse().ok()
+    }
+
     pub fn blocking_get(url: &str) -> Option<String> {
+        let (head, body) = get(url)?;
+        head.starts_with("HTTP/1.1 200").then_some(body)
+    }
+
+    fn get(url: &str) -> Option<(String, String)> {
         let rest = url.strip_prefix("http://")?;
         let (host, path) = rest
             .split_once('/')
@@ -258,7 +269,7 @@ pub mod raw {
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+        Some((head.to_owned(), body.to_owned()))
     }
 }
 
@@ -352,4 +363,195 @@ pub async fn gql(c: &reqwest::Client, url: &str, query: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, on a free
+/// port), so a test may stop and restart it without disturbing anything else.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries (scripts/install-deps.sh installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::Builder::new()
+            .prefix("ecanteen-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let pg = Self {
+            port: free_addr().port(),
+            dir,
+            bin,
+        };
+        if is_root() {
+            // PostgreSQL refuses to run as root.
+            run(Command::new("chown").arg("postgres:").arg(pg.dir.path()));
+        }
+        run(pg
+            .as_owner("initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(pg.dir.path().join("data")));
+        pg.start_again();
+        pg
+    }
+
+    fn as_owner(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Command {
+        let mut command = self.as_owner("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(args);
+        command
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        run(&mut self.pg_ctl(&["-w", "-o", &options, "start"]));
+    }
+
+    /// A clean, fast shutdown: connections are cut, committed data is kept.
+    pub fn stop(&self) {
+        run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"]));
+    }
+
+    pub fn create_database(&self, name: &str) -> String {
+        run(Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-p"])
+            .arg(self.port.to_string())
+            .args(["-c", &format!("create database {name}")]));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_ctl(&["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run a PostgreSQL tool");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A TCP relay to `127.0.0.1:target` whose network can go silent: while cut, nothing is
+/// refused and nothing answers (bytes wait, new connections wait), as when a database
+/// host hangs or a link drops packets. Restored, everything flows again.
+pub struct Cut {
+    pub port: u16,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cut {
+    pub async fn start(target: u16) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(AtomicBool::new(false));
+        let flag = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let silent = flag.clone();
+                tokio::spawn(async move {
+                    while silent.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::spawn(pump(in_read, out_write, silent.clone()));
+                    tokio::spawn(pump(out_read, in_write, silent));
+                });
+            }
+        });
+        Self { port, silent }
+    }
+
+    pub fn cut(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.silent.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let n = match tokio::time::timeout(Duration::from_millis(50), from.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => n,
+        };
+        // Bytes read just as the cut began wait for the restore.
+        while silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }

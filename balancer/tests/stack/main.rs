@@ -9,6 +9,7 @@
 mod harness;
 
 mod failover;
+mod faults;
 mod limits;
 mod operations;
 mod proxying;
