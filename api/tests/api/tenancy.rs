@@ -89,3 +89,152 @@ dual_tests! {
         assert_eq!(code, "FORBIDDEN");
     }
 }
+
+/// Every REST write aimed at product `id`: (method, uri, content type, body).
+fn rest_attacks(id: &str) -> Vec<(&'static str, String, &'static str, Vec<u8>)> {
+    let json = |v: Value| v.to_string().into_bytes();
+    let boundary = "bola-boundary";
+    let mut upload = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    upload.extend_from_slice(&pictures::png(4, 4, 9));
+    upload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let numeric: i64 = id.parse().unwrap();
+    vec![
+        (
+            "PUT",
+            format!("/ecanteen/product/{id}"),
+            "application/json",
+            json(json!({"price": 1})),
+        ),
+        (
+            "PUT",
+            "/ecanteen/product".to_owned(),
+            "application/json",
+            json(json!({"id": numeric, "price": 1})),
+        ),
+        (
+            "DELETE",
+            format!("/ecanteen/product/{id}"),
+            "application/json",
+            Vec::new(),
+        ),
+        (
+            "POST",
+            format!("/ecanteen/product/{id}/stock"),
+            "application/json",
+            json(json!({"delta": -1})),
+        ),
+        (
+            "POST",
+            format!("/ecanteen/product/{id}/stock"),
+            "application/json",
+            json(json!({"delta": 5, "reason": "restock"})),
+        ),
+        (
+            "PUT",
+            format!("/ecanteen/product/{id}/image"),
+            "multipart/form-data; boundary=bola-boundary",
+            upload,
+        ),
+    ]
+}
+
+/// Sends every REST write at `id` as `attacker`; each must get one of `statuses`.
+async fn assert_rest_refused(attacker: &mut Client, id: &str, statuses: &[u16]) {
+    for (method, uri, content_type, body) in rest_attacks(id) {
+        let headers = [
+            ("x-requested-with", "XMLHttpRequest"),
+            ("idempotency-key", "bola"),
+        ];
+        let response = attacker
+            .rest_raw(method, &uri, content_type, body, &headers)
+            .await;
+        assert!(
+            statuses.contains(&response.status.as_u16()),
+            "{method} {uri}: {} {}",
+            response.status,
+            response.text()
+        );
+    }
+}
+
+/// A token of `client`'s partner, created and then revoked.
+async fn revoked_token(client: &mut Client) -> String {
+    let created = client
+        .ok(
+            "mutation { createApiToken(name: \"old\") { token apiToken { id } } }",
+            json!({}),
+        )
+        .await;
+    let id = created["createApiToken"]["apiToken"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .ok(
+            "mutation($id: ID!) { revokeApiToken(id: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    created["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+dual_tests! {
+    async fn rest_writes_with_another_partners_session_or_token_are_refused(app) {
+        let mut victim = app.partner("rest_victim").await;
+        let id = victim.create_product("Soto", 10).await;
+        let mut attacker = app.partner("rest_attacker").await;
+        let token = attacker
+            .ok("mutation { createApiToken(name: \"bot\") { token } }", json!({}))
+            .await["createApiToken"]["token"].as_str().unwrap().to_owned();
+        let mut bot = app.client();
+        bot.bearer = Some(token);
+        let before = snapshot(&mut victim, &id).await;
+        assert_rest_refused(&mut attacker, &id, &[403, 404]).await;
+        assert_rest_refused(&mut bot, &id, &[403, 404]).await;
+        let mut anonymous = app.client();
+        assert_rest_refused(&mut anonymous, &id, &[401]).await;
+        assert_eq!(snapshot(&mut victim, &id).await, before, "the victim's data is unchanged");
+    }
+
+    async fn a_revoked_token_and_an_expired_session_are_refused_everywhere(app) {
+        let mut owner = app.partner("lapsed").await;
+        let id = owner.create_product("Bakso", 10).await;
+        let mut revoked = app.client();
+        revoked.bearer = Some(revoked_token(&mut owner).await);
+        // A copy of the session cookie, expired below as inactivity would expire it.
+        let mut expired = owner.clone();
+        let before = snapshot(&mut owner, &id).await;
+        let extra = [
+            ("mutation { createProduct(input: {name: \"x\", price: 1, category: \"c\"}) { id } }", json!({})),
+            ("mutation { createApiToken(name: \"again\") { token } }", json!({})),
+        ];
+
+        for (query, vars) in attacks(&id).into_iter().chain(extra.clone()) {
+            assert_eq!(revoked.err_code(query, vars).await, "UNAUTHENTICATED", "{query}");
+        }
+        assert_rest_refused(&mut revoked, &id, &[401]).await;
+
+        ecanteen_api::with_db!(app.state.service.db(), pool => {
+            match app.engine() {
+                Engine::Sqlite => sqlx::query("update tower_sessions set expiry_date = '2000-01-01T00:00:00Z'")
+                    .execute(pool).await.map(|_| ()).unwrap(),
+                Engine::Postgres => sqlx::query("update tower_sessions.session set expiry_date = now() - interval '1 second'")
+                    .execute(pool).await.map(|_| ()).unwrap(),
+            }
+        });
+        for (query, vars) in attacks(&id).into_iter().chain(extra) {
+            assert_eq!(expired.err_code(query, vars).await, "UNAUTHENTICATED", "{query}");
+        }
+        assert_rest_refused(&mut expired, &id, &[401]).await;
+
+        let mut fresh = app.client();
+        fresh.login("lapsed", PASSWORD).await;
+        assert_eq!(snapshot(&mut fresh, &id).await, before, "nothing was written");
+    }
+}
