@@ -174,6 +174,18 @@ impl TestApp {
     pub fn engine(&self) -> Engine {
         self.db.engine
     }
+
+    /// Lets every session's time run out, as inactivity would.
+    pub async fn expire_sessions(&self) {
+        ecanteen_api::with_db!(self.state.service.db(), pool => {
+            match self.engine() {
+                Engine::Sqlite => sqlx::query("update tower_sessions set expiry_date = '2000-01-01T00:00:00Z'")
+                    .execute(pool).await.map(|_| ()).expect("expire sessions"),
+                Engine::Postgres => sqlx::query("update tower_sessions.session set expiry_date = now() - interval '1 second'")
+                    .execute(pool).await.map(|_| ()).expect("expire sessions"),
+            }
+        });
+    }
 }
 
 pub const PASSWORD: &str = "correct horse battery";

@@ -59,15 +59,7 @@ dual_tests! {
 
     async fn an_expired_session_is_refused_and_cleaned_up(app) {
         let mut c = app.partner("sleeper").await;
-        // Let the session's time run out, as inactivity would.
-        ecanteen_api::with_db!(app.state.service.db(), pool => {
-            match app.engine() {
-                Engine::Sqlite => sqlx::query("update tower_sessions set expiry_date = '2000-01-01T00:00:00Z'")
-                    .execute(pool).await.map(|_| ()).unwrap(),
-                Engine::Postgres => sqlx::query("update tower_sessions.session set expiry_date = now() - interval '1 second'")
-                    .execute(pool).await.map(|_| ()).unwrap(),
-            }
-        });
+        app.expire_sessions().await;
         assert_eq!(c.ok(ME, json!({})).await["me"], json!(null));
         use tower_sessions::ExpiredDeletion as _;
         app.state.service.db().session_store().delete_expired().await.unwrap();

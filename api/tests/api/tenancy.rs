@@ -220,14 +220,7 @@ dual_tests! {
         }
         assert_rest_refused(&mut revoked, &id, &[401]).await;
 
-        ecanteen_api::with_db!(app.state.service.db(), pool => {
-            match app.engine() {
-                Engine::Sqlite => sqlx::query("update tower_sessions set expiry_date = '2000-01-01T00:00:00Z'")
-                    .execute(pool).await.map(|_| ()).unwrap(),
-                Engine::Postgres => sqlx::query("update tower_sessions.session set expiry_date = now() - interval '1 second'")
-                    .execute(pool).await.map(|_| ()).unwrap(),
-            }
-        });
+        app.expire_sessions().await;
         for (query, vars) in attacks(&id).into_iter().chain(extra) {
             assert_eq!(expired.err_code(query, vars).await, "UNAUTHENTICATED", "{query}");
         }

@@ -205,16 +205,7 @@ async fn a_subscription_over_websocket_passes_through_the_balancer() {
     let balancer = Balancer::start(&addrs, &[]);
     balancer.wait_ready(2);
     let owner = partner(&balancer.url, "streamer").await;
-    let r = gql(
-        &owner,
-        &balancer.url,
-        "mutation { createApiToken(name: \"ws\") { token } }",
-    )
-    .await;
-    let token = r["data"]["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = create_token(&owner, &balancer.url).await;
     let r = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Kopi\", price: 5000, quantity: 5, category: \"minuman\"}) { id } }").await;
     let id = r["data"]["createProduct"]["id"]
         .as_str()

@@ -354,6 +354,20 @@ pub async fn partner(url: &str, username: &str) -> reqwest::Client {
     c
 }
 
+/// Creates an API token as the logged-in `c` and returns its secret.
+pub async fn create_token(c: &reqwest::Client, url: &str) -> String {
+    let r = gql(
+        c,
+        url,
+        r#"mutation { createApiToken(name: "till") { token } }"#,
+    )
+    .await;
+    r["data"]["createApiToken"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {r}"))
+        .to_owned()
+}
+
 pub async fn gql(c: &reqwest::Client, url: &str, query: &str) -> Value {
     c.post(format!("{url}/graphql"))
         .json(&json!({ "query": query }))

@@ -95,16 +95,7 @@ async fn a_partner_has_one_budget_over_its_sessions_tokens_and_every_replica() {
     balancer.wait_ready(2);
     let url = balancer.url.clone();
     let session = partner(&url, "limited").await;
-    let created = gql(
-        &session,
-        &url,
-        r#"mutation { createApiToken(name: "till") { token } }"#,
-    )
-    .await;
-    let token = created["data"]["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = create_token(&session, &url).await;
     let other = partner(&url, "unhurried").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 

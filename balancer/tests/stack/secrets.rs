@@ -76,16 +76,7 @@ async fn no_password_token_or_session_id_is_logged_even_at_trace_level() {
         .find_map(|c| c.trim().strip_prefix("ecanteen_session="))
         .unwrap()
         .to_owned();
-    let created = gql(
-        &c,
-        &url,
-        r#"mutation { createApiToken(name: "till") { token } }"#,
-    )
-    .await;
-    let token = created["data"]["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = create_token(&c, &url).await;
     let anonymous = client();
     for bearer in [token.as_str(), BOGUS_TOKEN] {
         let _ = anonymous
