@@ -287,7 +287,7 @@ async fn a_rolling_restart_under_mixed_load_fails_no_request() {
     let db = Database::new();
     // Draining replicas keep serving until the balancer has seen them not ready
     // (fall 3 × 200 ms probes).
-    let drain = ["--drain-delay-ms", "1000"];
+    let drain = ["--drain-delay-ms", "1500"];
     let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &drain)).collect();
     let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
     let balancer = Balancer::start(&addrs, &[]);
