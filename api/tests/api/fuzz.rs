@@ -135,12 +135,12 @@ fn graphql_seeds() -> Vec<Value> {
     vec![
         json!({ "query": "{ me { id username } }" }),
         json!({ "query": "query($f: Int, $a: String) { products(first: $f, after: $a, orderBy: {field: PRICE, direction: DESC}) { totalCount edges { cursor node { id name price owner { username } stockMovements(first: 3) { nodes { delta } } } } pageInfo { hasNextPage endCursor } } }", "variables": { "f": 5, "a": null } }),
-        json!({ "query": "query($id: ID!) { product(id: $id) { id name quantity version lowStock imageUrl } }", "variables": { "id": "1" } }),
+        json!({ "query": "query($id: ID!) { product(id: $id) { id name quantity version isLowStock imageUrl } }", "variables": { "id": "1" } }),
         json!({ "query": "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }", "variables": { "i": product } }),
-        json!({ "query": "mutation($i: UpdateProductInput!) { updateProduct(input: $i) { id version } }", "variables": { "i": { "id": "1", "name": "Teh", "expectedVersion": 1 } } }),
+        json!({ "query": "mutation($id: ID!, $i: UpdateProductInput!, $v: Int) { updateProduct(id: $id, input: $i, expectedVersion: $v) { id version } }", "variables": { "id": "1", "i": { "name": "Teh", "price": 2500, "lowStockThreshold": 3 }, "v": 1 } }),
         json!({ "query": "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { product { quantity } replayed } }", "variables": { "i": { "productId": "1", "delta": -1, "reason": "SALE", "idempotencyKey": "k-1" } } }),
         json!({ "query": "mutation($i: SetStockInput!) { setStock(input: $i) { product { quantity } } }", "variables": { "i": { "productId": "1", "quantity": 7 } } }),
-        json!({ "query": "mutation($id: ID!) { deleteProduct(id: $id) }", "variables": { "id": "999" } }),
+        json!({ "query": "mutation($id: ID!) { deleteProduct(id: $id) { id } }", "variables": { "id": "999" } }),
         json!({ "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }", "variables": { "u": "nobody", "p": "wrong password" } }),
         json!({ "query": "mutation($n: String!) { createApiToken(name: $n) { token } }", "variables": { "n": "till" } }),
         json!({ "query": "query($id: ID!, $a: String) { stockMovements(productId: $id, first: 2, after: $a) { edges { cursor } } }", "variables": { "id": "1", "a": "bm9wZQ" } }),
@@ -194,6 +194,18 @@ fn odd_values() -> impl Strategy<Value = Value> {
 async fn generated_and_mutated_graphql_is_never_answered_with_a_5xx() {
     let mut f = Fuzzer::new().await;
     let seeds = graphql_seeds();
+
+    // The seeds are valid operations: they may fail on data (an error with a path),
+    // never on parsing or validation (an error without one).
+    for seed in &seeds {
+        let query = seed["query"].as_str().unwrap();
+        let response = f.partner.gql(query, seed["variables"].clone()).await;
+        let errors = response["errors"].as_array().cloned().unwrap_or_default();
+        assert!(
+            errors.iter().all(|e| e.get("path").is_some()),
+            "seed {seed}: {response}"
+        );
+    }
 
     // Wrong JSON types anywhere in a valid request.
     for i in 0..CASES * 2 {
