@@ -53,10 +53,7 @@ fn get_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_replica_under_read_load_fails_no_request_and_it_rejoins_after_restart() {
     let db = Database::new();
-    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(3);
+    let (mut replicas, balancer) = stack(3, &db.url, &[], &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = get_load(balancer.url.clone(), 4, stop.clone());
@@ -96,10 +93,7 @@ async fn killing_a_replica_under_read_load_fails_no_request_and_it_rejoins_after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_replica_under_write_load_never_applies_a_mutation_twice() {
     let db = Database::new();
-    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(3);
+    let (mut replicas, balancer) = stack(3, &db.url, &[], &[]);
     let owner = partner(&balancer.url, "writer").await;
     let created = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Es Teh\", price: 3000, category: \"minuman\"}) { id } }").await;
     let id = created["data"]["createProduct"]["id"]
@@ -164,10 +158,7 @@ async fn killing_a_replica_under_write_load_never_applies_a_mutation_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
     let db = Database::new();
-    let replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &["--algorithm", "round-robin"]);
-    balancer.wait_ready(3);
+    let (replicas, balancer) = stack(3, &db.url, &[], &["--algorithm", "round-robin"]);
     let c = partner(&balancer.url, "roaming").await;
     let before = balancer.status().unwrap();
     for _ in 0..6 {
@@ -181,11 +172,11 @@ async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
         },
         Duration::from_secs(2),
     );
-    for addr in &addrs {
-        let served = Balancer::upstream(&after, *addr)["requests"]
+    for addr in replicas.iter().map(|r| r.addr) {
+        let served = Balancer::upstream(&after, addr)["requests"]
             .as_u64()
             .unwrap()
-            - Balancer::upstream(&before, *addr)["requests"]
+            - Balancer::upstream(&before, addr)["requests"]
                 .as_u64()
                 .unwrap();
         assert!(served >= 2, "round robin sent {served} of 6 to {addr}");
@@ -200,10 +191,7 @@ async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_over_websocket_passes_through_the_balancer() {
     let db = Database::new();
-    let replicas: Vec<Replica> = (0..2).map(|_| Replica::start(&db.url, &[])).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(2);
+    let (_replicas, balancer) = stack(2, &db.url, &[], &[]);
     let owner = partner(&balancer.url, "streamer").await;
     let token = create_token(&owner, &balancer.url).await;
     let r = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Kopi\", price: 5000, quantity: 5, category: \"minuman\"}) { id } }").await;
@@ -268,12 +256,7 @@ async fn a_subscription_over_websocket_passes_through_the_balancer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_replica_finishes_its_requests_and_new_ones_go_elsewhere() {
     let db = Database::new();
-    let mut replicas: Vec<Replica> = (0..2)
-        .map(|_| Replica::start(&db.url, &["--drain-delay-ms", "1500"]))
-        .collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(2);
+    let (mut replicas, balancer) = stack(2, &db.url, &["--drain-delay-ms", "1500"], &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = get_load(balancer.url.clone(), 4, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -308,10 +291,7 @@ async fn a_draining_replica_finishes_its_requests_and_new_ones_go_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_rest_writes_survive_a_killed_replica_exactly_once() {
     let db = Database::new();
-    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(3);
+    let (mut replicas, balancer) = stack(3, &db.url, &[], &[]);
     let owner = partner(&balancer.url, "keyed").await;
     let created: Value = owner
         .post(format!("{}/ecanteen/product", balancer.url))

@@ -261,10 +261,7 @@ fn assert_retryable(failures: &[Failure], allowed: &[u16]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_mixed_load_fails_only_writes_it_held_and_none_twice() {
     let db = Database::new();
-    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &[])).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(3);
+    let (mut replicas, balancer) = stack(3, &db.url, &[], &[]);
     let shop = Arc::new(Shop::open(&balancer.url, "killed").await);
 
     let writers = 6;
@@ -307,10 +304,7 @@ async fn a_rolling_restart_under_mixed_load_fails_no_request() {
     // Draining replicas keep serving until the balancer has seen them not ready
     // (fall 3 × 200 ms probes).
     let drain = ["--drain-delay-ms", "1500"];
-    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&db.url, &drain)).collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(3);
+    let (mut replicas, balancer) = stack(3, &db.url, &drain, &[]);
     let shop = Arc::new(Shop::open(&balancer.url, "rolling").await);
 
     let load = Load::start(&shop, 3, 3);
@@ -339,19 +333,14 @@ async fn a_rolling_restart_under_mixed_load_fails_no_request() {
 async fn postgres_restarted_under_load_gives_503s_with_retry_after_and_replicas_recover() {
     let pg = PrivatePostgres::start();
     let url = pg.create_database("restart");
-    let replicas: Vec<Replica> = (0..2)
-        .map(|_| Replica::start(&url, &["--db-timeout-secs", "1"]))
-        .collect();
-    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
-    let balancer = Balancer::start(&addrs, &[]);
-    balancer.wait_ready(2);
+    let (replicas, balancer) = stack(2, &url, &["--db-timeout-secs", "1"], &[]);
     let shop = Arc::new(Shop::open(&balancer.url, "restarted").await);
     let load = Load::start(&shop, 2, 3);
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     pg.stop();
     // The replicas say they are not ready, and answer 503 (not 500) meanwhile.
-    for addr in &addrs {
+    for addr in replicas.iter().map(|r| r.addr) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while raw::status(&format!("http://{addr}/readyz")) != Some(503) {
             assert!(

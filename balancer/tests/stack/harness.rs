@@ -123,6 +123,23 @@ impl Replica {
     }
 }
 
+/// `n` real replicas on `database_url` (each started with `extra`) behind a balancer
+/// (started with `balancer_extra`), once every replica is ready.
+pub fn stack(
+    n: usize,
+    database_url: &str,
+    extra: &[&str],
+    balancer_extra: &[&str],
+) -> (Vec<Replica>, Balancer) {
+    let replicas: Vec<Replica> = (0..n)
+        .map(|_| Replica::start(database_url, extra))
+        .collect();
+    let addrs: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = Balancer::start(&addrs, balancer_extra);
+    balancer.wait_ready(n as u64);
+    (replicas, balancer)
+}
+
 /// A shared SQLite database for real replicas.
 pub struct Database {
     pub url: String,
