@@ -18,6 +18,24 @@ fn attacks(id: &str) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// A client that authenticates with a new API token of `owner`'s partner.
+async fn token_client(app: &TestApp, owner: &mut Client) -> Client {
+    let created = owner
+        .ok(
+            "mutation { createApiToken(name: \"bot\") { token } }",
+            json!({}),
+        )
+        .await;
+    let mut bot = app.client();
+    bot.bearer = Some(
+        created["createApiToken"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    bot
+}
+
 async fn snapshot(owner: &mut Client, id: &str) -> Value {
     owner
         .ok(
@@ -57,11 +75,7 @@ dual_tests! {
     async fn another_partners_token_is_refused_on_every_mutation(app) {
         let mut victim = app.partner("victim2").await;
         let mut attacker = app.partner("attacker2").await;
-        let token = attacker
-            .ok("mutation { createApiToken(name: \"bot\") { token } }", json!({}))
-            .await["createApiToken"]["token"].as_str().unwrap().to_owned();
-        let mut bot = app.client();
-        bot.bearer = Some(token);
+        let mut bot = token_client(&app, &mut attacker).await;
         let id = victim.create_product("Gudeg", 10).await;
         assert_refused_everywhere(&mut bot, &mut victim, &id).await;
     }
@@ -189,11 +203,7 @@ dual_tests! {
         let mut victim = app.partner("rest_victim").await;
         let id = victim.create_product("Soto", 10).await;
         let mut attacker = app.partner("rest_attacker").await;
-        let token = attacker
-            .ok("mutation { createApiToken(name: \"bot\") { token } }", json!({}))
-            .await["createApiToken"]["token"].as_str().unwrap().to_owned();
-        let mut bot = app.client();
-        bot.bearer = Some(token);
+        let mut bot = token_client(&app, &mut attacker).await;
         let before = snapshot(&mut victim, &id).await;
         assert_rest_refused(&mut attacker, &id, &[403, 404]).await;
         assert_rest_refused(&mut bot, &id, &[403, 404]).await;
