@@ -25,7 +25,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -54,7 +54,9 @@ enum PartnerKey {
 pub struct Limits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_partner: Option<DefaultKeyedRateLimiter<PartnerKey>>,
-    owners: Mutex<std::collections::HashMap<u64, i64>>,
+    /// Read on every request with a credential, written only when a credential is new
+    /// (or changes partner): a read-write lock keeps the readers from queuing.
+    owners: RwLock<std::collections::HashMap<u64, i64>>,
     hasher: RandomState,
     clock: DefaultClock,
     checks: AtomicU64,
@@ -68,7 +70,7 @@ impl Limits {
                 .map(|r| RateLimiter::keyed(Quota::per_second(r))),
             per_partner: NonZeroU32::new(per_partner_per_sec)
                 .map(|r| RateLimiter::keyed(Quota::per_second(r))),
-            owners: Mutex::default(),
+            owners: RwLock::default(),
             hasher: RandomState::new(),
             clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
@@ -112,7 +114,7 @@ impl Limits {
         if let (Some(limiter), Some(credential)) = (&self.per_partner, credential) {
             let key = self
                 .owners
-                .lock()
+                .read()
                 .ok()
                 .and_then(|owners| owners.get(&credential).copied())
                 .map_or(PartnerKey::Credential(credential), PartnerKey::Partner);
@@ -128,10 +130,14 @@ impl Limits {
         if self.per_partner.is_none() {
             return;
         }
-        if let Ok(mut owners) = self.owners.lock() {
-            if owners.get(&credential) == Some(&partner) {
-                return;
-            }
+        let known = self
+            .owners
+            .read()
+            .is_ok_and(|owners| owners.get(&credential) == Some(&partner));
+        if known {
+            return;
+        }
+        if let Ok(mut owners) = self.owners.write() {
             if owners.len() >= MAX_CREDENTIALS {
                 owners.clear();
             }
