@@ -63,15 +63,22 @@ pub struct Ctx {
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// A request id unique across processes and restarts: this process's start time and
+/// pid, fixed once, then a counter. Nothing per request but the counter and the format.
 fn new_request_id() -> String {
     use std::sync::atomic::AtomicU64;
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{started:016x}-{:08x}", std::process::id())
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:016x}-{:08x}-{n:x}", t, std::process::id())
+    format!("{prefix}-{n:x}")
 }
 
 /// A JSON error in the shape the replicas use, so clients parse one shape.
@@ -394,5 +401,23 @@ impl ProxyHttp for Balancer {
         self.metrics.observe(ctx.started.elapsed());
         // The end of the request (or of the WebSocket tunnel) ends its lease.
         ctx.lease = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_request_id;
+
+    #[test]
+    fn request_ids_share_the_process_prefix_and_never_repeat() {
+        let ids: Vec<String> = (0..1000).map(|_| new_request_id()).collect();
+        let prefix = |id: &str| id.rsplit_once('-').map(|(p, _)| p.to_owned());
+        let first = prefix(&ids[0]).expect("an id has a prefix and a counter");
+        assert!(first.ends_with(&format!("-{:08x}", std::process::id())));
+        assert!(ids
+            .iter()
+            .all(|id| prefix(id).as_deref() == Some(first.as_str())));
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 }
