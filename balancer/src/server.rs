@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -92,7 +93,14 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
         },
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, balancer);
-    proxy.add_tcp(&config.listen.to_string());
+    // Pingora buffers at most one MSS (1,460 bytes) of a response before writing, so a
+    // header and a body of a few KiB went out in two writes. With 16 KiB both leave in
+    // one. Only bodies of a known length are buffered: chunked bodies and WebSocket
+    // frames are still flushed as they come.
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().write(16 * 1024)),
+    );
 
     server.add_service(background_service(
         "health checks",
