@@ -2,7 +2,9 @@
 # Benchmark: the same GraphQL product read, direct to one replica, through
 # ecanteen-balancer to two replicas, and through nginx (least_conn, keep-alive to the
 # upstreams) to the same two replicas, in one run. Prints a Markdown table for
-# docs/BENCHMARKS.md.
+# docs/BENCHMARKS.md. Beside throughput and latency it reports each proxy's own CPU time
+# per request (user + system, from /proc), which is steadier than throughput on a shared
+# machine because it does not depend on what else got the CPU.
 #
 #   balancer/bench/compare.sh [seconds per run] [connections] [rounds]
 #
@@ -58,6 +60,7 @@ done
 RUST_LOG=warn "$bin/ecanteen-balancer" --listen 127.0.0.1:$lb --admin 127.0.0.1:$admin \
   --upstream 127.0.0.1:$r1 --upstream 127.0.0.1:$r2 --threads 1 \
   --rate-limit-ip 0 --rate-limit-partner 0 >/dev/null 2>&1 & pids+=($!)
+lb_pid=$!
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes 1;
@@ -90,36 +93,51 @@ http {
 }
 NGINX
 /usr/sbin/nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+nginx_master=$!
 
 query='/graphql?query=%7B%20products(first%3A%2020)%20%7B%20edges%20%7B%20node%20%7B%20id%20name%20price%20quantity%20%7D%20%7D%20%7D%20%7D'
 wait_http "http://127.0.0.1:$lb$query"
 wait_http "http://127.0.0.1:$ngx$query"
+nginx_pid=$(pgrep -P "$nginx_master" | head -1)
 
-# wrk's summary: requests/s, mean and p99 latency in ms, errors (non-2xx + socket).
+# CPU time (user + system) of a process so far, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wrk's summary: requests/s, mean and p99 latency in ms, errors (non-2xx + socket), and
+# the CPU microseconds per request of process $2 during the run ("-" without one).
 run() {
-  local out rps mean p99 non2xx sock
+  local out rps mean p99 non2xx sock requests before after cpu=-
+  [ -n "$2" ] && before=$(ticks "$2")
   out=$(wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1$query")
+  [ -n "$2" ] && after=$(ticks "$2")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
   mean=$(awk '/Latency/ && !/Distribution/ {print $2; exit}' <<<"$out" | to_ms)
   p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
   sock=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out"); sock=${sock:-0}
-  echo "$rps $mean $p99 $((non2xx + sock))"
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  if [ -n "$2" ]; then
+    cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+  fi
+  echo "$rps $mean $p99 $((non2xx + sock)) $cpu"
 }
 
-declare -A rps_sum
-echo "| round | target | requests/s | mean ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
+declare -A rps_sum cpu_sum
+echo "| round | target | requests/s | mean ms | p99 ms | errors | proxy CPU µs/request |"
+echo "|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
-  for target in direct:$r1 pingora:$lb nginx:$ngx; do
-    name=${target%%:*}; port=${target##*:}
-    read -r rps mean p99 errors <<<"$(run "$port")"
+  for target in direct:$r1: pingora:$lb:$lb_pid nginx:$ngx:$nginx_pid; do
+    IFS=: read -r name port pid <<<"$target"
+    read -r rps mean p99 errors cpu <<<"$(run "$port" "$pid")"
     rps_sum[$name]=$(awk -v a="${rps_sum[$name]:-0}" -v b="$rps" 'BEGIN {print a + b}')
-    echo "| $round | $name | $rps | $mean | $p99 | $errors |"
+    [ "$cpu" = - ] || cpu_sum[$name]=$(awk -v a="${cpu_sum[$name]:-0}" -v b="$cpu" 'BEGIN {print a + b}')
+    echo "| $round | $name | $rps | $mean | $p99 | $errors | $cpu |"
   done
 done
 echo
-awk -v d="${rps_sum[direct]}" -v p="${rps_sum[pingora]}" -v n="${rps_sum[nginx]}" -v r="$rounds" 'BEGIN {
+awk -v d="${rps_sum[direct]}" -v p="${rps_sum[pingora]}" -v n="${rps_sum[nginx]}" \
+  -v pc="${cpu_sum[pingora]}" -v nc="${cpu_sum[nginx]}" -v r="$rounds" 'BEGIN {
   printf "mean requests/s over %d rounds: direct (1 replica) %.0f, ecanteen-balancer (2 replicas) %.0f, nginx (2 replicas) %.0f\n", r, d/r, p/r, n/r;
+  printf "mean proxy CPU per request: ecanteen-balancer %.1f µs, nginx %.1f µs\n", pc/r, nc/r;
   printf "ecanteen-balancer / nginx throughput ratio: %.2f\n", p/n }'
