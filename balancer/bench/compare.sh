@@ -6,7 +6,10 @@
 # per request (user + system, from /proc), which is steadier than throughput on a shared
 # machine because it does not depend on what else got the CPU.
 #
-#   balancer/bench/compare.sh [seconds per run] [connections] [rounds]
+#   balancer/bench/compare.sh [seconds per run] [connections] [rounds] [path]
+#
+# path defaults to the product read; `/healthz` (almost no replica work) isolates the
+# proxies' own cost.
 #
 # Loopback only; bounded by time. Needs wrk and nginx-light (installed when missing).
 set -euo pipefail
@@ -15,6 +18,7 @@ cd "$(dirname "$0")/../.."
 duration=${1:-10}
 connections=${2:-32}
 rounds=${3:-3}
+path=${4:-}
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
@@ -95,7 +99,7 @@ NGINX
 /usr/sbin/nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 nginx_master=$!
 
-query='/graphql?query=%7B%20products(first%3A%2020)%20%7B%20edges%20%7B%20node%20%7B%20id%20name%20price%20quantity%20%7D%20%7D%20%7D%20%7D'
+query=${path:-'/graphql?query=%7B%20products(first%3A%2020)%20%7B%20edges%20%7B%20node%20%7B%20id%20name%20price%20quantity%20%7D%20%7D%20%7D%20%7D'}
 wait_http "http://127.0.0.1:$lb$query"
 wait_http "http://127.0.0.1:$ngx$query"
 nginx_pid=$(pgrep -P "$nginx_master" | head -1)
