@@ -97,3 +97,23 @@ export function gqlUpload(query, variables, fileVariable, file) {
 
 export const PRODUCT_FIELDS = `id name description price quantity category lowStockThreshold
   isLowStock isOutOfStock imageUrl thumbnailUrl version updatedAt owner { id username }`;
+
+/**
+ * Orders reads that replace one another on screen (a new search, a reload after an
+ * event). Pass each read's promise through the same `newest()`; it resolves to the answer
+ * only if no later read was started meanwhile, and to `undefined` otherwise, so a slow
+ * answer can never overwrite a newer one. A superseded read's failure is dropped too.
+ */
+export function newest() {
+  let started = 0;
+  return async (request) => {
+    const ticket = ++started;
+    try {
+      const value = await request;
+      return ticket === started ? value : undefined;
+    } catch (error) {
+      if (ticket === started) throw error;
+      return undefined;
+    }
+  };
+}

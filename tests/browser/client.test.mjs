@@ -262,16 +262,87 @@ describe('the browser client', () => {
   test('the catalogue pages through many products', async () => {
     const seller = await new Partner(stack.base, 'grosir').join();
     for (let i = 1; i <= 14; i += 1) await seller.createProduct(`Kue ${String(i).padStart(2, '0')}`, 1);
+    await seller.createProduct('Teh Tarik', 1);
     const page = await newPage();
     await logIn(page, 'grosir');
+    // The catalogue's first read (no filter) is held back until the search has been
+    // answered, as a slow network can do: its late answer must not replace the newer one.
+    const unfiltered = (request) => {
+      const body = request.method() === 'POST' ? request.postDataJSON() : null;
+      return Boolean(body?.query?.includes('ProductFilterInput')) && Object.keys(body.variables?.f ?? {}).length === 0;
+    };
+    let release;
+    const held = new Promise((resolve) => { release = resolve; });
+    await page.route('**/graphql', async (route) => {
+      if (unfiltered(route.request())) await held;
+      await route.continue();
+    });
     await page.getByRole('link', { name: 'Catalogue' }).click();
     await page.getByLabel('Search by name').fill('kue');
     await page.getByRole('button', { name: 'Search' }).click();
     await page.getByText('Showing 1–12 of 14 products').waitFor();
+    const late = page.waitForResponse((response) => unfiltered(response.request()));
+    release();
+    await late;
+    await page.waitForTimeout(300);
+    assert.equal(await page.locator('.page-status').textContent(), 'Showing 1–12 of 14 products');
+    await page.unroute('**/graphql');
     await page.getByRole('button', { name: 'Next →' }).click();
     await page.getByText('Showing 13–14 of 14 products').waitFor();
     await page.getByRole('button', { name: '← Previous' }).click();
     await page.getByText('Showing 1–12 of 14 products').waitFor();
+    await page.context().close();
+  });
+
+  test('the dashboard summary never goes back to an older count', async () => {
+    const owner = await new Partner(stack.base, 'kedai').join();
+    await owner.createProduct('Roti Bakar', 1);
+    const page = await newPage();
+    await logIn(page, 'kedai');
+    const roti = row(page, 'Roti Bakar');
+    await page.locator('#count-out', { hasText: '0' }).waitFor();
+    // Each stock change re-reads the summary twice: after the page's own mutation, and
+    // on the live event. The answers to the two reads after "−" (out of stock: 1) are
+    // held back until the two reads after "+" (out of stock: 0) have been answered.
+    const summary = (request) => request.method() === 'POST' && Boolean(request.postDataJSON()?.query?.includes('low: products'));
+    const held = [];
+    const afterPlus = new Set();
+    let release;
+    const gate = new Promise((resolve) => { release = resolve; });
+    let bothHeld;
+    const minusRead = new Promise((resolve) => { bothHeld = resolve; });
+    let bothAnswered;
+    const plusRead = new Promise((resolve) => { bothAnswered = resolve; });
+    let plusFinished = 0;
+    page.on('requestfinished', (request) => {
+      if (afterPlus.has(request) && (plusFinished += 1) === 2) bothAnswered();
+    });
+    await page.route('**/graphql', async (route) => {
+      if (!summary(route.request())) return route.continue();
+      if (held.length < 2) {
+        held.push(route.request());
+        const response = await route.fetch();
+        if (held.length === 2) bothHeld();
+        await gate;
+        return route.fulfill({ response });
+      }
+      afterPlus.add(route.request());
+      return route.continue();
+    });
+    await roti.getByRole('button', { name: 'Remove stock of Roti Bakar' }).click();
+    await roti.locator('.quantity-value', { hasText: /^0$/ }).waitFor();
+    await minusRead;
+    await roti.getByRole('button', { name: 'Add stock of Roti Bakar' }).click();
+    await roti.locator('.quantity-value', { hasText: /^1$/ }).waitFor();
+    await plusRead;
+    await page.locator('#count-out', { hasText: '0' }).waitFor();
+    // Now the older answers arrive, after the newer ones.
+    release();
+    await Promise.all(held.map(async (request) => (await request.response())?.finished()));
+    await page.waitForTimeout(300);
+    assert.equal(await page.locator('#count-out').textContent(), '0');
+    await page.unroute('**/graphql');
+    assert.deepEqual(page.problems, []);
     await page.context().close();
   });
 

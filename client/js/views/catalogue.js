@@ -1,7 +1,7 @@
 // The catalogue of every partner's products: search, a category filter, paging, and
 // live stock.
 
-import { gql, PRODUCT_FIELDS } from '../api.js';
+import { gql, newest, PRODUCT_FIELDS } from '../api.js';
 import { h, mount } from '../dom.js';
 import { priceText, quantityCell, subscribeChanges, thumbnail } from './products.js';
 
@@ -24,11 +24,13 @@ export async function catalogueView(app) {
     h('button', { type: 'submit', class: 'primary' }, 'Search'));
   mount(main, h('h1', {}, 'Catalogue'), filters, status, list, h('nav', { class: 'pager', 'aria-label': 'Pages' }, prev, next));
 
-  // Cursors of the pages before the current one, for "Previous".
+  // Cursors of the pages before the current one, for "Previous". Each read says which
+  // trail it belongs to, and the trail changes only when that read's answer is shown.
   let stack = [];
   let current = null;
   let nextCursor = null;
   const cards = new Map();
+  const latest = newest();
 
   const card = (p) => {
     const li = h('li', { class: 'product-card', dataset: { productId: p.id } },
@@ -42,14 +44,16 @@ export async function catalogueView(app) {
     return li;
   };
 
-  async function load(after) {
+  async function load(after, trail) {
     const filter = {};
     if (search.value.trim()) filter.search = search.value.trim();
     if (category.value) filter.category = category.value;
-    const data = await gql(`query($n: Int!, $after: String, $f: ProductFilterInput) {
+    const data = await latest(gql(`query($n: Int!, $after: String, $f: ProductFilterInput) {
       products(first: $n, after: $after, filter: $f, orderBy: {field: ID}) {
-        totalCount pageInfo { hasNextPage endCursor } nodes { ${PRODUCT_FIELDS} } } }`, { n: PAGE, after, f: filter });
+        totalCount pageInfo { hasNextPage endCursor } nodes { ${PRODUCT_FIELDS} } } }`, { n: PAGE, after, f: filter }));
+    if (!data) return;
     const page = data.products;
+    stack = trail;
     current = after;
     nextCursor = page.pageInfo.endCursor;
     cards.clear();
@@ -65,25 +69,18 @@ export async function catalogueView(app) {
   const fail = (error) => app.notify(error.message);
   filters.addEventListener('submit', (event) => {
     event.preventDefault();
-    stack = [];
-    load(null).catch(fail);
+    load(null, []).catch(fail);
   });
-  category.addEventListener('change', () => {
-    stack = [];
-    load(null).catch(fail);
-  });
-  next.addEventListener('click', () => {
-    stack.push(current);
-    load(nextCursor).catch(fail);
-  });
-  prev.addEventListener('click', () => load(stack.pop() ?? null).catch(fail));
+  category.addEventListener('change', () => load(null, []).catch(fail));
+  next.addEventListener('click', () => load(nextCursor, [...stack, current]).catch(fail));
+  prev.addEventListener('click', () => load(stack.at(-1) ?? null, stack.slice(0, -1)).catch(fail));
 
-  await load(null);
+  await load(null, []);
 
   let reload = null;
   const reloadSoon = () => {
     clearTimeout(reload);
-    reload = setTimeout(() => load(current).catch(fail), 150);
+    reload = setTimeout(() => load(current, stack).catch(fail), 150);
   };
   app.onLeave(() => clearTimeout(reload));
   subscribeChanges(app, {

@@ -1,7 +1,7 @@
 // The dashboard: a summary, "Add new product", and the partner's own products with
 // the stock buttons. It follows changes made anywhere, live.
 
-import { gql, PRODUCT_FIELDS } from '../api.js';
+import { gql, newest, PRODUCT_FIELDS } from '../api.js';
 import { h, mount, confirmDialog } from '../dom.js';
 import { pictureButton, priceText, quantityCell, stockControl, subscribeChanges } from './products.js';
 
@@ -32,6 +32,10 @@ export async function dashboardView(app) {
 
   let cursor = null;
   const rows = new Map();
+  // Summaries and pages are re-read after changes; a late answer must not undo a newer one.
+  const latestSummary = newest();
+  const latestPage = newest();
+  const fail = (error) => app.notify(error.message);
 
   const row = (product) => {
     const tr = h('tr', { role: 'row', dataset: { productId: product.id }, class: product.quantity === 0 ? 'is-out' : product.isLowStock ? 'is-low' : '' },
@@ -53,7 +57,7 @@ export async function dashboardView(app) {
   function replace(product) {
     const old = rows.get(product.id);
     if (old) old.replaceWith(row(product));
-    loadSummary();
+    loadSummary().catch(fail);
   }
 
   /** Updates a row's quantity in place, so the focus stays on the button pressed. */
@@ -62,7 +66,7 @@ export async function dashboardView(app) {
     if (!tr) return;
     tr.className = product.quantity === 0 ? 'is-out' : product.isLowStock ? 'is-low' : '';
     tr.querySelector('td[data-label=Quantity]').replaceChildren(quantityCell(product));
-    loadSummary();
+    loadSummary().catch(fail);
   }
 
   async function remove(product) {
@@ -72,7 +76,7 @@ export async function dashboardView(app) {
       rows.get(product.id)?.remove();
       rows.delete(product.id);
       app.notify(`Deleted “${product.name}”.`, 'info');
-      loadSummary();
+      loadSummary().catch(fail);
       empty.hidden = rows.size > 0;
     } catch (error) {
       app.notify(error.message);
@@ -80,10 +84,11 @@ export async function dashboardView(app) {
   }
 
   async function loadSummary() {
-    const data = await gql(`query($o: ID!) {
+    const data = await latestSummary(gql(`query($o: ID!) {
       all: products(first: 1, filter: {ownerId: $o}) { totalCount }
       low: products(first: 1, filter: {ownerId: $o, lowStock: true, inStock: true}) { totalCount }
-      out: products(first: 1, filter: {ownerId: $o, inStock: false}) { totalCount } }`, { o: app.me.id });
+      out: products(first: 1, filter: {ownerId: $o, inStock: false}) { totalCount } }`, { o: app.me.id }));
+    if (!data) return;
     mount(summary,
       h('div', {}, h('dt', {}, 'Products'), h('dd', { id: 'count-all' }, data.all.totalCount)),
       h('div', { class: 'low' }, h('dt', {}, 'Low stock'), h('dd', { id: 'count-low' }, data.low.totalCount)),
@@ -91,10 +96,11 @@ export async function dashboardView(app) {
   }
 
   async function loadPage(reset) {
-    const data = await gql(`query($o: ID!, $n: Int!, $after: String) {
+    const data = await latestPage(gql(`query($o: ID!, $n: Int!, $after: String) {
       products(first: $n, after: $after, filter: {ownerId: $o}, orderBy: {field: ID}) {
         pageInfo { hasNextPage endCursor } nodes { ${PRODUCT_FIELDS} } } }`,
-    { o: app.me.id, n: PAGE, after: reset ? null : cursor });
+    { o: app.me.id, n: PAGE, after: reset ? null : cursor }));
+    if (!data) return;
     if (reset) {
       rows.clear();
       tbody.replaceChildren();
@@ -104,14 +110,14 @@ export async function dashboardView(app) {
     more.hidden = !data.products.pageInfo.hasNextPage;
     empty.hidden = rows.size > 0;
   }
-  more.addEventListener('click', () => loadPage(false).catch((e) => app.notify(e.message)));
+  more.addEventListener('click', () => loadPage(false).catch(fail));
 
   await Promise.all([loadSummary(), loadPage(true)]);
 
   let reload = null;
   const reloadSoon = () => {
     clearTimeout(reload);
-    reload = setTimeout(() => Promise.all([loadSummary(), loadPage(true)]).catch((e) => app.notify(e.message)), 150);
+    reload = setTimeout(() => Promise.all([loadSummary(), loadPage(true)]).catch(fail), 150);
   };
   app.onLeave(() => clearTimeout(reload));
   subscribeChanges(app, {
