@@ -245,6 +245,24 @@ fn hold_writer_lock(db: &Database) -> std::fs::File {
     lock
 }
 
+/// Requests in flight on each replica, as the balancer's status reports them.
+fn in_flight(status: &Value) -> Vec<u64> {
+    status["upstreams"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|u| u["in_flight"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn in_flight_of(status: &Value, addr: std::net::SocketAddr) -> u64 {
+    Balancer::upstream(status, addr)["in_flight"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// Every failure was answered, with a retryable status and `Retry-After` where the
 /// status is 503.
 fn assert_retryable(failures: &[Failure], allowed: &[u16]) {
@@ -267,11 +285,22 @@ async fn a_replica_killed_under_mixed_load_fails_only_writes_it_held_and_none_tw
     let writers = 6;
     let load = Load::start(&shop, 3, writers);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    // Writes are held up for a moment, so that each replica is in the middle of some
-    // (least connections spreads the six among the three) when one is killed.
+    // Writes are held up until all of them are in flight (least connections spreads the
+    // six among the three), and the replica holding the most is killed: so some writes
+    // are certainly in the middle of it, however slow the machine.
     let lock = hold_writer_lock(&db);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    replicas[1].proc.kill9();
+    let status = tokio::task::block_in_place(|| {
+        balancer.wait_for(
+            |s| in_flight(s).iter().sum::<u64>() >= writers as u64,
+            Duration::from_secs(10),
+        )
+    });
+    let loads = in_flight(&status);
+    let busiest = (0..replicas.len())
+        .max_by_key(|&i| in_flight_of(&status, replicas[i].addr))
+        .unwrap();
+    eprintln!("in flight when killed: {loads:?}; killing replica {busiest}");
+    replicas[busiest].proc.kill9();
     drop(lock);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let outcomes = load.finish().await;
