@@ -11,11 +11,12 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 
 use super::error::RestError;
-use crate::domain::IdempotencyKey;
+use crate::domain::{IdempotencyKey, MAX_PRICE, MAX_QUANTITY};
 use crate::http::{content_essence, declared_length};
 
 /// An integer field: a JSON number, or a string holding a base-10 integer (`"9999"`,
@@ -73,28 +74,50 @@ fn parse_decimal(raw: &str) -> Result<i64, String> {
         .map_err(|_| format!("{raw:?} is out of range"))
 }
 
-/// The OpenAPI schema of [`Int`]: an integer, or a string of digits.
-pub fn int_or_string() -> Schema {
+/// The OpenAPI schema of an [`Int`] that must lie in `min..=max`: a JSON number, or a
+/// string of digits. JSON Schema cannot bound the value of a string, so the description
+/// states the range for both.
+fn int_in(min: i64, max: i64, note: &str) -> Schema {
     Schema::OneOf(
         OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Integer).format(Some(
-                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
-            )))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(min))
+                    .maximum(Some(max)),
+            )
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .pattern(Some("^-?[0-9]+$")),
             )
-            .description(Some(
-                "An integer, as a JSON number or a string holding a base-10 integer",
-            ))
+            .description(Some(format!(
+                "An integer from {min} to {max}{note}, as a JSON number or a string holding \
+                 a base-10 integer"
+            )))
             .build(),
     )
 }
 
-/// [`int_or_string`], for `schema_with` on optional fields.
-pub fn int_or_string_ref() -> RefOr<Schema> {
-    RefOr::T(int_or_string())
+/// The schema of a product id in a body.
+pub fn id_schema() -> Schema {
+    int_in(1, i64::MAX, "")
+}
+
+/// The schema of a price, in rupiah.
+pub fn price_schema() -> Schema {
+    int_in(0, MAX_PRICE, "")
+}
+
+/// The schema of a quantity.
+pub fn quantity_schema() -> Schema {
+    int_in(0, MAX_QUANTITY, "")
+}
+
+/// The schema of a stock change.
+pub fn delta_schema() -> Schema {
+    int_in(-MAX_QUANTITY, MAX_QUANTITY, ", not 0")
 }
 
 /// Reads a JSON body into `T`. Another media type is a 415.
@@ -168,7 +191,7 @@ pub struct IdempotencyHeader {
     /// Makes a write safe to retry: a retry returns the first response, and the same key
     /// with another request is a 422. Keys are per partner (1 to 128 visible ASCII
     /// characters) and kept for a day.
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,128}$")]
     #[allow(dead_code)]
     idempotency_key: Option<String>,
 }

@@ -13,7 +13,8 @@ use tower_sessions::Session;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{
-    self, int_or_string, int_or_string_ref, too_large_picture, IdempotencyHeader, ImageField, Int,
+    self, delta_schema, id_schema, price_schema, quantity_schema, too_large_picture,
+    IdempotencyHeader, ImageField, Int,
 };
 use super::error::{BodyFailures, ErrorBody, OwnerFailures, RestError};
 use super::{actor, username_of};
@@ -161,9 +162,11 @@ pub struct ListParams {
     pub user_id: Option<String>,
     /// Only this category.
     pub category: Option<String>,
-    /// At most this many products (1 to 1000); all when absent.
+    /// At most this many products; all when absent.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// Skip this many first (default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
 }
 
@@ -219,7 +222,7 @@ pub async fn list(
 
 /// One product.
 #[utoipa::path(get, path = "/ecanteen/product/{id}", tag = "products",
-    params(("id" = i64, Path, description = "The product's id")),
+    params(("id" = i64, Path, minimum = 1, description = "The product's id")),
     responses(
         (status = 200, body = RestProduct),
         (status = 404, description = "No such product", body = ErrorBody),
@@ -240,12 +243,18 @@ pub async fn show(
 pub struct CreateProduct {
     /// The caller's username; any other is a 403.
     pub user_id: Option<String>,
+    /// Surrounding spaces are trimmed; no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// Surrounding spaces are trimmed.
+    #[schema(max_length = 1000)]
     pub desc: Option<String>,
-    #[schema(schema_with = int_or_string)]
+    #[schema(schema_with = price_schema)]
     pub price: Int,
-    #[schema(schema_with = int_or_string)]
+    #[schema(schema_with = quantity_schema)]
     pub quantity: Int,
+    /// Stored lower-case.
+    #[schema(min_length = 1, max_length = 40)]
     pub category: String,
     /// A `data:image/...;base64,` URI, a stored picture's path, or `""`.
     pub image: Option<String>,
@@ -294,28 +303,31 @@ pub async fn create(
 pub struct UpdateProduct {
     /// The product's id: required by `PUT /ecanteen/product`, and when given to
     /// `PUT /ecanteen/product/{id}` it must match the path.
-    #[schema(schema_with = int_or_string_ref)]
+    #[schema(schema_with = id_schema)]
     pub id: Option<Int>,
     /// The caller's username; any other is a 403.
     pub user_id: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 1000)]
     pub desc: Option<String>,
-    #[schema(schema_with = int_or_string_ref)]
+    #[schema(schema_with = price_schema)]
     pub price: Option<Int>,
-    #[schema(schema_with = int_or_string_ref)]
+    #[schema(schema_with = quantity_schema)]
     pub quantity: Option<Int>,
+    #[schema(min_length = 1, max_length = 40)]
     pub category: Option<String>,
     /// A `data:image/...;base64,` URI, a stored picture's path, or `""` to remove it.
     pub image: Option<String>,
     /// The quantity the client last saw: when the stock differs, nothing is written
     /// and the answer is 409 with the current product.
-    #[schema(schema_with = int_or_string_ref)]
+    #[schema(schema_with = quantity_schema)]
     pub before: Option<Int>,
 }
 
 /// Updates the fields present in the body.
 #[utoipa::path(put, path = "/ecanteen/product/{id}", tag = "products",
-    params(("id" = i64, Path, description = "The product's id"),
+    params(("id" = i64, Path, minimum = 1, description = "The product's id"),
         IdempotencyHeader),
     request_body = UpdateProduct,
     responses(
@@ -435,7 +447,7 @@ async fn with_current_product(state: &AppState, id: i64, err: RestError) -> Rest
 
 /// Deletes a product of the caller's.
 #[utoipa::path(delete, path = "/ecanteen/product/{id}", tag = "products",
-    params(("id" = i64, Path, description = "The product's id"),
+    params(("id" = i64, Path, minimum = 1, description = "The product's id"),
         IdempotencyHeader),
     responses(
         (status = 200, description = "\"product {id} deleted\"", body = String),
@@ -461,21 +473,22 @@ pub async fn delete(
 /// A stock change: `delta` units in (positive) or out (negative).
 #[derive(Deserialize, ToSchema)]
 pub struct StockBody {
-    #[schema(schema_with = int_or_string)]
+    #[schema(schema_with = delta_schema)]
     pub delta: Int,
     /// `sale`, `restock`, `waste`, `correction`, `count` or `other`, in any letter case
     /// (default: `sale` for a negative delta, `restock` for a positive one).
     pub reason: Option<String>,
+    #[schema(max_length = 500)]
     pub note: Option<String>,
     /// The quantity the client last saw: when the stock differs, nothing is written
     /// (409).
-    #[schema(schema_with = int_or_string_ref)]
+    #[schema(schema_with = quantity_schema)]
     pub before: Option<Int>,
 }
 
 /// Adds or removes stock, never below zero.
 #[utoipa::path(post, path = "/ecanteen/product/{id}/stock", tag = "products",
-    params(("id" = i64, Path, description = "The product's id"),
+    params(("id" = i64, Path, minimum = 1, description = "The product's id"),
         IdempotencyHeader),
     request_body = StockBody,
     responses(
@@ -526,7 +539,7 @@ pub async fn adjust_stock(
 
 /// Replaces a product's picture with the multipart field `image`.
 #[utoipa::path(put, path = "/ecanteen/product/{id}/image", tag = "products",
-    params(("id" = i64, Path, description = "The product's id"),
+    params(("id" = i64, Path, minimum = 1, description = "The product's id"),
         IdempotencyHeader),
     request_body(content_type = "multipart/form-data", content = ImageUpload),
     responses(

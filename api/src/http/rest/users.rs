@@ -19,7 +19,10 @@ use crate::service::idempotency::Idempotency;
 /// A username and password, as JSON or as a form.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// Letters are lower-cased: `Saif` and `saif` are one account.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]{3,32}$")]
     pub username: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
 }
 
@@ -137,6 +140,8 @@ pub async fn logout_get(session: Session) -> Result<Json<&'static str>, RestErro
 /// The name of a new API token.
 #[derive(Deserialize, ToSchema)]
 pub struct NewToken {
+    /// Surrounding spaces are trimmed.
+    #[schema(min_length = 1, max_length = 60)]
     pub name: String,
 }
 
@@ -182,7 +187,7 @@ pub async fn create_token(
 
 /// Revokes one of the caller's API tokens.
 #[utoipa::path(delete, path = "/ecanteen/tokens/{id}", tag = "auth",
-    params(("id" = i64, Path, description = "The token's id"), IdempotencyHeader),
+    params(("id" = i64, Path, minimum = 1, description = "The token's id"), IdempotencyHeader),
     responses(
         (status = 200, description = "\"token {id} revoked\"", body = String),
         (status = 401, description = "Not logged in", body = ErrorBody),
