@@ -91,37 +91,64 @@ async fn every_route_of_the_contract_is_routed() {
     }
 }
 
-/// Sends `body` with `field` set to `value`: accepted when `ok`, else a 400 naming the
-/// field.
-async fn expect(
-    client: &mut Client,
-    method: &str,
-    path: &str,
-    body: &Value,
-    field: &str,
-    value: Value,
-    ok: bool,
-) {
-    let mut body = body.clone();
-    body[field] = value.clone();
-    let r = client.rest(method, path, Some(body), &[]).await;
-    let shown = value.to_string().chars().take(40).collect::<String>();
-    if ok {
-        assert_eq!(
-            r.status,
-            200,
-            "{method} {path} {field}={shown}…: {}",
-            r.text()
-        );
-    } else {
-        let message = assert_error(&r, 400, "BAD_REQUEST");
-        assert!(message.starts_with(field), "{field}={shown}…: {message}");
+/// One route and a valid body, whose fields are tried one value at a time.
+struct Probe<'a> {
+    client: &'a mut Client,
+    method: &'static str,
+    path: String,
+    body: Value,
+}
+
+impl Probe<'_> {
+    /// Sends the body with `field` set to `value`: accepted when `ok`, else a 400 naming
+    /// the field.
+    async fn check(&mut self, field: &str, value: Value, ok: bool) {
+        let mut body = self.body.clone();
+        body[field] = value.clone();
+        let (method, path) = (self.method, self.path.as_str());
+        let r = self.client.rest(method, path, Some(body), &[]).await;
+        let shown = value.to_string().chars().take(40).collect::<String>();
+        if ok {
+            assert_eq!(
+                r.status,
+                200,
+                "{method} {path} {field}={shown}…: {}",
+                r.text()
+            );
+        } else {
+            let message = assert_error(&r, 400, "BAD_REQUEST");
+            assert!(message.starts_with(field), "{field}={shown}…: {message}");
+        }
+    }
+
+    /// A string field at and past each stated length bound (in two-byte characters).
+    async fn lengths(&mut self, field: &str, property: &Value) {
+        let (min, max) = lengths(property);
+        for (n, ok) in edges(min, max) {
+            if let Ok(n) = usize::try_from(n) {
+                self.check(field, json!("é".repeat(n)), ok).await;
+            }
+        }
+    }
+
+    /// An integer field at and past each stated bound, as a number and as a string.
+    async fn range(&mut self, field: &str, property: &Value) {
+        let (min, max) = range(property);
+        for (n, ok) in edges(min, max) {
+            self.check(field, json!(n), ok).await;
+            self.check(field, json!(n.to_string()), ok).await;
+        }
     }
 }
 
+/// The values at each bound (accepted) and just past it (refused).
+fn edges(min: i64, max: i64) -> [(i64, bool); 4] {
+    [(min, true), (max, true), (min - 1, false), (max + 1, false)]
+}
+
 /// A string property's stated `(minLength, maxLength)`.
-fn lengths(property: &Value) -> (usize, usize) {
-    let bound = |key: &str| property[key].as_u64().and_then(|n| usize::try_from(n).ok());
+fn lengths(property: &Value) -> (i64, i64) {
+    let bound = |key: &str| property[key].as_i64();
     let max = bound("maxLength").unwrap_or_else(|| panic!("no maxLength in {property}"));
     (bound("minLength").unwrap_or(0), max)
 }
@@ -148,75 +175,17 @@ async fn the_documented_limits_are_the_ones_enforced() {
     let product =
         json!({"name": "Soto", "desc": "", "price": 1, "quantity": 0, "category": "makanan"});
     let create = &schemas["CreateProduct"]["properties"];
+    let mut creating = Probe {
+        client: &mut saif,
+        method: "POST",
+        path: "/ecanteen/product".into(),
+        body: product.clone(),
+    };
     for field in ["name", "desc", "category"] {
-        let (min, max) = lengths(&create[field]);
-        expect(
-            &mut saif,
-            "POST",
-            "/ecanteen/product",
-            &product,
-            field,
-            json!("é".repeat(max)),
-            true,
-        )
-        .await;
-        expect(
-            &mut saif,
-            "POST",
-            "/ecanteen/product",
-            &product,
-            field,
-            json!("é".repeat(max + 1)),
-            false,
-        )
-        .await;
-        if min > 0 {
-            expect(
-                &mut saif,
-                "POST",
-                "/ecanteen/product",
-                &product,
-                field,
-                json!("é".repeat(min)),
-                true,
-            )
-            .await;
-            expect(
-                &mut saif,
-                "POST",
-                "/ecanteen/product",
-                &product,
-                field,
-                json!("é".repeat(min - 1)),
-                false,
-            )
-            .await;
-        }
+        creating.lengths(field, &create[field]).await;
     }
     for field in ["price", "quantity"] {
-        let (min, max) = range(&create[field]);
-        for (value, ok) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
-            expect(
-                &mut saif,
-                "POST",
-                "/ecanteen/product",
-                &product,
-                field,
-                json!(value),
-                ok,
-            )
-            .await;
-            expect(
-                &mut saif,
-                "POST",
-                "/ecanteen/product",
-                &product,
-                field,
-                json!(value.to_string()),
-                ok,
-            )
-            .await;
-        }
+        creating.range(field, &create[field]).await;
     }
 
     // Paging the catalogue.
@@ -231,19 +200,15 @@ async fn the_documented_limits_are_the_ones_enforced() {
             .and_then(|p| p["schema"][key].as_i64())
             .unwrap_or_else(|| panic!("no {key} for {name}"))
     };
-    let (limit_min, limit_max, offset_min) = (
-        bound("limit", "minimum"),
-        bound("limit", "maximum"),
-        bound("offset", "minimum"),
-    );
-    for (query, ok) in [
-        (format!("limit={limit_min}"), true),
-        (format!("limit={limit_max}"), true),
-        (format!("limit={}", limit_min - 1), false),
-        (format!("limit={}", limit_max + 1), false),
-        (format!("offset={offset_min}"), true),
-        (format!("offset={}", offset_min - 1), false),
-    ] {
+    let limits = edges(bound("limit", "minimum"), bound("limit", "maximum"))
+        .into_iter()
+        .map(|(n, ok)| (format!("limit={n}"), ok));
+    let offset = bound("offset", "minimum");
+    let offsets = [
+        (format!("offset={offset}"), true),
+        (format!("offset={}", offset - 1), false),
+    ];
+    for (query, ok) in limits.chain(offsets) {
         let r = saif
             .rest("GET", &format!("/ecanteen/product?{query}"), None, &[])
             .await;
@@ -258,125 +223,61 @@ async fn the_documented_limits_are_the_ones_enforced() {
         }
     }
 
-    // A stock change: all the way up from 0, and all the way down again.
+    // A stock change: all the way up from 0 and down again, in the stated range but not 0.
     let id = id_of(
         &saif
-            .rest("POST", "/ecanteen/product", Some(product.clone()), &[])
+            .rest("POST", "/ecanteen/product", Some(product), &[])
             .await
             .json(),
     );
-    let stock = format!("/ecanteen/product/{id}/stock");
-    let (min, max) = range(&schemas["StockBody"]["properties"]["delta"]);
-    let change = json!({"note": ""});
-    expect(
-        &mut saif,
-        "POST",
-        &stock,
-        &change,
-        "delta",
-        json!(max + 1),
-        false,
-    )
-    .await;
-    expect(
-        &mut saif,
-        "POST",
-        &stock,
-        &change,
-        "delta",
-        json!(min - 1),
-        false,
-    )
-    .await;
-    expect(
-        &mut saif,
-        "POST",
-        &stock,
-        &change,
-        "delta",
-        json!(max),
-        true,
-    )
-    .await;
-    expect(
-        &mut saif,
-        "POST",
-        &stock,
-        &change,
-        "delta",
-        json!(min),
-        true,
-    )
-    .await;
-    let (_, note) = lengths(&schemas["StockBody"]["properties"]["note"]);
-    let one = json!({"delta": 1});
-    expect(
-        &mut saif,
-        "POST",
-        &stock,
-        &one,
-        "note",
-        json!("é".repeat(note)),
-        true,
-    )
-    .await;
-    expect(
-        &mut saif,
-        "POST",
-        &stock,
-        &one,
-        "note",
-        json!("é".repeat(note + 1)),
-        false,
-    )
-    .await;
+    let stock = &schemas["StockBody"]["properties"];
+    let mut changing = Probe {
+        client: &mut saif,
+        method: "POST",
+        path: format!("/ecanteen/product/{id}/stock"),
+        body: json!({"note": ""}),
+    };
+    let (min, max) = range(&stock["delta"]);
+    for (delta, ok) in [
+        (max + 1, false),
+        (min - 1, false),
+        (0, false),
+        (max, true),
+        (min, true),
+    ] {
+        changing.check("delta", json!(delta), ok).await;
+    }
+    changing.body = json!({"delta": 1});
+    changing.lengths("note", &stock["note"]).await;
 
     // Accounts and tokens.
     let credentials = &schemas["Credentials"]["properties"];
     let mut anyone = app.client();
     let (min, max) = lengths(&credentials["username"]);
-    let account = json!({"password": "correct horse battery"});
-    for (n, ok) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
-        let name = format!("u{}", "x".repeat(n - 1));
-        expect(
-            &mut anyone,
-            "POST",
-            "/ecanteen/join",
-            &account,
-            "username",
-            json!(name),
-            ok,
-        )
-        .await;
+    let mut joining = Probe {
+        client: &mut anyone,
+        method: "POST",
+        path: "/ecanteen/join".into(),
+        body: json!({"password": "correct horse battery"}),
+    };
+    // Each username is new: one "u" and then "x"s, to the length tried.
+    for (n, ok) in edges(min, max) {
+        let name = format!("u{}", "x".repeat(usize::try_from(n - 1).unwrap_or(0)));
+        joining.check("username", json!(name), ok).await;
     }
     let (min, max) = lengths(&credentials["password"]);
-    for (i, (n, ok)) in [(min, true), (max, true), (min - 1, false), (max + 1, false)]
-        .into_iter()
-        .enumerate()
-    {
-        let account = json!({"username": format!("pw{i}")});
-        expect(
-            &mut anyone,
-            "POST",
-            "/ecanteen/join",
-            &account,
-            "password",
-            json!("é".repeat(n)),
-            ok,
-        )
-        .await;
+    for (i, (n, ok)) in edges(min, max).into_iter().enumerate() {
+        joining.body = json!({"username": format!("pw{i}")});
+        let password = "é".repeat(usize::try_from(n).unwrap_or(0));
+        joining.check("password", json!(password), ok).await;
     }
-    let (min, max) = lengths(&schemas["NewToken"]["properties"]["name"]);
-    for (n, ok) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
-        expect(
-            &mut saif,
-            "POST",
-            "/ecanteen/tokens",
-            &json!({}),
-            "name",
-            json!("é".repeat(n)),
-            ok,
-        )
+    let mut naming = Probe {
+        client: &mut saif,
+        method: "POST",
+        path: "/ecanteen/tokens".into(),
+        body: json!({}),
+    };
+    naming
+        .lengths("name", &schemas["NewToken"]["properties"]["name"])
         .await;
-    }
 }
