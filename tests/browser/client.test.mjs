@@ -79,6 +79,13 @@ async function logIn(page, username, password = PASSWORD) {
   await page.getByRole('heading', { name: 'Your products' }).waitFor();
 }
 
+/** A promise with its `resolve`, for holding a network answer until a test lets it go. */
+function deferred() {
+  let resolve;
+  const promise = new Promise((ok) => { resolve = ok; });
+  return { promise, resolve };
+}
+
 function row(page, name) {
   return page.locator('tr', { has: page.getByRole('rowheader', { name, exact: true }) });
 }
@@ -271,10 +278,9 @@ describe('the browser client', () => {
       const body = request.method() === 'POST' ? request.postDataJSON() : null;
       return Boolean(body?.query?.includes('ProductFilterInput')) && Object.keys(body.variables?.f ?? {}).length === 0;
     };
-    let release;
-    const held = new Promise((resolve) => { release = resolve; });
+    const held = deferred();
     await page.route('**/graphql', async (route) => {
-      if (unfiltered(route.request())) await held;
+      if (unfiltered(route.request())) await held.promise;
       await route.continue();
     });
     await page.getByRole('link', { name: 'Catalogue' }).click();
@@ -282,7 +288,7 @@ describe('the browser client', () => {
     await page.getByRole('button', { name: 'Search' }).click();
     await page.getByText('Showing 1–12 of 14 products').waitFor();
     const late = page.waitForResponse((response) => unfiltered(response.request()));
-    release();
+    held.resolve();
     await late;
     await page.waitForTimeout(300);
     assert.equal(await page.locator('.page-status').textContent(), 'Showing 1–12 of 14 products');
@@ -307,23 +313,20 @@ describe('the browser client', () => {
     const summary = (request) => request.method() === 'POST' && Boolean(request.postDataJSON()?.query?.includes('low: products'));
     const held = [];
     const afterPlus = new Set();
-    let release;
-    const gate = new Promise((resolve) => { release = resolve; });
-    let bothHeld;
-    const minusRead = new Promise((resolve) => { bothHeld = resolve; });
-    let bothAnswered;
-    const plusRead = new Promise((resolve) => { bothAnswered = resolve; });
+    const gate = deferred();
+    const minusRead = deferred();
+    const plusRead = deferred();
     let plusFinished = 0;
     page.on('requestfinished', (request) => {
-      if (afterPlus.has(request) && (plusFinished += 1) === 2) bothAnswered();
+      if (afterPlus.has(request) && (plusFinished += 1) === 2) plusRead.resolve();
     });
     await page.route('**/graphql', async (route) => {
       if (!summary(route.request())) return route.continue();
       if (held.length < 2) {
         held.push(route.request());
         const response = await route.fetch();
-        if (held.length === 2) bothHeld();
-        await gate;
+        if (held.length === 2) minusRead.resolve();
+        await gate.promise;
         return route.fulfill({ response });
       }
       afterPlus.add(route.request());
@@ -331,13 +334,13 @@ describe('the browser client', () => {
     });
     await roti.getByRole('button', { name: 'Remove stock of Roti Bakar' }).click();
     await roti.locator('.quantity-value', { hasText: /^0$/ }).waitFor();
-    await minusRead;
+    await minusRead.promise;
     await roti.getByRole('button', { name: 'Add stock of Roti Bakar' }).click();
     await roti.locator('.quantity-value', { hasText: /^1$/ }).waitFor();
-    await plusRead;
+    await plusRead.promise;
     await page.locator('#count-out', { hasText: '0' }).waitFor();
     // Now the older answers arrive, after the newer ones.
-    release();
+    gate.resolve();
     await Promise.all(held.map(async (request) => (await request.response())?.finished()));
     await page.waitForTimeout(300);
     assert.equal(await page.locator('#count-out').textContent(), '0');

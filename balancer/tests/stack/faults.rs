@@ -245,19 +245,8 @@ fn hold_writer_lock(db: &Database) -> std::fs::File {
     lock
 }
 
-/// Requests in flight on each replica, as the balancer's status reports them.
-fn in_flight(status: &Value) -> Vec<u64> {
-    status["upstreams"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .map(|u| u["in_flight"].as_u64().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn in_flight_of(status: &Value, addr: std::net::SocketAddr) -> u64 {
+/// Requests in flight on the replica at `addr`, as the balancer's status reports them.
+fn in_flight(status: &Value, addr: std::net::SocketAddr) -> u64 {
     Balancer::upstream(status, addr)["in_flight"]
         .as_u64()
         .unwrap_or(0)
@@ -289,17 +278,18 @@ async fn a_replica_killed_under_mixed_load_fails_only_writes_it_held_and_none_tw
     // six among the three), and the replica holding the most is killed: so some writes
     // are certainly in the middle of it, however slow the machine.
     let lock = hold_writer_lock(&db);
+    let loads = |status: &Value| -> Vec<u64> {
+        replicas.iter().map(|r| in_flight(status, r.addr)).collect()
+    };
     let status = tokio::task::block_in_place(|| {
         balancer.wait_for(
-            |s| in_flight(s).iter().sum::<u64>() >= writers as u64,
+            |s| loads(s).iter().sum::<u64>() >= writers as u64,
             Duration::from_secs(10),
         )
     });
-    let loads = in_flight(&status);
-    let busiest = (0..replicas.len())
-        .max_by_key(|&i| in_flight_of(&status, replicas[i].addr))
-        .unwrap();
-    eprintln!("in flight when killed: {loads:?}; killing replica {busiest}");
+    let held = loads(&status);
+    let busiest = (0..held.len()).max_by_key(|&i| held[i]).unwrap();
+    eprintln!("in flight when killed: {held:?}; killing replica {busiest}");
     replicas[busiest].proc.kill9();
     drop(lock);
     tokio::time::sleep(Duration::from_millis(1500)).await;

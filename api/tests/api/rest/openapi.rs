@@ -200,26 +200,21 @@ async fn the_documented_limits_are_the_ones_enforced() {
             .and_then(|p| p["schema"][key].as_i64())
             .unwrap_or_else(|| panic!("no {key} for {name}"))
     };
-    let limits = edges(bound("limit", "minimum"), bound("limit", "maximum"))
-        .into_iter()
-        .map(|(n, ok)| (format!("limit={n}"), ok));
+    let limit = edges(bound("limit", "minimum"), bound("limit", "maximum"));
     let offset = bound("offset", "minimum");
-    let offsets = [
-        (format!("offset={offset}"), true),
-        (format!("offset={}", offset - 1), false),
-    ];
-    for (query, ok) in limits.chain(offsets) {
+    let tries = limit
+        .map(|(n, ok)| ("limit", n, ok))
+        .into_iter()
+        .chain([("offset", offset, true), ("offset", offset - 1, false)]);
+    for (name, n, ok) in tries {
         let r = saif
-            .rest("GET", &format!("/ecanteen/product?{query}"), None, &[])
+            .rest("GET", &format!("/ecanteen/product?{name}={n}"), None, &[])
             .await;
         if ok {
-            assert_eq!(r.status, 200, "{query}: {}", r.text());
+            assert_eq!(r.status, 200, "{name}={n}: {}", r.text());
         } else {
             let message = assert_error(&r, 400, "BAD_REQUEST");
-            assert!(
-                query.starts_with(message.split(':').next().unwrap_or_default()),
-                "{query}: {message}"
-            );
+            assert!(message.starts_with(name), "{name}={n}: {message}");
         }
     }
 
