@@ -21,6 +21,15 @@
 //! then writes could instead fail at once with `SQLITE_BUSY`, which is the error the
 //! paper's Flask service showed its users.
 //!
+//! # Cancellation
+//!
+//! A write transaction is never run in a request's future (see
+//! `Service::detached`): sqlx 0.8 can leave a connection inside a transaction when a
+//! `begin` is dropped at the wrong await. As a backstop, a connection that comes back to
+//! the pool still inside a transaction is closed rather than pooled
+//! ([`released_outside_transaction`]): closing it rolls the transaction back and
+//! releases SQLite's write lock.
+//!
 //! Write transactions also pass a [`WriteGate`] before `BEGIN IMMEDIATE`: a fair async
 //! mutex within the process, then an `flock` on `<database>-writer.lock` shared by every
 //! process on the file, so SQLite's busy handler hardly ever has to wait. Left to the
@@ -117,6 +126,43 @@ impl WriteGate {
             _file: file,
         })
     }
+}
+
+/// The transaction-scoped advisory lock every PostgreSQL writer takes before appending
+/// to a change feed (see [`feed_lock!`]).
+pub const FEED_LOCK: i64 = 7_236_001;
+
+/// The pools' `after_release` check: keeps a connection only if it comes back outside
+/// any transaction.
+///
+/// A `Transaction` dropped without commit queues its ROLLBACK on the connection, so a
+/// connection that still counts a transaction is pinged first, which runs the queued
+/// ROLLBACK. One still inside a transaction after that had its `begin` dropped between
+/// BEGIN and the `Transaction` that would roll it back (sqlx issue #3932): no one can end
+/// that transaction, and on SQLite it holds the write lock, so the connection is closed,
+/// which rolls it back. Cheap in the usual case: no I/O unless a transaction is counted.
+///
+/// It sees what sqlx counts. On PostgreSQL, a `begin` dropped after sending BEGIN but
+/// before its answer counts nothing and is not seen here; no `begin` is run where it can
+/// be dropped (`Service::detached`), and the fix belongs in sqlx (docs/RELIABILITY.md).
+pub fn released_outside_transaction<C: sqlx::Connection>(
+    conn: &mut C,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if !conn.is_in_transaction() {
+            return Ok(true);
+        }
+        conn.ping().await?;
+        if conn.is_in_transaction() {
+            tracing::warn!(
+                "a connection came back to the pool inside a transaction; closing it to roll \
+                 the transaction back and release its locks"
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    })
 }
 
 /// How to open the database.
@@ -238,7 +284,8 @@ macro_rules! bind_args {
 macro_rules! feed_lock {
     ($executor:expr, $is_postgres:expr) => {
         if $is_postgres {
-            sqlx::query("select pg_advisory_xact_lock(7236001), pg_notify('ecanteen_feed', '')")
+            sqlx::query("select pg_advisory_xact_lock($1), pg_notify('ecanteen_feed', '')")
+                .bind($crate::db::FEED_LOCK)
                 .execute($executor)
                 .await
                 .map(|_| ())
@@ -281,6 +328,7 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
+                .after_release(released_outside_transaction)
                 .connect_with(connect)
                 .await
                 .context("cannot open the SQLite database")?;
@@ -297,6 +345,7 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
+                .after_release(released_outside_transaction)
                 .connect_with(connect)
                 .await
                 .context("cannot connect to PostgreSQL")?;
@@ -346,6 +395,27 @@ impl Db {
                         // `cast`, since a bare `1` is an int4 on PostgreSQL, which is not an i64.
             with_db!(self, pool => sqlx::query_scalar("select cast(1 as bigint)").fetch_one(pool).await);
         ok.is_ok()
+    }
+
+    /// Takes the lock every write takes, and lets it go at once: whether a write could
+    /// start now. On SQLite, the write gate and `BEGIN IMMEDIATE`; on PostgreSQL, the
+    /// feed lock. Each wait is bounded as a write's is, so a wedged lock is an error
+    /// after the acquire timeout (or the statement timeout), not a hang.
+    pub async fn probe_writes(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(pool, gate) => {
+                let _turn = gate.enter().await?;
+                pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await
+            }
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("select pg_advisory_xact_lock($1)")
+                    .bind(FEED_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.rollback().await
+            }
+        }
     }
 
     /// Pool statistics for `/metrics`: (open connections, idle connections).

@@ -18,6 +18,7 @@ use crate::db::{Db, DbOptions};
 use crate::domain::PictureLimits;
 use crate::events::EventHub;
 use crate::graphql::{build_schema, SchemaLimits};
+use crate::http::health::WriteHealth;
 use crate::http::{router, AppState, HttpSettings};
 use crate::service::{LoginThrottle, PasswordHasher, Service};
 
@@ -51,6 +52,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         max_side: config.picture_max_side,
         max_files: config.max_files,
     };
+    let writes = WriteHealth::start(db.clone(), config.db_timeout());
     let service = Service::new(db, hasher, throttle, pictures);
     let events = EventHub::start(
         service.clone(),
@@ -79,6 +81,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             secure_cookies: config.secure_cookies,
         },
         draining: Arc::new(AtomicBool::new(false)),
+        writes,
     })
 }
 
@@ -155,6 +158,13 @@ impl Application {
             () = deadline => tracing::warn!("requests still in flight after the shutdown timeout; exiting anyway"),
         }
         maintenance.abort();
+        // Writes whose clients went away may still be running on their own tasks: let
+        // them commit or roll back before the pool closes.
+        if !state.service.finish_writes(shutdown_timeout).await {
+            tracing::warn!(
+                "writes still running after the shutdown timeout; closing the pool anyway"
+            );
+        }
         state.service.db().close().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,7 +1,12 @@
 //! Liveness and readiness, for balancers and orchestrators.
+//!
+//! Readiness tells the truth about writes: a replica that cannot take the write lock
+//! within a write's own bound says it is not ready, so the balancer sends its traffic
+//! elsewhere, and says it is ready again once a probe takes the lock.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,6 +16,82 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::{with_retry_after, AppState};
+use crate::db::Db;
+
+/// How often the write probe takes the write lock when the last probe is done.
+const PROBE_PERIOD: Duration = Duration::from_millis(500);
+
+/// Whether this replica can start a write now, as a probe on a task of its own finds
+/// by taking the write lock every [`PROBE_PERIOD`] ([`Db::probe_writes`]).
+///
+/// The probe is never cancelled (a readiness request that timed out does not drop it,
+/// which could leave its transaction open), so `/readyz` only reads its state: not
+/// ready when the last probe failed, or when the running one has waited past `bound`.
+/// The probe stops once every clone of this handle is gone.
+#[derive(Clone, Debug)]
+pub struct WriteHealth(Arc<Mutex<Probe>>);
+
+#[derive(Debug)]
+struct Probe {
+    /// A write's own bound on waiting for the lock.
+    bound: Duration,
+    /// What the last finished probe found (true before the first: the migrations that
+    /// ran at start-up took the lock).
+    ok: bool,
+    running_since: Option<Instant>,
+}
+
+impl WriteHealth {
+    pub fn start(db: Db, bound: Duration) -> Self {
+        let health = Self(Arc::new(Mutex::new(Probe {
+            bound,
+            ok: true,
+            running_since: None,
+        })));
+        tokio::spawn(probe_forever(db, Arc::downgrade(&health.0)));
+        health
+    }
+
+    /// The last probe took the lock, and the one running (if any) has not waited
+    /// longer than a write may.
+    pub fn is_healthy(&self) -> bool {
+        let probe = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        probe.ok
+            && probe
+                .running_since
+                .is_none_or(|since| since.elapsed() <= probe.bound)
+    }
+}
+
+async fn probe_forever(db: Db, health: Weak<Mutex<Probe>>) {
+    while update(&health, |probe| probe.running_since = Some(Instant::now())) {
+        let result = db.probe_writes().await;
+        let recorded = update(&health, |probe| {
+            match &result {
+                Err(err) if probe.ok => {
+                    tracing::warn!(error = %err, "cannot take the write lock; not ready")
+                }
+                Ok(()) if !probe.ok => tracing::info!("the write lock is free again; ready"),
+                _ => {}
+            }
+            probe.ok = result.is_ok();
+            probe.running_since = None;
+        });
+        if !recorded {
+            return;
+        }
+        tokio::time::sleep(PROBE_PERIOD).await;
+    }
+}
+
+/// Changes the probe's state; false once nobody holds the [`WriteHealth`] any more.
+fn update(health: &Weak<Mutex<Probe>>, change: impl FnOnce(&mut Probe)) -> bool {
+    let Some(state) = health.upgrade() else {
+        return false;
+    };
+    change(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
+    true
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,14 +104,16 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready for traffic: not draining, and the database answers within a second.
+/// Ready for traffic: not draining, the database answers within a second, and a write
+/// could take the write lock within its bound.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         return not_ready("draining");
     }
     let db = state.service.db();
     match tokio::time::timeout(Duration::from_secs(1), db.ping()).await {
-        Ok(true) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(true) if state.writes.is_healthy() => Json(json!({ "status": "ready" })).into_response(),
+        Ok(true) => not_ready("writes unavailable"),
         _ => not_ready("database unreachable"),
     }
 }

@@ -5,7 +5,8 @@
 //!   (GraphiQL, read-only queries);
 //! - [`ws`]: subscriptions over WebSocket at `/graphql/ws`;
 //! - [`images`]: pictures and thumbnails at `/images/…`;
-//! - [`health`]: `/healthz` (alive) and `/readyz` (database reachable, not draining);
+//! - [`health`]: `/healthz` (alive) and `/readyz` (database reachable, writes possible,
+//!   not draining);
 //! - [`metrics`]: Prometheus `/metrics`, and the middleware that feeds it;
 //! - [`rest`]: the REST compatibility routes under `/ecanteen`;
 //! - [`auth`]: who a request is (bearer token or cookie session);
@@ -47,6 +48,8 @@ pub struct AppState {
     pub settings: HttpSettings,
     /// Set on SIGTERM: `/readyz` turns 503 so balancers stop sending new requests.
     pub draining: Arc<AtomicBool>,
+    /// Whether a write could take the write lock now, for `/readyz`.
+    pub writes: health::WriteHealth,
 }
 
 /// The HTTP-level knobs, taken from the configuration.

@@ -38,20 +38,42 @@ impl Store {
     }
 }
 
+/// Runs a session write to its end on a task of its own. tower-sessions writes from the
+/// request's future (at login, logout and refresh), and `create` opens a transaction:
+/// dropped mid-`begin` when the client goes away, it could leave its connection inside
+/// that transaction (see `Service::detached`). Here only the wait is dropped.
+async fn detached<T: Send + 'static>(
+    write: impl std::future::Future<Output = session_store::Result<T>> + Send + 'static,
+) -> session_store::Result<T> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| session_store::Error::Backend(format!("a session write's task failed: {e}")))?
+}
+
 #[async_trait]
 impl SessionStore for Store {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        match self {
-            Self::Sqlite(s) => s.create(record).await,
-            Self::Postgres(s) => s.create(record).await,
-        }
+        let (store, mut owned) = (self.clone(), record.clone());
+        *record = detached(async move {
+            match &store {
+                Self::Sqlite(s) => s.create(&mut owned).await,
+                Self::Postgres(s) => s.create(&mut owned).await,
+            }
+            .map(|()| owned)
+        })
+        .await?;
+        Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        match self {
-            Self::Sqlite(s) => s.save(record).await,
-            Self::Postgres(s) => s.save(record).await,
-        }
+        let (store, owned) = (self.clone(), record.clone());
+        detached(async move {
+            match &store {
+                Self::Sqlite(s) => s.save(&owned).await,
+                Self::Postgres(s) => s.save(&owned).await,
+            }
+        })
+        .await
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
@@ -62,10 +84,14 @@ impl SessionStore for Store {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        match self {
-            Self::Sqlite(s) => s.delete(id).await,
-            Self::Postgres(s) => s.delete(id).await,
-        }
+        let (store, id) = (self.clone(), *id);
+        detached(async move {
+            match &store {
+                Self::Sqlite(s) => s.delete(&id).await,
+                Self::Postgres(s) => s.delete(&id).await,
+            }
+        })
+        .await
     }
 }
 

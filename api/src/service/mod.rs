@@ -21,7 +21,10 @@ pub mod stock;
 pub mod tokens;
 pub mod users;
 
+use std::future::Future;
 use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
 
 use crate::db::Db;
 use crate::domain::PictureLimits;
@@ -72,6 +75,8 @@ pub struct Service {
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     pictures: PictureLimits,
+    /// The writes running on tasks of their own (see [`Service::detached`]).
+    writes: TaskTracker,
 }
 
 impl Service {
@@ -86,11 +91,47 @@ impl Service {
             hasher,
             throttle,
             pictures,
+            writes: TaskTracker::new(),
         }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Runs a write to its end on a task of its own, and waits for its result.
+    ///
+    /// Cancellation is an input: when a client goes away (a phone loses its signal
+    /// mid-sale) or a timeout fires, the request's future is dropped at whatever await
+    /// it had reached. sqlx 0.8's transactions are not safe to drop everywhere: a
+    /// `begin` dropped between its BEGIN and the `Transaction` that would roll it back
+    /// leaves the connection inside the transaction (sqlx issue #3932), and on SQLite
+    /// that connection then holds the write lock for good, wedging every writer of the
+    /// file. So a write never runs in a request's future. The request only waits for
+    /// it; dropping the wait leaves the write running to its commit or rollback, and its
+    /// result is dropped. Every write that takes the write gate or opens a transaction
+    /// goes through here.
+    pub(crate) async fn detached<T, W>(&self, write: W) -> ServiceResult<T>
+    where
+        T: Send + 'static,
+        W: Future<Output = ServiceResult<T>> + Send + 'static,
+    {
+        match self.writes.spawn(write).await {
+            Ok(result) => result,
+            Err(err) => Err(ServiceError::Internal(anyhow::anyhow!(
+                "a write's task failed: {err}"
+            ))),
+        }
+    }
+
+    /// Waits, up to `within`, for the writes still running on their own tasks (their
+    /// clients may be gone), so that a shutdown closes the pool after them. False when
+    /// some were still running at the deadline.
+    pub async fn finish_writes(&self, within: Duration) -> bool {
+        self.writes.close();
+        tokio::time::timeout(within, self.writes.wait())
+            .await
+            .is_ok()
     }
 
     /// Deletes what has outlived its use: old login failures and idempotency records

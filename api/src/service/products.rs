@@ -306,7 +306,12 @@ impl Service {
         new: NewProduct,
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
-        retry_picture_race(|| self.try_create_product(actor, &new, idempotency)).await
+        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        self.detached(async move {
+            retry_picture_race(|| service.try_create_product(&actor, &new, idempotency.as_ref()))
+                .await
+        })
+        .await
     }
 
     async fn try_create_product(
@@ -375,8 +380,15 @@ impl Service {
         guard: EditGuard,
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
-        self.replacing_picture(|| self.try_update_product(actor, id, &patch, guard, idempotency))
-            .await
+        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        self.detached(async move {
+            service
+                .replacing_picture(|| {
+                    service.try_update_product(&actor, id, &patch, guard, idempotency.as_ref())
+                })
+                .await
+        })
+        .await
     }
 
     /// Runs a write that may give a product another picture (retrying when it lost a
@@ -478,8 +490,19 @@ impl Service {
         guard: EditGuard,
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
-        self.replacing_picture(|| {
-            self.try_set_product_image(actor, id, picture.as_ref(), guard, idempotency)
+        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        self.detached(async move {
+            service
+                .replacing_picture(|| {
+                    service.try_set_product_image(
+                        &actor,
+                        id,
+                        picture.as_ref(),
+                        guard,
+                        idempotency.as_ref(),
+                    )
+                })
+                .await
         })
         .await
     }
@@ -523,6 +546,22 @@ impl Service {
     /// Deletes a product of the actor's, keeping its row for the stock history. Its
     /// picture is released (and removed, unless another product shows it too).
     pub async fn delete_product(
+        &self,
+        actor: &Actor,
+        id: i64,
+        guard: EditGuard,
+        idempotency: Option<&Idempotency>,
+    ) -> ServiceResult<Product> {
+        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        self.detached(async move {
+            service
+                .try_delete_product(&actor, id, guard, idempotency.as_ref())
+                .await
+        })
+        .await
+    }
+
+    async fn try_delete_product(
         &self,
         actor: &Actor,
         id: i64,

@@ -168,40 +168,51 @@ impl Service {
         actor: &Actor,
         input: AdjustStock,
     ) -> ServiceResult<StockChange> {
-        self.change_stock(
-            actor,
-            Change {
-                product_id: input.product_id,
-                operation: "adjustStock",
-                delta: Some(input.delta.get()),
-                target: 0,
-                reason: input.reason,
-                note: input.note.as_ref(),
-                expected_quantity: input.expected_quantity.map(Quantity::get),
-                idempotency_key: input.idempotency_key.as_ref(),
-            },
-        )
+        let (service, actor) = (self.clone(), *actor);
+        self.detached(async move {
+            service
+                .change_stock(
+                    &actor,
+                    Change {
+                        product_id: input.product_id,
+                        operation: "adjustStock",
+                        delta: Some(input.delta.get()),
+                        target: 0,
+                        reason: input.reason,
+                        note: input.note.as_ref(),
+                        expected_quantity: input.expected_quantity.map(Quantity::get),
+                        idempotency_key: input.idempotency_key.as_ref(),
+                    },
+                )
+                .await
+        })
         .await
     }
 
     /// Sets a product's stock to a counted quantity; the ledger records the difference.
     pub async fn set_stock(&self, actor: &Actor, input: SetStock) -> ServiceResult<StockChange> {
-        self.change_stock(
-            actor,
-            Change {
-                product_id: input.product_id,
-                operation: "setStock",
-                delta: None,
-                target: input.quantity.get(),
-                reason: input.reason,
-                note: input.note.as_ref(),
-                expected_quantity: input.expected_quantity.map(Quantity::get),
-                idempotency_key: input.idempotency_key.as_ref(),
-            },
-        )
+        let (service, actor) = (self.clone(), *actor);
+        self.detached(async move {
+            service
+                .change_stock(
+                    &actor,
+                    Change {
+                        product_id: input.product_id,
+                        operation: "setStock",
+                        delta: None,
+                        target: input.quantity.get(),
+                        reason: input.reason,
+                        note: input.note.as_ref(),
+                        expected_quantity: input.expected_quantity.map(Quantity::get),
+                        idempotency_key: input.idempotency_key.as_ref(),
+                    },
+                )
+                .await
+        })
         .await
     }
 
+    /// A stock change, in the caller's task: only [`Service::detached`] calls it.
     async fn change_stock(&self, actor: &Actor, change: Change<'_>) -> ServiceResult<StockChange> {
         let now = now_ms();
         let idempotency = change

@@ -54,8 +54,27 @@ impl Service {
             "{TOKEN_PREFIX}{}",
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
+        let secret_hash = token_hash(&secret);
+        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let token = self
+            .detached(async move {
+                service
+                    .insert_api_token(&actor, &name, &secret_hash, idempotency.as_ref())
+                    .await
+            })
+            .await?;
+        Ok((token, secret))
+    }
+
+    async fn insert_api_token(
+        &self,
+        actor: &Actor,
+        name: &TokenName,
+        secret_hash: &str,
+        idempotency: Option<&Idempotency>,
+    ) -> ServiceResult<ApiToken> {
         let now = now_ms();
-        let token = write_tx!(&self.db, tx => {
+        write_tx!(&self.db, tx => {
             if let Some(idem) = idempotency {
                 if let Some(first) = claim_key!(tx, actor.user_id, "createApiToken", idem, now)? {
                     let first: ApiToken = stored_result(&first)?;
@@ -75,7 +94,7 @@ impl Service {
             ))
             .bind(actor.user_id)
             .bind(name.as_str())
-            .bind(token_hash(&secret))
+            .bind(secret_hash)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
@@ -83,12 +102,26 @@ impl Service {
                 record_key!(tx, actor.user_id, idem, &token)?;
             }
             Ok::<_, ServiceError>(token)
-        })?;
-        Ok((token, secret))
+        })
     }
 
     /// Revokes one of the actor's tokens. Revoking a revoked token is a no-op.
     pub async fn revoke_api_token(
+        &self,
+        actor: &Actor,
+        id: i64,
+        idempotency: Option<&Idempotency>,
+    ) -> ServiceResult<ApiToken> {
+        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        self.detached(async move {
+            service
+                .try_revoke_api_token(&actor, id, idempotency.as_ref())
+                .await
+        })
+        .await
+    }
+
+    async fn try_revoke_api_token(
         &self,
         actor: &Actor,
         id: i64,

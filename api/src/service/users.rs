@@ -39,6 +39,18 @@ impl Service {
         let hash = self.hasher.hash(&password).await?;
         let idempotency =
             idempotency_key.map(|key| Idempotency::new(key.clone(), &[username.as_str()]));
+        let service = self.clone();
+        self.detached(async move { service.insert_user(username, hash, idempotency).await })
+            .await
+    }
+
+    /// The write half of [`Service::register`], once the password is hashed.
+    async fn insert_user(
+        &self,
+        username: Username,
+        hash: String,
+        idempotency: Option<Idempotency>,
+    ) -> ServiceResult<User> {
         let now = now_ms();
         let created: Option<User> = write_tx!(&self.db, tx => {
             let user = sqlx::query_as::<_, User>(

@@ -225,7 +225,8 @@ impl Client {
         }
     }
 
-    pub async fn send(&mut self, mut req: Request<Body>) -> HttpResponse {
+    /// Adds this client's cookie or bearer token to a request.
+    pub fn authorize(&self, mut req: Request<Body>) -> Request<Body> {
         if let Some(cookie) = &self.cookie {
             req.headers_mut()
                 .insert(header::COOKIE, cookie.parse().expect("cookie header"));
@@ -236,6 +237,11 @@ impl Client {
                 format!("Bearer {token}").parse().expect("auth header"),
             );
         }
+        req
+    }
+
+    pub async fn send(&mut self, req: Request<Body>) -> HttpResponse {
+        let req = self.authorize(req);
         let response = self.router.clone().oneshot(req).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
@@ -316,8 +322,7 @@ impl Client {
 
     /// Runs one GraphQL operation and returns the whole response body.
     pub async fn gql(&mut self, query: &str, variables: Value) -> Value {
-        let body = json!({ "query": query, "variables": variables }).to_string();
-        let response = self.post_raw("application/json", body).await;
+        let response = self.send(gql_request(query, variables)).await;
         response.json()
     }
 
@@ -383,6 +388,15 @@ impl Client {
         )
         .await
     }
+}
+
+/// A GraphQL operation as a JSON `POST /graphql`, without credentials.
+pub fn gql_request(query: &str, variables: Value) -> Request<Body> {
+    let body = json!({ "query": query, "variables": variables }).to_string();
+    Request::post("/graphql")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request")
 }
 
 pub fn first_code(response: &Value) -> Option<String> {

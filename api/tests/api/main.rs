@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod cancellation;
 mod client;
 mod concurrency;
 mod fuzz;
