@@ -170,3 +170,67 @@ async fn an_oversized_body_is_refused_before_it_is_sent() {
         "the server read {sent} bytes before refusing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_client_left_still_commits_before_shutdown_closes_the_pool() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    let setup = TestApp::on(db.clone(), |_| {}).await;
+    let mut owner = setup.partner("pamit").await;
+    let product = owner.create_product("Kopi", 0).await;
+    let token = owner
+        .ok(
+            "mutation { createApiToken(name: \"till\") { token } }",
+            serde_json::json!({}),
+        )
+        .await["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut config = test_config(&db.url);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = Application::build(&config).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    // Another writer holds the writers' lock, so the write waits at the gate.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(db.url.trim_start_matches("sqlite://").to_owned() + "-writer.lock")
+        .unwrap();
+    lock.lock().unwrap();
+    let body = serde_json::json!({
+        "query": "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { replayed } }",
+        "variables": { "i": { "productId": product, "delta": 1, "reason": "RESTOCK" } },
+    })
+    .to_string();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client goes away, and the replica is told to stop, while the write waits.
+    drop(client);
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.unlock().unwrap();
+
+    let finished = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "the server exits cleanly"
+    );
+    assert_eq!(
+        owner.quantity(&product).await,
+        1,
+        "the write committed before the pool closed"
+    );
+}

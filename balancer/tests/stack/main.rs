@@ -10,6 +10,7 @@ mod harness;
 
 mod failover;
 mod faults;
+mod hangups;
 mod limits;
 mod operations;
 mod proxying;
