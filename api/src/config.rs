@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::service::PasswordAdmission;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -118,6 +120,19 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
 
+    /// Password hashes and verifies run at once (0: one per core). Past these and the
+    /// queue, logins and sign-ups are refused with 503 BUSY and Retry-After.
+    #[arg(long, env = "ECANTEEN_PASSWORD_WORKERS", default_value_t = 0)]
+    pub password_workers: usize,
+
+    /// Logins and sign-ups that may wait for a password worker (0: two per worker).
+    #[arg(long, env = "ECANTEEN_PASSWORD_QUEUE", default_value_t = 0)]
+    pub password_queue: usize,
+
+    /// Milliseconds a login or sign-up waits for a password worker before it is refused.
+    #[arg(long, env = "ECANTEEN_PASSWORD_WAIT_MS", default_value_t = 500)]
+    pub password_wait_ms: u64,
+
     /// Failed logins on one account tolerated within the window before it is throttled.
     #[arg(long, env = "ECANTEEN_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: i64,
@@ -161,6 +176,23 @@ impl Config {
     /// The defaults, as if started with no flags and no environment.
     pub fn defaults() -> Self {
         Self::parse_from(["ecanteen-api"])
+    }
+
+    /// The password admission these flags describe (zeros pick the defaults).
+    pub fn password_admission(&self) -> PasswordAdmission {
+        let default = PasswordAdmission::default();
+        let workers = match self.password_workers {
+            0 => default.workers,
+            n => n,
+        };
+        PasswordAdmission {
+            workers,
+            queue: match self.password_queue {
+                0 => 2 * workers,
+                n => n,
+            },
+            max_wait: Duration::from_millis(self.password_wait_ms),
+        }
     }
 
     pub fn db_timeout(&self) -> Duration {

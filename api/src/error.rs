@@ -39,6 +39,10 @@ pub enum ServiceError {
     /// `TOO_MANY_REQUESTS` (429).
     #[error("too many attempts; try again in {} seconds", retry_after.as_secs().max(1))]
     TooManyRequests { retry_after: Duration },
+    /// `BUSY` (503, retryable): a bounded class of work (password hashing) is at its
+    /// limit; sent again after `retry_after`, the request may be admitted.
+    #[error("the service is busy; try again in {} seconds", retry_after.as_secs().max(1))]
+    Busy { retry_after: Duration },
     /// `INTERNAL` (503, retryable): the database is unreachable or overloaded.
     #[error("the service is temporarily unavailable; please retry")]
     Unavailable(#[source] anyhow::Error),
@@ -72,13 +76,28 @@ impl ServiceError {
             Self::Conflict { .. } => "CONFLICT",
             Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
             Self::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            Self::Busy { .. } => "BUSY",
             Self::Unavailable(_) | Self::Internal(_) => "INTERNAL",
         }
     }
 
     /// Whether the same request may succeed if simply sent again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::TooManyRequests { .. })
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::TooManyRequests { .. } | Self::Busy { .. }
+        )
+    }
+
+    /// How long a client should wait before sending the request again, when it should.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::TooManyRequests { retry_after } | Self::Busy { retry_after } => {
+                Some(*retry_after)
+            }
+            Self::Unavailable(_) => Some(Duration::from_secs(1)),
+            _ => None,
+        }
     }
 
     /// Logs the hidden cause of a server-side failure. Called once, at the boundary

@@ -42,7 +42,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         config.argon2_memory_kib,
         config.argon2_iterations,
         config.argon2_parallelism,
-    )?;
+    )?
+    .with_admission(config.password_admission());
     let throttle = LoginThrottle {
         max_failures: config.login_max_failures,
         window: Duration::from_secs(config.login_window_mins * 60),

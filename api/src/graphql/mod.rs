@@ -5,6 +5,7 @@
 //! touch SQL. The schema needs no socket: tests and benches execute it directly, and the
 //! HTTP layer only attaches per-request data ([`RequestAuth`], the owner DataLoader).
 
+pub mod limits;
 pub mod live;
 pub mod products;
 pub mod stock;
@@ -69,6 +70,7 @@ pub fn build_schema(service: Service, events: EventHub, limits: SchemaLimits) ->
     .data(service)
     .data(events)
     .extension(ErrorCodes)
+    .extension(limits::OnePasswordField)
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity);
     if !limits.introspection {
@@ -164,10 +166,10 @@ fn add_code(err: &mut ServerError) {
                 ..
             } => ext.set("current", *current),
             ServiceError::InsufficientStock { available, .. } => ext.set("available", *available),
-            ServiceError::TooManyRequests { retry_after } => {
-                ext.set("retryAfter", retry_after.as_secs().max(1))
-            }
             _ => {}
+        }
+        if let Some(retry_after) = service_err.retry_after() {
+            ext.set("retryAfter", retry_after.as_secs().max(1));
         }
         if service_err.is_retryable() {
             ext.set("retryable", true);

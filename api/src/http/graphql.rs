@@ -9,7 +9,8 @@
 //!   `Apollo-Require-Preflight`, which only a preflighted request can.
 //! - `GET` with `?query=` runs read-only queries; a mutation over GET is 405. Without a
 //!   query it serves GraphiQL, when enabled.
-//! - A batch (a JSON array) may hold at most `max_batch` operations.
+//! - A batch (a JSON array) may hold at most `max_batch` operations, and at most one
+//!   `login` or `register` among them (see `graphql::limits`).
 //!
 //! Error codes are set by the schema itself (`graphql::ErrorCodes`); this layer only
 //! turns a failure caused by an unavailable database into a 503 with `Retry-After`.
@@ -32,6 +33,7 @@ use super::{
     auth, content_essence, declared_length, is_preflighted, json_error, with_retry_after, AppState,
 };
 use crate::error::ServiceError;
+use crate::graphql::limits::{may_have_password_fields, password_fields, ONE_PASSWORD_FIELD};
 use crate::graphql::{request_data, RequestAuth};
 use crate::http::session::PartnerSession;
 
@@ -77,9 +79,28 @@ async fn post_graphql(
                 ),
             );
         }
+        BatchRequest::Batch(requests) if password_fields_in(requests) > 1 => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                ONE_PASSWORD_FIELD,
+            );
+        }
         _ => {}
     }
     execute(&state, session, &headers, batch).await
+}
+
+/// The password fields of a whole batch (each document's own count is the schema's
+/// check). Documents that cannot hold one are not parsed again; one that does not
+/// parse counts none here, and the schema refuses it.
+fn password_fields_in(requests: &[Request]) -> usize {
+    requests
+        .iter()
+        .filter(|r| may_have_password_fields(&r.query))
+        .filter_map(|r| async_graphql::parser::parse_query(&r.query).ok())
+        .map(|doc| password_fields(&doc))
+        .sum()
 }
 
 fn too_large(limit: usize) -> Response {
@@ -299,12 +320,13 @@ async fn execute(
         ),
     };
     let response = state.schema.execute_batch(batch).await;
-    // A single operation that failed only because the database is unavailable is a
-    // 503 with Retry-After, so balancers and clients know to try again.
+    // A single operation that failed only because the database is unavailable or the
+    // service is busy is a 503 with Retry-After, so balancers and clients know to try
+    // again.
     let unavailable = matches!(&response, BatchResponse::Single(r)
         if r.data == async_graphql::Value::Null
             && !r.errors.is_empty()
-            && r.errors.iter().all(is_retryable_internal));
+            && r.errors.iter().all(is_unavailable));
     let json = Json(response).into_response();
     if unavailable {
         let (mut parts, body) = json.into_parts();
@@ -314,9 +336,11 @@ async fn execute(
     json
 }
 
-fn is_retryable_internal(err: &ServerError) -> bool {
+fn is_unavailable(err: &ServerError) -> bool {
     err.extensions.as_ref().is_some_and(|ext| {
-        ext.get("code") == Some(&async_graphql::Value::from("INTERNAL"))
+        let code = ext.get("code");
+        (code == Some(&async_graphql::Value::from("INTERNAL"))
+            || code == Some(&async_graphql::Value::from("BUSY")))
             && ext.get("retryable") == Some(&async_graphql::Value::from(true))
     })
 }

@@ -30,7 +30,7 @@ use crate::db::Db;
 use crate::domain::PictureLimits;
 use crate::error::{ServiceError, ServiceResult};
 
-pub use password::PasswordHasher;
+pub use password::{PasswordAdmission, PasswordHasher};
 pub use products::{NewProduct, Product, ProductFilter, ProductOrder, ProductPatch, SortField};
 pub use stock::{AdjustStock, SetStock, StockChange, StockMovement};
 pub use tokens::ApiToken;

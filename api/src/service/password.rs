@@ -1,12 +1,26 @@
-//! Password hashing with argon2id, always off the async runtime.
+//! Password hashing with argon2id, always off the async runtime, and admitted.
 //!
-//! Hashing costs tens of milliseconds of CPU by design, so it runs on tokio's blocking
-//! pool and never stalls the threads that serve other requests. Logging in as an
-//! unknown user verifies against a dummy hash of the same cost, so an attacker cannot
+//! Hashing costs tens of milliseconds of CPU and 19 MiB by design, so it runs on tokio's
+//! blocking pool and never stalls the threads that serve other requests. Logging in as
+//! an unknown user verifies against a dummy hash of the same cost, so an attacker cannot
 //! tell a missing account from a wrong password by timing.
+//!
+//! # Admission
+//!
+//! A sign-up or login storm must not take the cores from everyone else: unbounded, fifty
+//! sign-ups and fifty logins a second need more than two cores, and reads, stock
+//! changes and pool waits then queue behind them until everything times out (issue 15).
+//! So at most `workers` hashes or verifies run at once (one per core by default), at
+//! most `queue` more wait, each for at most `max_wait`, and the rest are refused at once
+//! with [`ServiceError::Busy`], which clients retry after its `Retry-After`. A refusal
+//! costs no argon2 work, so it is answered in microseconds.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use anyhow::anyhow;
 use argon2::password_hash::rand_core::OsRng;
@@ -21,11 +35,87 @@ pub const OWASP_MEMORY_KIB: u32 = 19_456;
 pub const OWASP_ITERATIONS: u32 = 2;
 pub const OWASP_PARALLELISM: u32 = 1;
 
-/// Argon2id with fixed parameters, and a dummy hash made with them.
+/// How much password work may run and wait at once (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordAdmission {
+    /// Hashes or verifies running at once.
+    pub workers: usize,
+    /// Requests waiting for a worker; more are refused at once.
+    pub queue: usize,
+    /// How long one waits for a worker before it is refused.
+    pub max_wait: Duration,
+}
+
+impl Default for PasswordAdmission {
+    /// One worker per core, a queue of two per worker, half a second's wait: with argon2
+    /// at about 25 ms a job, a full queue drains in about 50 ms.
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            workers,
+            queue: 2 * workers,
+            max_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What a refusal tells the client to wait.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The workers' permits and the count of those waiting for one.
+#[derive(Debug)]
+struct Admission {
+    policy: PasswordAdmission,
+    workers: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl Admission {
+    fn new(policy: PasswordAdmission) -> Self {
+        Self {
+            policy,
+            workers: Arc::new(Semaphore::new(policy.workers.max(1))),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// A worker's permit, or BUSY when the queue is full or the wait runs out.
+    async fn admit(&self) -> ServiceResult<OwnedSemaphorePermit> {
+        let busy = ServiceError::Busy {
+            retry_after: BUSY_RETRY_AFTER,
+        };
+        if let Ok(permit) = self.workers.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.policy.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(busy);
+        }
+        // Counted out however the wait ends, a drop included.
+        let _waiting = Waiting(&self.waiting);
+        match tokio::time::timeout(self.policy.max_wait, self.workers.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(busy),
+        }
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Argon2id with fixed parameters, a dummy hash made with them, and the admission that
+/// bounds how much of it runs at once.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     dummy_hash: Arc<str>,
+    admission: Arc<Admission>,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -52,17 +142,31 @@ impl PasswordHasher {
         Ok(Self {
             params,
             dummy_hash: dummy_hash.into(),
+            admission: Arc::new(Admission::new(PasswordAdmission::default())),
         })
+    }
+
+    /// The same hasher, admitting work as `policy` says.
+    pub fn with_admission(self, policy: PasswordAdmission) -> Self {
+        Self {
+            admission: Arc::new(Admission::new(policy)),
+            ..self
+        }
     }
 
     /// Hashes a password into a PHC string (algorithm, parameters and salt included).
     pub async fn hash(&self, password: &Password) -> ServiceResult<String> {
+        let permit = self.admission.admit().await?;
         let params = self.params.clone();
         let password = password.clone();
-        tokio::task::spawn_blocking(move || hash_with(&params, password.expose()))
-            .await
-            .map_err(|e| ServiceError::Internal(e.into()))?
-            .map_err(|e| ServiceError::Internal(anyhow!("argon2 hashing failed: {e}")))
+        // The permit goes with the work: a request dropped meanwhile frees no core.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_with(&params, password.expose())
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.into()))?
+        .map_err(|e| ServiceError::Internal(anyhow!("argon2 hashing failed: {e}")))
     }
 
     /// Checks a password against a stored hash, or against the dummy hash when there is
@@ -71,7 +175,9 @@ impl PasswordHasher {
         let known = stored.is_some();
         let hash = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
         let password = password.clone();
+        let permit = self.admission.admit().await?;
         let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let parsed = PasswordHash::new(&hash).map_err(|e| {
                 ServiceError::Internal(anyhow!("stored password hash is malformed: {e}"))
             })?;
@@ -108,6 +214,44 @@ mod tests {
         let wrong = Password::parse("password", "wrong horse!")?;
         assert!(!hasher.verify(&wrong, Some(&hash)).await?);
         assert!(!hasher.verify(&password, None).await?);
+        Ok(())
+    }
+
+    /// One worker and a queue of one: a third concurrent job is refused at once, a
+    /// waiting one is refused at its deadline, and the refusals cost no argon2 work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_work_past_the_workers_and_the_queue_is_refused_as_busy() -> anyhow::Result<()>
+    {
+        let hasher = PasswordHasher::new(OWASP_MEMORY_KIB, OWASP_ITERATIONS, OWASP_PARALLELISM)?
+            .with_admission(PasswordAdmission {
+                workers: 1,
+                queue: 1,
+                max_wait: Duration::from_millis(150),
+            });
+        // Hold the worker, as a hash in progress would.
+        let held = hasher.admission.admit().await?;
+        let password = Password::parse("password", "correct horse")?;
+        let queued = tokio::spawn({
+            let (hasher, password) = (hasher.clone(), password.clone());
+            async move { hasher.verify(&password, None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The queue is full: refused without waiting.
+        let refused = hasher.hash(&password).await;
+        assert!(
+            matches!(refused, Err(ServiceError::Busy { .. })),
+            "{refused:?}"
+        );
+        // The queued one runs out of patience, and says so.
+        let timed_out = queued.await?;
+        assert!(
+            matches!(timed_out, Err(ServiceError::Busy { .. })),
+            "{timed_out:?}"
+        );
+        assert_eq!(hasher.admission.waiting.load(Ordering::SeqCst), 0);
+        // Once the worker is free, work is admitted again.
+        drop(held);
+        assert!(hasher.hash(&password).await?.starts_with("$argon2id$"));
         Ok(())
     }
 

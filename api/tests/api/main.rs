@@ -11,6 +11,7 @@ mod concurrency;
 mod fuzz;
 mod lifecycle;
 mod live;
+mod overload;
 mod pictures;
 mod products;
 mod protection;

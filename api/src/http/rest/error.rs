@@ -164,6 +164,12 @@ impl From<ServiceError> for RestError {
                 retry_after: Some(retry_after.as_secs().max(1)),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", message)
             },
+            // The contract's codes (shared/specs/rest-compat.md) have no BUSY: a 503
+            // with Retry-After is INTERNAL there, whatever made the service unavailable.
+            ServiceError::Busy { retry_after } => Self {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", message)
+            },
             ServiceError::Unavailable(_) => Self {
                 retry_after: Some(1),
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", message)

@@ -74,6 +74,7 @@ async fn credentials(
         (status = 400, description = "The username or password is invalid", body = ErrorBody),
         (status = 409, description = "The username is taken (a retry with the Idempotency-Key of a join that succeeded gets that join's answer instead)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+        (status = 503, description = "Busy: password hashing is at its bound (code `INTERNAL`); retry after Retry-After", body = ErrorBody),
     ))]
 pub async fn join(
     State(state): State<AppState>,
@@ -103,6 +104,7 @@ pub async fn join(
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
         (status = 429, description = "Too many failed attempts; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Busy: password checking is at its bound (code `INTERNAL`); retry after Retry-After", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
