@@ -48,8 +48,27 @@ async fn render(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The method as a label: one of the methods the service knows, else `other`. A label
+/// set must be bounded: a label taken from the request as it came grows the exporter's
+/// memory (and `/metrics`) by a series for every made-up method, for good.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts each request and times it, labelled by route pattern (not raw path, which
-/// would explode the label set) and status.
+/// would explode the label set), method (from a fixed set) and status. The layer runs
+/// after routing, so a route's template is known; whatever no route matched (the
+/// client's files, and unknown paths) is `unmatched`.
 pub async fn record(req: Request, next: Next) -> Response {
     // Make sure the recorder exists before the first request is counted.
     let _ = handle();
@@ -57,11 +76,11 @@ pub async fn record(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("ecanteen_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("ecanteen_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("ecanteen_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());

@@ -14,6 +14,9 @@ use crate::service::pictures::{picture_url, retry_picture_race, store_picture, t
 use crate::service::{ownership_error, Actor, Service};
 use crate::{bind_args, with_db, write_tx};
 
+/// The most products one listing returns, and how many it returns when not told.
+pub const MAX_LISTING: i64 = 1000;
+
 /// A product row.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Product {
@@ -662,25 +665,31 @@ impl Service {
         Ok(Page { items, has_next })
     }
 
-    /// Live products in id order, skipping `offset` and taking at most `limit` (all when
-    /// `None`): the original service's listing, for the REST routes.
+    /// Live products in id order, skipping `offset` and taking at most `limit`
+    /// ([`MAX_LISTING`] when `None`, and never more): the original service's listing,
+    /// for the REST routes. One request reads a bounded number of rows, however large
+    /// the catalogue; `has_next` says whether there are more.
     pub async fn products_by_id(
         &self,
         filter: &ProductFilter,
         limit: Option<i64>,
         offset: i64,
-    ) -> ServiceResult<Vec<Product>> {
+    ) -> ServiceResult<Page<Product>> {
+        let limit = limit.unwrap_or(MAX_LISTING).clamp(0, MAX_LISTING);
         let mut sql = Sql::new(&format!("select {PRODUCT_COLUMNS} from products"));
         filter_sql(&mut sql, filter);
         sql.push(" order by id limit ")
-            .bind(Arg::Int(limit.unwrap_or(i64::MAX)))
+            .bind(Arg::Int(limit + 1))
             .push(" offset ")
             .bind(Arg::Int(offset));
-        Ok(with_db!(&self.db, pool => {
+        let mut items: Vec<Product> = with_db!(&self.db, pool => {
             bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
                 .fetch_all(pool)
                 .await?
-        }))
+        });
+        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > limit;
+        items.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(Page { items, has_next })
     }
 
     /// How many live products match a filter.

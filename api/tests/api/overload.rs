@@ -19,7 +19,48 @@ async fn tight_app(engine: Engine) -> TestApp {
     .await
 }
 
+/// Makes `n` products for the partner `owner_id` in one statement.
+async fn many_products(app: &TestApp, owner_id: i64, n: i64) {
+    ecanteen_api::with_db!(app.state.service.db(), pool => {
+        sqlx::query(
+            "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < $2)
+             insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
+             select $1, 'Kerupuk ' || i, 'kerupuk ' || i, 500, 1, 'makanan', 0, 0 from seq",
+        )
+        .bind(owner_id)
+        .bind(n)
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+}
+
 dual_tests! {
+    async fn a_rest_listing_returns_at_most_a_thousand_and_links_the_next_page(app) {
+        let mut c = app.client();
+        let owner = c.register("grosir", PASSWORD).await;
+        many_products(&app, owner["id"].as_str().unwrap().parse().unwrap(), 1005).await;
+
+        let first = c.get("/ecanteen/product").await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        assert_eq!(first.json().as_array().unwrap().len(), 1000, "the default page");
+        let link = first.headers.get("link").expect("a full page links the next").to_str().unwrap().to_owned();
+        assert_eq!(link, r#"</ecanteen/product?offset=1000>; rel="next""#);
+        let rest = c.get("/ecanteen/product?offset=1000").await;
+        assert_eq!(rest.json().as_array().unwrap().len(), 5);
+        assert!(rest.headers.get("link").is_none(), "the last page links nothing");
+
+        // Filters and the page size are kept; past the maximum is refused.
+        let paged = c.get("/ecanteen/product?user_id=grosir&limit=3&offset=2").await;
+        let ids: Vec<i64> = paged.json().as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(
+            paged.headers.get("link").unwrap().to_str().unwrap(),
+            r#"</ecanteen/product?user_id=grosir&limit=3&offset=5>; rel="next""#
+        );
+        assert_eq!(c.get("/ecanteen/product?limit=1001").await.status, 400);
+    }
+
     async fn a_login_storm_past_the_password_workers_is_refused_as_busy_with_retry_after(app) {
         let app = tight_app(app.engine()).await;
         app.client().register("ramai", PASSWORD).await;
@@ -102,4 +143,34 @@ dual_tests! {
         assert!(c.gql(LOGIN, json!({"u": "sekali", "p": PASSWORD})).await.get("errors").is_none(),
             "five failures would have throttled the account");
     }
+}
+
+/// Labels come from fixed sets: 200 made-up methods and 200 made-up paths add no series
+/// to `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_come_from_fixed_sets_whatever_the_requests_say() {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut c = app.client();
+    for i in 0..200 {
+        let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        c.send(
+            Request::builder()
+                .method(method)
+                .uri("/graphql")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        c.get(&format!("/no/such/path/{i}")).await;
+    }
+    let metrics = c.get("/metrics").await.text();
+    assert!(!metrics.contains("BREW"), "a made-up method became a label");
+    assert!(
+        !metrics.contains("/no/such/path"),
+        "a raw path became a label"
+    );
+    assert!(metrics.contains(r#"method="other""#), "{metrics}");
 }

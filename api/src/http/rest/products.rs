@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
@@ -23,7 +24,7 @@ use crate::domain::{
 };
 use crate::http::{content_essence, declared_length, is_preflighted, AppState};
 use crate::service::idempotency::Idempotency;
-use crate::service::products::EditGuard;
+use crate::service::products::{EditGuard, MAX_LISTING};
 use crate::service::{Actor, AdjustStock, NewProduct, Product, ProductFilter, ProductPatch};
 
 /// A product, as the original service shows it.
@@ -162,7 +163,8 @@ pub struct ListParams {
     pub user_id: Option<String>,
     /// Only this category.
     pub category: Option<String>,
-    /// At most this many products; all when absent.
+    /// At most this many products (default and maximum 1000). When more follow, the
+    /// answer has a `Link` header to the next page (`rel="next"`).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// Skip this many first (default 0).
@@ -170,19 +172,21 @@ pub struct ListParams {
     pub offset: Option<String>,
 }
 
-const MAX_LIMIT: i64 = 1000;
+const MAX_LIMIT: i64 = MAX_LISTING;
 
 /// Lists products in id order: all of them (the original "view all"), or one partner's
 /// (`user_id`, the original "view"), optionally by category and paged.
 #[utoipa::path(get, path = "/ecanteen/product", tag = "products", params(ListParams),
     responses(
-        (status = 200, description = "The products, ordered by id", body = [RestProduct]),
+        (status = 200, description = "The products, ordered by id; at most `limit` (1000 when absent), with a `Link: <…>; rel=\"next\"` header when more follow", body = [RestProduct]),
         (status = 400, description = "Bad paging or filter", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    // The full URL: a nested router's `Uri` has lost its `/ecanteen` prefix.
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Vec<RestProduct>>, RestError> {
+) -> Result<Response, RestError> {
     let Query(params) =
         params.map_err(|e| RestError::bad_request(format!("query: {}", e.body_text())))?;
     let limit = params
@@ -213,11 +217,33 @@ pub async fn list(
     if let Some(username) = params.user_id.as_deref() {
         match state.service.user_by_username(username).await? {
             Some(user) => filter.owner_id = Some(user.id),
-            None => return Ok(Json(Vec::new())),
+            None => return Ok(Json(Vec::<RestProduct>::new()).into_response()),
         }
     }
-    let products = state.service.products_by_id(&filter, limit, offset).await?;
-    Ok(Json(render_all(&state, products).await?))
+    let page = state.service.products_by_id(&filter, limit, offset).await?;
+    let shown = i64::try_from(page.items.len()).unwrap_or(i64::MAX);
+    let mut response = Json(render_all(&state, page.items).await?).into_response();
+    if page.has_next {
+        let next = next_page(&uri, offset.saturating_add(shown));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The listing's URL with `offset` moved on, every other parameter kept.
+fn next_page(uri: &axum::http::Uri, offset: i64) -> String {
+    let mut query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+        .unwrap_or_default();
+    query.retain(|(name, _)| name != "offset");
+    query.push(("offset".to_owned(), offset.to_string()));
+    let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+    format!("{}?{query}", uri.path())
 }
 
 /// One product.
