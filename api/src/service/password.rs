@@ -59,6 +59,10 @@ impl Default for PasswordAdmission {
     }
 }
 
+/// A place among the password workers ([`PasswordHasher::admit`]).
+#[derive(Debug)]
+pub struct Admitted(OwnedSemaphorePermit);
+
 /// What a refusal tells the client to wait.
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -172,10 +176,27 @@ impl PasswordHasher {
     /// Checks a password against a stored hash, or against the dummy hash when there is
     /// no account (`None`), which always fails but takes as long.
     pub async fn verify(&self, password: &Password, stored: Option<&str>) -> ServiceResult<bool> {
+        let admitted = self.admit().await?;
+        self.verify_admitted(admitted, password, stored).await
+    }
+
+    /// A place among the password workers, taken before the work it is for, so a caller
+    /// can be refused as BUSY before it does anything else.
+    pub async fn admit(&self) -> ServiceResult<Admitted> {
+        Ok(Admitted(self.admission.admit().await?))
+    }
+
+    /// [`PasswordHasher::verify`], on a place already admitted.
+    pub async fn verify_admitted(
+        &self,
+        admitted: Admitted,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> ServiceResult<bool> {
         let known = stored.is_some();
         let hash = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
         let password = password.clone();
-        let permit = self.admission.admit().await?;
+        let permit = admitted.0;
         let matches = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let parsed = PasswordHash::new(&hash).map_err(|e| {

@@ -7,6 +7,7 @@ use crate::db::now_ms;
 use crate::domain::{IdempotencyKey, Password, Username};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
+use crate::service::password::Admitted;
 use crate::service::{duration_ms, Service};
 use crate::{with_db, write_tx};
 
@@ -19,6 +20,11 @@ pub struct User {
 }
 
 const WRONG_CREDENTIALS: &str = "wrong username or password";
+
+/// The first key of the per-username advisory lock that serialises login attempts on
+/// PostgreSQL (the second is the username's hash); a two-key lock never collides with
+/// the one-key feed lock.
+const LOGIN_LOCK: i32 = 7_236_002;
 
 impl Service {
     /// Creates a partner account. A taken username (in any letter case) is a CONFLICT,
@@ -97,9 +103,31 @@ impl Service {
     ///
     /// An unknown or malformed username answers exactly as a wrong password does, after
     /// the same argon2 work, so accounts cannot be discovered by probing.
+    ///
+    /// The count and the attempt are one step: each attempt is recorded as a failure
+    /// before its password is checked ([`Service::reserve_login_attempt`]), and a success
+    /// clears the username's failures. Counted after the check instead, concurrent
+    /// guesses all read "no failures yet" and all get through. Password admission comes
+    /// first, so an attempt refused as BUSY is not counted against the account.
     pub async fn login(&self, username: &str, password: &str) -> ServiceResult<User> {
+        let admitted = self.hasher.admit().await?;
+        // From here on the attempt is counted, so it runs to its end on a task of its
+        // own: a client that goes away mid-login with the right password must not leave
+        // a failure behind (five dropped connections would lock the partner out).
+        let (service, username, password) =
+            (self.clone(), username.to_owned(), password.to_owned());
+        self.detached(async move { service.check_login(admitted, &username, &password).await })
+            .await
+    }
+
+    async fn check_login(
+        &self,
+        admitted: Admitted,
+        username: &str,
+        password: &str,
+    ) -> ServiceResult<User> {
         let key = username.to_ascii_lowercase();
-        self.check_login_throttle(&key).await?;
+        self.reserve_login_attempt(&key).await?;
 
         let parsed_user = Username::parse("username", username).ok();
         let parsed_password = Password::parse("password", password).ok();
@@ -110,7 +138,11 @@ impl Service {
         let verified = match &parsed_password {
             Some(password) => {
                 self.hasher
-                    .verify(password, stored.as_ref().map(|(_, hash)| hash.as_str()))
+                    .verify_admitted(
+                        admitted,
+                        password,
+                        stored.as_ref().map(|(_, hash)| hash.as_str()),
+                    )
                     .await?
             }
             None => false,
@@ -126,43 +158,54 @@ impl Service {
                 });
                 Ok(user)
             }
-            _ => {
-                with_db!(&self.db, pool => {
-                    sqlx::query("insert into login_failures (username, failed_at) values ($1, $2)")
-                        .bind(&key)
-                        .bind(now_ms())
-                        .execute(pool)
-                        .await?;
-                });
-                Err(ServiceError::Unauthenticated(WRONG_CREDENTIALS))
-            }
+            // The attempt is already counted.
+            _ => Err(ServiceError::Unauthenticated(WRONG_CREDENTIALS)),
         }
     }
 
-    async fn check_login_throttle(&self, key: &str) -> ServiceResult<()> {
+    /// Counts the failures of `key` in the window and, below the limit, records this
+    /// attempt as one more, in one transaction that no other attempt on the same
+    /// username can interleave with (SQLite's write lock; a per-username advisory lock
+    /// on PostgreSQL, whose concurrent transactions would otherwise count the same
+    /// rows). At the limit, TOO_MANY_REQUESTS with the wait until the oldest counted
+    /// failure leaves the window.
+    async fn reserve_login_attempt(&self, key: &str) -> ServiceResult<()> {
         let window = duration_ms(self.throttle.window);
-        let since = now_ms() - window;
-        // The newest `max_failures` failures in the window; the oldest of them decides
-        // when the lock lifts.
-        let recent: Vec<i64> = with_db!(&self.db, pool => {
-            sqlx::query_scalar(
-                "select failed_at from login_failures where username = $1 and failed_at > $2
-                 order by failed_at desc limit $3",
-            )
-            .bind(key)
-            .bind(since)
-            .bind(self.throttle.max_failures)
-            .fetch_all(pool)
-            .await?
-        });
-        if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= self.throttle.max_failures {
-            let oldest = recent.last().copied().unwrap_or(since);
-            let wait_ms = (oldest + window - now_ms()).max(1000);
-            return Err(ServiceError::TooManyRequests {
-                retry_after: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000)),
-            });
-        }
-        Ok(())
+        let now = now_ms();
+        let pg = self.db.is_postgres();
+        write_tx!(&self.db, tx => {
+                if pg {
+                    sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
+                        .bind(LOGIN_LOCK)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // The newest `max_failures` failures in the window; the oldest of them
+                // decides when the lock lifts.
+                let recent: Vec<i64> = sqlx::query_scalar(
+                    "select failed_at from login_failures where username = $1 and failed_at > $2
+                     order by failed_at desc limit $3",
+                )
+                .bind(key)
+                .bind(now - window)
+                .bind(self.throttle.max_failures)
+                .fetch_all(&mut *tx)
+                .await?;
+                if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= self.throttle.max_failures {
+                    let oldest = recent.last().copied().unwrap_or(now - window);
+                    let wait_ms = (oldest + window - now).max(1000);
+                    return Err(ServiceError::TooManyRequests {
+                        retry_after: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000)),
+                    });
+                }
+                sqlx::query("insert into login_failures (username, failed_at) values ($1, $2)")
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<_, ServiceError>(())
+        })
     }
 
     async fn user_with_hash(&self, username: &Username) -> ServiceResult<Option<(User, String)>> {

@@ -252,6 +252,9 @@ dual_tests! {
             )
         })
         .await;
+        // Logins with the right password that were dropped still finished, and left no
+        // failure behind: the partner is not locked out by a bad signal.
+        app.client().login("pemilik", PASSWORD).await;
         drop_at_every_await(&app, &mut probe, "logout", async |_| {
             let mut session = app.client();
             session.login("pemilik", PASSWORD).await;

@@ -107,6 +107,35 @@ dual_tests! {
         app.client().login("ramai", PASSWORD).await;
     }
 
+    async fn concurrent_guesses_never_pass_the_login_throttle(app) {
+        // Room for every guess to run at once, so that they really race.
+        let app = TestApp::on(app.db.clone(), |c| {
+            c.password_workers = 4;
+            c.password_queue = 64;
+            c.password_wait_ms = 30_000;
+        })
+        .await;
+        app.client().register("rebutan", PASSWORD).await;
+        let guesses: Vec<_> = (0..20)
+            .map(|i| {
+                let mut c = app.client();
+                tokio::spawn(async move {
+                    let r = c.gql(LOGIN, json!({"u": "rebutan", "p": format!("wrong guess {i}")})).await;
+                    first_code(&r).unwrap_or_default()
+                })
+            })
+            .collect();
+        let mut codes = std::collections::BTreeMap::<String, usize>::new();
+        for guess in guesses {
+            *codes.entry(guess.await.unwrap()).or_default() += 1;
+        }
+        // Five guesses are checked (the limit); the other fifteen are refused unchecked.
+        assert_eq!(codes.get("UNAUTHENTICATED"), Some(&5), "{codes:?}");
+        assert_eq!(codes.get("TOO_MANY_REQUESTS"), Some(&15), "{codes:?}");
+        let r = app.client().gql(LOGIN, json!({"u": "rebutan", "p": PASSWORD})).await;
+        assert_eq!(first_code(&r).as_deref(), Some("TOO_MANY_REQUESTS"), "{r}");
+    }
+
     async fn one_request_holds_at_most_one_login_or_register(app) {
         let mut c = app.client();
         c.register("sekali", PASSWORD).await;
