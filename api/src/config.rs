@@ -104,6 +104,19 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
     pub max_query_complexity: usize,
 
+    /// How often, in milliseconds, readiness checks that a write could take the write
+    /// lock (`/readyz` turns 503 while it cannot within --db-timeout-secs).
+    #[arg(long, env = "ECANTEEN_WRITE_PROBE_MS", default_value_t = 500)]
+    pub write_probe_ms: u64,
+
+    /// Most fields at the root of one GraphQL operation (aliases and fragments included).
+    #[arg(long, env = "ECANTEEN_MAX_ROOT_FIELDS", default_value_t = 16)]
+    pub max_root_fields: usize,
+
+    /// Most aliased fields in one GraphQL operation.
+    #[arg(long, env = "ECANTEEN_MAX_ALIASES", default_value_t = 32)]
+    pub max_aliases: usize,
+
     /// Most operations in one batched request.
     #[arg(long, env = "ECANTEEN_MAX_BATCH", default_value_t = 10)]
     pub max_batch: usize,

@@ -53,7 +53,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         max_side: config.picture_max_side,
         max_files: config.max_files,
     };
-    let writes = WriteHealth::start(db.clone(), config.db_timeout());
+    let writes = WriteHealth::start(
+        db.clone(),
+        config.db_timeout(),
+        Duration::from_millis(config.write_probe_ms.max(10)),
+    );
     let service = Service::new(db, hasher, throttle, pictures);
     let events = EventHub::start(
         service.clone(),
@@ -65,6 +69,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         SchemaLimits {
             max_depth: config.max_query_depth,
             max_complexity: config.max_query_complexity,
+            max_root_fields: config.max_root_fields,
+            max_aliases: config.max_aliases,
             introspection: config.introspection,
         },
     );

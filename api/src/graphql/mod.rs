@@ -11,7 +11,7 @@ pub mod products;
 pub mod stock;
 pub mod users;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use std::sync::Arc;
 
 use async_graphql::extensions::{
@@ -47,6 +47,10 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 pub struct SchemaLimits {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Most fields at the root of an operation (aliases and fragments included).
+    pub max_root_fields: usize,
+    /// Most aliased fields in a document.
+    pub max_aliases: usize,
     pub introspection: bool,
 }
 
@@ -55,6 +59,8 @@ impl Default for SchemaLimits {
         Self {
             max_depth: 12,
             max_complexity: 5_000,
+            max_root_fields: 16,
+            max_aliases: 32,
             introspection: true,
         }
     }
@@ -70,7 +76,10 @@ pub fn build_schema(service: Service, events: EventHub, limits: SchemaLimits) ->
     .data(service)
     .data(events)
     .extension(ErrorCodes)
-    .extension(limits::OnePasswordField)
+    .extension(limits::DocumentLimits {
+        max_root_fields: limits.max_root_fields,
+        max_aliases: limits.max_aliases,
+    })
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity);
     if !limits.introspection {
@@ -100,14 +109,19 @@ pub struct RequestAuth {
 }
 
 /// Builds the per-request data a request needs: who asks, and a fresh owner loader (a
-/// DataLoader's cache must not outlive its request).
+/// DataLoader's cache must not outlive its request). The loader caches what it loaded:
+/// without a cache, owners asked for after its first batch went out were loaded again.
 pub fn request_data(
     service: &Service,
     auth: RequestAuth,
-) -> (RequestAuth, DataLoader<users::OwnerLoader>) {
+) -> (RequestAuth, DataLoader<users::OwnerLoader, HashMapCache>) {
     (
         auth,
-        DataLoader::new(users::OwnerLoader(service.clone()), tokio::spawn),
+        DataLoader::with_cache(
+            users::OwnerLoader(service.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ),
     )
 }
 
@@ -229,13 +243,24 @@ pub(crate) fn datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The complexity of a paged field: what one item costs, times the items a page may
-/// hold, so a wide query (100 products, each with 100 movements) is priced as such.
+/// What one database query costs in the complexity model, in units of one resolved
+/// field. Every field that runs a query charges it, so the limit bounds the database
+/// work of a request, not only the size of its answer: 5,000 aliases of
+/// `products(first: 0) { totalCount }` were once 5,000 page queries and 5,000 counts
+/// for the price of 5,000 fields.
+pub(crate) const QUERY_COST: usize = 50;
+
+/// The complexity of a paged field: its queries (the page, and the count `totalCount`
+/// may run: charged here once, since the fields beside the items are multiplied with
+/// them), plus what one item costs times the items a page may hold (at least one:
+/// `first: 0` still runs the query), so a wide query (100 products, each with 100
+/// movements) is priced as such.
 pub(crate) fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first.map_or(20, |n| n.clamp(1, 100));
     usize::try_from(items)
         .unwrap_or(100)
         .saturating_mul(child_complexity)
+        .saturating_add(2 * QUERY_COST)
 }
 
 /// A page size: at least 0, at most 100 (larger requests are capped).

@@ -1,7 +1,7 @@
 //! Products in GraphQL: the catalogue (public) and each partner's edits (owner only).
 
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use std::io::Read as _;
 
 use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, Upload, ID};
@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::stock::{movements_connection, MovementConnection};
 use super::users::{OwnerLoader, UserNode};
-use super::{actor, datetime, id_arg, page_complexity, page_size, service};
+use super::{actor, datetime, id_arg, page_size, service};
 use crate::domain::{Category, Description, Picture, Price, ProductName, Quantity};
 use crate::error::ServiceError;
 use crate::service::products::{EditGuard, ProductCursor};
@@ -29,7 +29,7 @@ impl ProductNode {
 
     /// The partner who sells it (batched: one query per request for all owners).
     async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<UserNode> {
-        let loader = ctx.data::<DataLoader<OwnerLoader>>()?;
+        let loader = ctx.data::<DataLoader<OwnerLoader, HashMapCache>>()?;
         let user = loader.load_one(self.0.owner_id).await?.ok_or_else(|| {
             ServiceError::Internal(anyhow::anyhow!("product {} has no owner", self.0.id))
         })?;
@@ -161,6 +161,7 @@ pub struct ProductListInfo {
 #[Object]
 impl ProductListInfo {
     /// How many products match the filter, on all pages (counted only when asked for).
+    // Its query is charged to the listing field: see `page_complexity`.
     async fn total_count(&self) -> async_graphql::Result<i64> {
         Ok(self.service.count_products(&self.filter).await?)
     }
@@ -204,6 +205,7 @@ pub struct ProductQuery;
 #[Object]
 impl ProductQuery {
     /// One product, or null when it does not exist (or was deleted).
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn product(
         &self,
         ctx: &Context<'_>,
@@ -215,7 +217,7 @@ impl ProductQuery {
 
     /// The catalogue: every partner's products, filtered, ordered and paged (at most
     /// 100 a page).
-    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    #[graphql(complexity = "super::page_complexity(first, child_complexity)")]
     async fn products(
         &self,
         ctx: &Context<'_>,

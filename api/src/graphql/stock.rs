@@ -1,7 +1,7 @@
 //! Stock changes and the ledger in GraphQL.
 
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
@@ -45,7 +45,7 @@ impl StockMovementNode {
 
     /// Who made the change.
     async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<UserNode> {
-        let loader = ctx.data::<DataLoader<OwnerLoader>>()?;
+        let loader = ctx.data::<DataLoader<OwnerLoader, HashMapCache>>()?;
         let user = loader.load_one(self.0.actor_id).await?.ok_or_else(|| {
             ServiceError::Internal(anyhow::anyhow!("movement {} has no actor", self.0.id))
         })?;

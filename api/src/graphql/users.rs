@@ -42,6 +42,7 @@ impl UserNode {
     }
 
     /// This partner's API tokens, newest first. Only the partner may see them.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiTokenNode>> {
         let actor = actor(ctx)?;
         if actor.user_id != self.0.id {
@@ -101,6 +102,7 @@ pub struct UserQuery;
 #[Object]
 impl UserQuery {
     /// The partner behind this request, or null when not logged in.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserNode>> {
         let Some(actor) = auth(ctx)?.actor else {
             return Ok(None);

@@ -18,11 +18,8 @@ use serde_json::json;
 use super::{with_retry_after, AppState};
 use crate::db::Db;
 
-/// How often the write probe takes the write lock when the last probe is done.
-const PROBE_PERIOD: Duration = Duration::from_millis(500);
-
 /// Whether this replica can start a write now, as a probe on a task of its own finds
-/// by taking the write lock every [`PROBE_PERIOD`] ([`Db::probe_writes`]).
+/// by taking the write lock every `period` ([`Db::probe_writes`]).
 ///
 /// The probe is never cancelled (a readiness request that timed out does not drop it,
 /// which could leave its transaction open), so `/readyz` only reads its state: not
@@ -42,13 +39,13 @@ struct Probe {
 }
 
 impl WriteHealth {
-    pub fn start(db: Db, bound: Duration) -> Self {
+    pub fn start(db: Db, bound: Duration, period: Duration) -> Self {
         let health = Self(Arc::new(Mutex::new(Probe {
             bound,
             ok: true,
             running_since: None,
         })));
-        tokio::spawn(probe_forever(db, Arc::downgrade(&health.0)));
+        tokio::spawn(probe_forever(db, period, Arc::downgrade(&health.0)));
         health
     }
 
@@ -63,7 +60,7 @@ impl WriteHealth {
     }
 }
 
-async fn probe_forever(db: Db, health: Weak<Mutex<Probe>>) {
+async fn probe_forever(db: Db, period: Duration, health: Weak<Mutex<Probe>>) {
     while update(&health, |probe| probe.running_since = Some(Instant::now())) {
         let result = db.probe_writes().await;
         let recorded = update(&health, |probe| {
@@ -80,7 +77,7 @@ async fn probe_forever(db: Db, health: Weak<Mutex<Probe>>) {
         if !recorded {
             return;
         }
-        tokio::time::sleep(PROBE_PERIOD).await;
+        tokio::time::sleep(period).await;
     }
 }
 

@@ -77,6 +77,9 @@ async fn upgrade(
                             session: None,
                         },
                     );
+                    // The connection's data lasts as long as the socket: its loader
+                    // must not cache, or it would keep every owner it ever loaded.
+                    loader.enable_all_cache(false);
                     let mut data = Data::default();
                     data.insert(auth);
                     data.insert(loader);

@@ -88,7 +88,8 @@ async fn oversized_bodies_get_413() {
 async fn depth_complexity_and_batch_limits_give_clear_errors() {
     let app = TestApp::with_config(Engine::Sqlite, |c| {
         c.max_query_depth = 5;
-        c.max_query_complexity = 50;
+        // Ten queries' worth (each costs 50).
+        c.max_query_complexity = 500;
         c.max_batch = 2;
     })
     .await;
@@ -105,7 +106,8 @@ async fn depth_complexity_and_batch_limits_give_clear_errors() {
         "{r}"
     );
 
-    let aliases: String = (0..60).map(|i| format!("a{i}: me {{ id }} ")).collect();
+    // Twelve queries: within the root-field and alias caps, past the complexity.
+    let aliases: String = (0..12).map(|i| format!("a{i}: me {{ id }} ")).collect();
     let r = c.gql(&format!("{{ {aliases} }}"), json!({})).await;
     assert_eq!(first_code(&r).as_deref(), Some("BAD_USER_INPUT"));
     assert!(
@@ -114,6 +116,25 @@ async fn depth_complexity_and_batch_limits_give_clear_errors() {
             .unwrap()
             .to_lowercase()
             .contains("complex"),
+        "{r}"
+    );
+    // Past the caps on root fields (16) and aliases (32), whatever they cost.
+    let roots: String = (0..17).map(|_| "__typename ").collect();
+    let r = c.gql(&format!("{{ {roots} }}"), json!({})).await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("root fields of an operation: at most 16"),
+        "{r}"
+    );
+    let aliases: String = (0..33).map(|i| format!("a{i}: id ")).collect();
+    let r = c.gql(&format!("{{ me {{ {aliases} }} }}"), json!({})).await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("aliases in an operation: at most 32"),
         "{r}"
     );
 
