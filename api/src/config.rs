@@ -109,6 +109,23 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_WRITE_PROBE_MS", default_value_t = 500)]
     pub write_probe_ms: u64,
 
+    /// Most WebSocket connections one replica holds; past it, an upgrade is answered
+    /// 503 with Retry-After.
+    #[arg(long, env = "ECANTEEN_MAX_WEBSOCKETS", default_value_t = 1024)]
+    pub max_websockets: usize,
+
+    /// Most subscriptions one WebSocket connection holds at once.
+    #[arg(
+        long,
+        env = "ECANTEEN_MAX_SUBSCRIPTIONS_PER_SOCKET",
+        default_value_t = 16
+    )]
+    pub max_subscriptions_per_socket: usize,
+
+    /// Milliseconds a WebSocket client has after the upgrade to send connection_init.
+    #[arg(long, env = "ECANTEEN_WS_INIT_TIMEOUT_MS", default_value_t = 5000)]
+    pub ws_init_timeout_ms: u64,
+
     /// Most fields at the root of one GraphQL operation (aliases and fragments included).
     #[arg(long, env = "ECANTEEN_MAX_ROOT_FIELDS", default_value_t = 16)]
     pub max_root_fields: usize,

@@ -19,6 +19,7 @@ use crate::domain::PictureLimits;
 use crate::events::EventHub;
 use crate::graphql::{build_schema, SchemaLimits};
 use crate::http::health::WriteHealth;
+use crate::http::ws::WsLimits;
 use crate::http::{router, AppState, HttpSettings};
 use crate::service::{LoginThrottle, PasswordHasher, Service};
 
@@ -89,6 +90,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         },
         draining: Arc::new(AtomicBool::new(false)),
         writes,
+        ws: WsLimits::new(
+            config.max_websockets,
+            config.max_subscriptions_per_socket,
+            Duration::from_millis(config.ws_init_timeout_ms),
+        ),
     })
 }
 

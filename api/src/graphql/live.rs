@@ -12,6 +12,7 @@ use async_stream::stream;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
 
 use super::products::ProductNode;
 use super::stock::{StockMovementNode, StockReasonGql};
@@ -195,8 +196,41 @@ impl Feed {
     }
 }
 
-/// The events of one feed after `after` (replayed from the database), or from now, then
-/// live ones, each passed through `pick`.
+/// The subscriptions one WebSocket connection may hold at once, put in the connection's
+/// data at `connection_init`. Each subscription holds a permit until it ends.
+#[derive(Clone, Debug)]
+pub struct SubscriptionSlots {
+    permits: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl SubscriptionSlots {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+}
+
+/// The most events one subscription replays from the database after `afterId`. Past
+/// it, the subscription ends with an error naming the `afterId` to resume from, as when
+/// it falls behind: a replay from `afterId: "0"` is pages of work for as long as the
+/// ledger, and its client can as well resume in steps (the browser client does).
+pub const MAX_REPLAY: usize = 1_000;
+
+/// The error that ends a subscription which should resume from `last`.
+fn resume_from(last: i64, why: &str) -> async_graphql::Error {
+    async_graphql::Error::new(format!("{why}; resubscribe with afterId: \"{last}\"")).extend_with(
+        |_, ext| {
+            ext.set("code", "TOO_MANY_REQUESTS");
+            ext.set("afterId", last.to_string());
+        },
+    )
+}
+
+/// The events of one feed after `after` (replayed from the database, at most
+/// [`MAX_REPLAY`]), or from now, then live ones, each passed through `pick`.
 fn feed_stream<T, P>(
     ctx: &Context<'_>,
     feed: Feed,
@@ -208,10 +242,23 @@ where
     P: Fn(&FeedEvent) -> Option<T> + Send + 'static,
 {
     let service = service(ctx)?.clone();
+    // Over a WebSocket, a place among the connection's subscriptions, held by the
+    // stream until it ends.
+    let slot = match ctx.data_opt::<SubscriptionSlots>() {
+        None => None,
+        Some(slots) => Some(slots.permits.clone().try_acquire_owned().map_err(|_| {
+            async_graphql::Error::new(format!(
+                "a connection may hold at most {} subscriptions at once",
+                slots.capacity
+            ))
+            .extend_with(|_, ext| ext.set("code", "TOO_MANY_REQUESTS"))
+        })?),
+    };
     // Subscribe before reading the backlog, so nothing committed in between is lost;
     // ids already delivered from the backlog are skipped below.
     let mut live = ctx.data::<EventHub>()?.subscribe();
     Ok(stream! {
+        let _slot = slot;
         // Without `afterId`, the subscription starts now: at the feed's current head.
         let mut last = match after {
             Some(after) => after,
@@ -227,10 +274,18 @@ where
             },
         };
         if after.is_some() {
+            let mut replayed = 0;
             loop {
+                if replayed >= MAX_REPLAY {
+                    yield Err(resume_from(last, &format!(
+                        "a subscription replays at most {MAX_REPLAY} events"
+                    )));
+                    return;
+                }
                 match feed.after(&service, last).await {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
+                        replayed += batch.len();
                         for event in batch {
                             last = feed.id_of(&event).unwrap_or(last);
                             if let Some(item) = pick(&event) {
@@ -260,13 +315,7 @@ where
                 Err(RecvError::Lagged(_)) => {
                     // The client reads slower than events come: close this stream rather
                     // than buffer for it, and say where to resume.
-                    yield Err(async_graphql::Error::new(format!(
-                        "this subscription fell too far behind and was closed; resubscribe with afterId: \"{last}\""
-                    ))
-                    .extend_with(|_, ext| {
-                        ext.set("code", "TOO_MANY_REQUESTS");
-                        ext.set("afterId", last.to_string());
-                    }));
+                    yield Err(resume_from(last, "this subscription fell too far behind and was closed"));
                     return;
                 }
                 Err(RecvError::Closed) => return,

@@ -50,6 +50,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Whether a write could take the write lock now, for `/readyz`.
     pub writes: health::WriteHealth,
+    /// The bounds on WebSocket connections, shared by every socket.
+    pub ws: ws::WsLimits,
 }
 
 /// The HTTP-level knobs, taken from the configuration.

@@ -9,26 +9,60 @@
 //! Browsers attach cookies to WebSocket handshakes from any page, so the cookie counts
 //! only when the handshake's `Origin` is this server's own (cross-site WebSocket
 //! hijacking); token authentication is unaffected.
+//!
+//! # Bounds
+//!
+//! A socket is state a replica keeps for as long as the client likes, so each part is
+//! bounded ([`WsLimits`]): open sockets per replica (past them the upgrade is answered
+//! 503 with `Retry-After`), subscriptions per socket, the size of a message, and the
+//! time a client has to send `connection_init` after the upgrade (then the socket is
+//! closed). A subscription's replay is bounded too (`graphql::live::MAX_REPLAY`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use tokio::sync::Semaphore;
 use tower_sessions::Session;
 
 use super::session::PartnerSession;
-use super::AppState;
+use super::{json_error, with_retry_after, AppState};
 use crate::error::ServiceError;
+use crate::graphql::live::SubscriptionSlots;
 use crate::graphql::{request_data, RequestAuth};
 use crate::service::{Actor, AuthMethod, Service};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/graphql/ws", get(upgrade))
+}
+
+/// The largest WebSocket message (and frame) a client may send: subscription requests
+/// and pings are small.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The bounds of the module docs, shared by every socket of a replica.
+#[derive(Clone, Debug)]
+pub struct WsLimits {
+    /// One permit per open socket.
+    pub sockets: Arc<Semaphore>,
+    pub subscriptions_per_socket: usize,
+    pub init_timeout: Duration,
+}
+
+impl WsLimits {
+    pub fn new(sockets: usize, subscriptions_per_socket: usize, init_timeout: Duration) -> Self {
+        Self {
+            sockets: Arc::new(Semaphore::new(sockets)),
+            subscriptions_per_socket,
+            init_timeout,
+        }
+    }
 }
 
 /// Whether the handshake comes from a page of this very server (or from a
@@ -61,15 +95,33 @@ async fn upgrade(
     } else {
         None
     };
+    // Held for the socket's life.
+    let Ok(socket_permit) = state.ws.sockets.clone().try_acquire_owned() else {
+        return with_retry_after(
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TOO_MANY_REQUESTS",
+                "this replica holds as many WebSocket connections as it may; retry later",
+            ),
+            1,
+        );
+    };
     let schema = state.schema.clone();
     let service = state.service.clone();
+    let limits = state.ws.clone();
+    let (initialised, init_done) = tokio::sync::oneshot::channel::<()>();
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let _socket_permit = socket_permit;
+            let subscriptions = limits.subscriptions_per_socket;
+            let serve = GraphQLWebSocket::new(socket, schema, protocol)
                 .keepalive_timeout(Duration::from_secs(30))
                 .on_connection_init(move |payload| async move {
                     let actor = init_actor(&service, &payload, cookie_user).await?;
+                    let _ = initialised.send(());
                     let (auth, loader) = request_data(
                         &service,
                         RequestAuth {
@@ -83,9 +135,27 @@ async fn upgrade(
                     let mut data = Data::default();
                     data.insert(auth);
                     data.insert(loader);
+                    data.insert(SubscriptionSlots::new(subscriptions));
                     Ok(data)
                 })
-                .serve()
+                .serve();
+            // A client that upgrades and never initialises holds a socket for nothing:
+            // it gets `init_timeout`, then the socket is dropped. Once initialised, the
+            // keep-alive rules. (A failed init is answered and closed by `serve`
+            // itself; the deadline only makes sure.)
+            let deadline = tokio::time::sleep(limits.init_timeout);
+            let init_deadline = async move {
+                tokio::select! {
+                    Ok(()) = init_done => std::future::pending::<()>().await,
+                    () = deadline => {}
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                () = init_deadline => {
+                    tracing::debug!("closing a WebSocket that did not initialise in time");
+                }
+            }
         })
 }
 

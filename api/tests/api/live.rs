@@ -180,8 +180,17 @@ dual_tests! {
 
 /// Starts a real replica on a socket, on `db`.
 async fn serve(db: &TestDb) -> std::net::SocketAddr {
+    serve_with(db, |_| {}).await
+}
+
+/// Starts a real replica on a socket, on `db`, configured by `tweak`.
+async fn serve_with(
+    db: &TestDb,
+    tweak: impl FnOnce(&mut ecanteen_api::config::Config),
+) -> std::net::SocketAddr {
     let mut config = test_config(&db.url);
     config.listen = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut config);
     let app = ecanteen_api::startup::Application::build(&config)
         .await
         .unwrap();
@@ -393,4 +402,172 @@ async fn a_subscriber_that_falls_behind_is_dropped_not_buffered() {
         ended_with_error,
         "the lagging subscription was closed with a way to resume"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_bounded_per_replica_per_connection_per_message_and_at_init() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    let addr = serve_with(&db, |c| {
+        c.max_websockets = 2;
+        c.max_subscriptions_per_socket = 2;
+        c.ws_init_timeout_ms = 300;
+    })
+    .await;
+    let app = TestApp::on(db.clone(), |_| {}).await;
+    let mut seller = app.partner("ws_bounded").await;
+    let token = seller
+        .ok(
+            "mutation { createApiToken(name: \"ws\") { token } }",
+            json!({}),
+        )
+        .await["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let init =
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+
+    // A client that never sends connection_init is closed at the init deadline, long
+    // before the 30 s keep-alive would.
+    let mut silent = connect(addr, "graphql-transport-ws", None).await;
+    let started = Instant::now();
+    assert!(
+        receive(&mut silent).await.is_none(),
+        "the silent socket was closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Two sockets per replica: a third upgrade is refused with 503 and Retry-After.
+    let mut first = connect(addr, "graphql-transport-ws", None).await;
+    send(&mut first, init.clone()).await;
+    assert_eq!(receive(&mut first).await.unwrap()["type"], "connection_ack");
+    let mut second = connect(addr, "graphql-transport-ws", None).await;
+    send(&mut second, init.clone()).await;
+    assert_eq!(
+        receive(&mut second).await.unwrap()["type"],
+        "connection_ack"
+    );
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!(
+            "a third socket was not refused: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+
+    // Two subscriptions per socket: a third is refused; once one completes, there is room.
+    let sub = |id: &str| json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { productChanged { id } }"}});
+    send(&mut first, sub("1")).await;
+    send(&mut first, sub("2")).await;
+    send(&mut first, sub("3")).await;
+    // The server starts the three in an order of its own: whichever comes third is
+    // refused.
+    let refused = receive(&mut first).await.unwrap();
+    let refused_id = refused["id"].as_str().unwrap().to_owned();
+    let refused = refused.to_string();
+    assert!(
+        refused.contains("TOO_MANY_REQUESTS") && refused.contains("at most 2 subscriptions"),
+        "{refused}"
+    );
+    let held = ["1", "2", "3"]
+        .into_iter()
+        .find(|id| *id != refused_id)
+        .unwrap();
+    send(&mut first, json!({"id": held, "type": "complete"})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut first, sub("4")).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(300), first.next()).await;
+    assert!(
+        !matches!(&quiet, Ok(Some(Ok(Message::Text(t)))) if t.contains("\"4\"")),
+        "the fourth subscription was refused: {quiet:?}"
+    );
+
+    // A message larger than 64 KiB closes the socket.
+    send(
+        &mut second,
+        json!({"id": "9", "type": "subscribe", "payload": {"query": "x".repeat(70_000)}}),
+    )
+    .await;
+    assert!(
+        receive(&mut second).await.is_none(),
+        "the oversized message closed the socket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_bounded_and_says_where_to_resume() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut seller = app.partner("replayer").await;
+    // Its initial stock is the ledger's first row: the replay starts after it.
+    let product = seller.create_product("Onde-onde", 1).await;
+    let me = user_id(&mut seller).await;
+    let first_row: i64 = ecanteen_api::with_db!(app.state.service.db(), pool => {
+        sqlx::query_scalar("select max(id) from stock_movements").fetch_one(pool).await.unwrap()
+    });
+    ecanteen_api::with_db!(app.state.service.db(), pool => {
+        sqlx::query(
+            "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < 1200)
+             insert into stock_movements (product_id, actor_id, delta, quantity_after, reason, created_at)
+             select $1, $2, 1, i, 'RESTOCK', 0 from seq",
+        )
+        .bind(product.parse::<i64>().unwrap())
+        .bind(me)
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    let mut stream = subscription(
+        &app,
+        me,
+        STOCK,
+        json!({"p": product, "a": first_row.to_string()}),
+    );
+    let mut last = String::new();
+    for _ in 0..ecanteen_api::graphql::live::MAX_REPLAY {
+        let event = next_event(&mut stream, Duration::from_secs(5)).await;
+        last = event["stockChanged"]["id"].as_str().unwrap().to_owned();
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let error = &end.errors[0];
+    assert!(
+        error.message.contains("replays at most 1000 events"),
+        "{error:?}"
+    );
+    let ext = error.extensions.as_ref().unwrap();
+    assert_eq!(
+        ext.get("afterId"),
+        Some(&async_graphql::Value::from(last.clone()))
+    );
+    assert!(tokio::time::timeout(Duration::from_secs(1), stream.next())
+        .await
+        .unwrap()
+        .is_none());
+
+    // Resumed from there, the rest comes, and then live events.
+    let mut resumed = subscription(&app, me, STOCK, json!({"p": product, "a": last}));
+    let mut rest = 0;
+    while let Ok(Some(response)) =
+        tokio::time::timeout(Duration::from_millis(500), resumed.next()).await
+    {
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        rest += 1;
+    }
+    assert_eq!(rest, 1200 - ecanteen_api::graphql::live::MAX_REPLAY);
 }
