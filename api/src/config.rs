@@ -73,6 +73,10 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_MAX_FILES", default_value_t = 4)]
     pub max_files: usize,
 
+    /// Most MiB of pictures (with thumbnails) one partner's live products may show.
+    #[arg(long, env = "ECANTEEN_PICTURE_QUOTA_MIB", default_value_t = 256)]
+    pub picture_quota_mib: u64,
+
     /// How often (milliseconds) a replica on SQLite polls the change feeds for live
     /// updates. PostgreSQL replicas are woken by LISTEN/NOTIFY instead.
     #[arg(long, env = "ECANTEEN_EVENT_POLL_MS", default_value_t = 200)]

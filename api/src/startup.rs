@@ -53,6 +53,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         max_bytes: config.picture_max_bytes,
         max_side: config.picture_max_side,
         max_files: config.max_files,
+        quota_bytes: config.picture_quota_mib.saturating_mul(1024 * 1024),
     };
     let writes = WriteHealth::start(
         db.clone(),

@@ -28,6 +28,8 @@ pub struct PictureLimits {
     pub max_side: u32,
     /// Most files one request may carry.
     pub max_files: usize,
+    /// Most bytes (pictures and thumbnails) one partner's live products may show.
+    pub quota_bytes: u64,
 }
 
 impl Default for PictureLimits {
@@ -36,6 +38,7 @@ impl Default for PictureLimits {
             max_bytes: 5 * 1024 * 1024,
             max_side: 4096,
             max_files: 4,
+            quota_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -218,6 +221,7 @@ mod tests {
             max_bytes: 1024 * 1024,
             max_side: 100,
             max_files: 1,
+            ..PictureLimits::default()
         };
         match Picture::parse("image", png(101, 10), &limits) {
             Err(ServiceError::Invalid { message, .. }) => {

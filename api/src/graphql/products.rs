@@ -264,6 +264,23 @@ impl ProductQuery {
                 ..ProductFilter::default()
             }),
         };
+        // When the page's owners are asked for, load them all in one batch now, into the
+        // request's loader cache: left to the `owner` fields, a page's hundred lookups
+        // could straddle the loader's batching window and load the same owners twice.
+        let look_ahead = ctx.look_ahead();
+        if look_ahead.field("nodes").field("owner").exists()
+            || look_ahead
+                .field("edges")
+                .field("node")
+                .field("owner")
+                .exists()
+        {
+            let owners: std::collections::BTreeSet<i64> =
+                page.items.iter().map(|p| p.owner_id).collect();
+            ctx.data::<DataLoader<OwnerLoader, HashMapCache>>()?
+                .load_many(owners)
+                .await?;
+        }
         let mut connection =
             Connection::with_additional_fields(after.is_some(), page.has_next, info);
         connection.edges.extend(

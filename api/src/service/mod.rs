@@ -10,8 +10,10 @@
 //! - [`idempotency`]: idempotency keys, claimed in the transaction of the write;
 //! - [`pictures`]: product pictures, stored once per content;
 //! - [`feed`]: reading the change feeds (ledger and product events) for live updates;
-//! - [`password`]: argon2id, off the async runtime.
+//! - [`password`]: argon2id, off the async runtime;
+//! - [`admission`]: how much CPU-heavy work (passwords, pictures) runs and waits at once.
 
+pub mod admission;
 pub mod feed;
 pub mod idempotency;
 pub mod password;
@@ -22,6 +24,7 @@ pub mod tokens;
 pub mod users;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
@@ -77,6 +80,8 @@ pub struct Service {
     pictures: PictureLimits,
     /// The writes running on tasks of their own (see [`Service::detached`]).
     writes: TaskTracker,
+    /// The picture decoders' places (see [`admission`]).
+    decodes: Arc<admission::Admission>,
 }
 
 impl Service {
@@ -92,6 +97,11 @@ impl Service {
             throttle,
             pictures,
             writes: TaskTracker::new(),
+            // A large photo decodes in hundreds of milliseconds: a longer wait than for
+            // a password.
+            decodes: Arc::new(admission::Admission::new(
+                admission::AdmissionPolicy::per_core(Duration::from_secs(2)),
+            )),
         }
     }
 

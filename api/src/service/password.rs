@@ -8,19 +8,14 @@
 //! # Admission
 //!
 //! A sign-up or login storm must not take the cores from everyone else: unbounded, fifty
-//! sign-ups and fifty logins a second need more than two cores, and reads, stock
-//! changes and pool waits then queue behind them until everything times out (issue 15).
-//! So at most `workers` hashes or verifies run at once (one per core by default), at
-//! most `queue` more wait, each for at most `max_wait`, and the rest are refused at once
-//! with [`ServiceError::Busy`], which clients retry after its `Retry-After`. A refusal
-//! costs no argon2 work, so it is answered in microseconds.
+//! sign-ups and fifty logins a second need more than two cores. Password work is
+//! admitted ([`crate::service::admission`]): one job per core by default, a short queue,
+//! and BUSY past them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use anyhow::anyhow;
 use argon2::password_hash::rand_core::OsRng;
@@ -29,6 +24,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::domain::Password;
 use crate::error::{ServiceError, ServiceResult};
+use crate::service::admission::{Admission, AdmissionPolicy};
 
 /// The OWASP minimum for argon2id: 19 MiB, 2 passes, 1 lane.
 pub const OWASP_MEMORY_KIB: u32 = 19_456;
@@ -36,82 +32,11 @@ pub const OWASP_ITERATIONS: u32 = 2;
 pub const OWASP_PARALLELISM: u32 = 1;
 
 /// How much password work may run and wait at once (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PasswordAdmission {
-    /// Hashes or verifies running at once.
-    pub workers: usize,
-    /// Requests waiting for a worker; more are refused at once.
-    pub queue: usize,
-    /// How long one waits for a worker before it is refused.
-    pub max_wait: Duration,
-}
-
-impl Default for PasswordAdmission {
-    /// One worker per core, a queue of two per worker, half a second's wait: with argon2
-    /// at about 25 ms a job, a full queue drains in about 50 ms.
-    fn default() -> Self {
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
-            workers,
-            queue: 2 * workers,
-            max_wait: Duration::from_millis(500),
-        }
-    }
-}
+pub type PasswordAdmission = AdmissionPolicy;
 
 /// A place among the password workers ([`PasswordHasher::admit`]).
 #[derive(Debug)]
 pub struct Admitted(OwnedSemaphorePermit);
-
-/// What a refusal tells the client to wait.
-const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// The workers' permits and the count of those waiting for one.
-#[derive(Debug)]
-struct Admission {
-    policy: PasswordAdmission,
-    workers: Arc<Semaphore>,
-    waiting: AtomicUsize,
-}
-
-impl Admission {
-    fn new(policy: PasswordAdmission) -> Self {
-        Self {
-            policy,
-            workers: Arc::new(Semaphore::new(policy.workers.max(1))),
-            waiting: AtomicUsize::new(0),
-        }
-    }
-
-    /// A worker's permit, or BUSY when the queue is full or the wait runs out.
-    async fn admit(&self) -> ServiceResult<OwnedSemaphorePermit> {
-        let busy = ServiceError::Busy {
-            retry_after: BUSY_RETRY_AFTER,
-        };
-        if let Ok(permit) = self.workers.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.policy.queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(busy);
-        }
-        // Counted out however the wait ends, a drop included.
-        let _waiting = Waiting(&self.waiting);
-        match tokio::time::timeout(self.policy.max_wait, self.workers.clone().acquire_owned()).await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(busy),
-        }
-    }
-}
-
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// Argon2id with fixed parameters, a dummy hash made with them, and the admission that
 /// bounds how much of it runs at once.
@@ -146,7 +71,9 @@ impl PasswordHasher {
         Ok(Self {
             params,
             dummy_hash: dummy_hash.into(),
-            admission: Arc::new(Admission::new(PasswordAdmission::default())),
+            admission: Arc::new(Admission::new(AdmissionPolicy::per_core(
+                std::time::Duration::from_millis(500),
+            ))),
         })
     }
 
@@ -223,6 +150,8 @@ fn hash_with(params: &Params, password: &str) -> Result<String, argon2::password
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -269,7 +198,7 @@ mod tests {
             matches!(timed_out, Err(ServiceError::Busy { .. })),
             "{timed_out:?}"
         );
-        assert_eq!(hasher.admission.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(hasher.admission.waiting(), 0);
         // Once the worker is free, work is admitted again.
         drop(held);
         assert!(hasher.hash(&password).await?.starts_with("$argon2id$"));

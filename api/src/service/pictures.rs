@@ -35,28 +35,68 @@ pub fn thumbnail_url(hash: &str) -> String {
     )
 }
 
-/// Inserts a picture unless the same content is already stored (inside the caller's
-/// transaction, so the picture and its first reference commit together).
+/// Inserts a picture for a product of `owner`'s (`product`: its id, none for a new one)
+/// unless the same content is already stored, inside the caller's transaction, so the
+/// picture and its first reference commit together.
+///
+/// First it checks the partner's quota: the pictures their other live products show
+/// (each distinct picture once; pictures are stored once per content) plus this one,
+/// with thumbnails, may take at most `quota` bytes. Over it, the write is refused with a
+/// clear error and nothing is stored.
 macro_rules! store_picture {
-    ($executor:expr, $picture:expr) => {{
+    ($tx:expr, $picture:expr, $owner:expr, $product:expr, $quota:expr) => {{
         let p: &$crate::domain::Picture = $picture;
-        sqlx::query(
-            "insert into images (hash, content_type, ext, width, height, bytes, thumb_bytes, created_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (hash) do nothing",
+        let quota: u64 = $quota;
+        let others: i64 = sqlx::query_scalar(
+            "select coalesce(sum(length(bytes) + length(thumb_bytes)), 0) from images
+             where hash <> $3 and hash in (
+                 select image_ref from products
+                 where owner_id = $1 and deleted_at is null and id <> $2 and image_ref is not null)",
         )
+        .bind($owner)
+        .bind($product.unwrap_or(0))
         .bind(p.hash.as_str())
-        .bind(p.content_type)
-        .bind(p.ext)
-        .bind(i64::from(p.width))
-        .bind(i64::from(p.height))
-        .bind(p.bytes.as_slice())
-        .bind(p.thumbnail.as_slice())
-        .bind($crate::db::now_ms())
-        .execute($executor)
-        .await
+        .fetch_one(&mut *$tx)
+        .await?;
+        let this = u64::try_from(p.bytes.len() + p.thumbnail.len()).unwrap_or(u64::MAX);
+        let used = u64::try_from(others).unwrap_or(0).saturating_add(this);
+        if used > quota {
+            Err($crate::service::pictures::over_quota(used, quota))
+        } else {
+            sqlx::query(
+                "insert into images (hash, content_type, ext, width, height, bytes, thumb_bytes, created_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (hash) do nothing",
+            )
+            .bind(p.hash.as_str())
+            .bind(p.content_type)
+            .bind(p.ext)
+            .bind(i64::from(p.width))
+            .bind(i64::from(p.height))
+            .bind(p.bytes.as_slice())
+            .bind(p.thumbnail.as_slice())
+            .bind($crate::db::now_ms())
+            .execute(&mut *$tx)
+            .await
+            .map(|_| ())
+            .map_err($crate::error::ServiceError::from)
+        }
     }};
 }
 pub(crate) use store_picture;
+
+/// The error of a picture write past its partner's quota.
+pub(crate) fn over_quota(used: u64, quota: u64) -> ServiceError {
+    let mib = |bytes: u64| bytes.div_ceil(1024 * 1024);
+    ServiceError::invalid(
+        "image",
+        format!(
+            "your products' pictures would take {} MiB, over your quota of {} MiB; remove or \
+             replace some pictures first",
+            mib(used),
+            mib(quota)
+        ),
+    )
+}
 
 /// Whether an error is PostgreSQL's foreign key refusing a reference to a picture that
 /// a concurrent cleanup just deleted: the write is safe to retry.
@@ -75,13 +115,19 @@ impl Service {
         &self.pictures
     }
 
-    /// Checks uploaded bytes and makes the thumbnail, on the blocking pool.
+    /// Checks uploaded bytes and makes the thumbnail, on the blocking pool, once
+    /// admitted among the picture decoders (one per core, a short queue; past it BUSY):
+    /// decoding a large photo takes a core for hundreds of milliseconds.
     pub async fn parse_picture(&self, field: &str, bytes: Vec<u8>) -> ServiceResult<Picture> {
+        let permit = self.decodes.admit().await?;
         let limits = self.pictures;
         let field = field.to_owned();
-        tokio::task::spawn_blocking(move || Picture::parse(&field, bytes, &limits))
-            .await
-            .map_err(|e| ServiceError::Internal(e.into()))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            Picture::parse(&field, bytes, &limits)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.into()))?
     }
 
     /// A stored picture by hash, with the extension it was stored under.

@@ -330,7 +330,7 @@ impl Service {
                 return Ok(first);
             }
             if let Some(picture) = &new.picture {
-                store_picture!(&mut *tx, picture)?;
+                store_picture!(tx, picture, actor.user_id, None::<i64>, self.pictures.quota_bytes)?;
             }
             let product = sqlx::query_as::<_, Product>(&format!(
                 "insert into products (owner_id, name, name_key, description, price, quantity,
@@ -425,7 +425,7 @@ impl Service {
             }
             let current = load_for_write!(tx, id, actor, guard);
             if let Some(Some(picture)) = &patch.picture {
-                store_picture!(&mut *tx, picture)?;
+                store_picture!(tx, picture, actor.user_id, Some(id), self.pictures.quota_bytes)?;
             }
             let name = patch.name.as_ref().map_or(current.name.clone(), |n| n.as_str().to_owned());
             let quantity = patch.quantity.map_or(current.quantity, Quantity::get);
@@ -526,7 +526,7 @@ impl Service {
             }
             let current = load_for_write!(tx, id, actor, guard);
             if let Some(picture) = picture {
-                store_picture!(&mut *tx, picture)?;
+                store_picture!(tx, picture, actor.user_id, Some(id), self.pictures.quota_bytes)?;
             }
             let updated = sqlx::query_as::<_, Product>(&format!(
                 "update products set image_ref = $1, image_ext = $2, version = version + 1, updated_at = $3

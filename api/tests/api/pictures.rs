@@ -277,3 +277,40 @@ async fn a_field_takes_exactly_one_file() {
     assert!(response.text().contains("one file"), "{}", response.text());
     assert_eq!(count(&app, "products").await, 0);
 }
+
+dual_tests! {
+    async fn a_partners_pictures_stay_within_the_quota(app) {
+        let app = TestApp::on(app.db.clone(), |c| c.picture_quota_mib = 1).await;
+        let mut c = app.partner("kolektor").await;
+        // Noise pictures of about 400 KB: two fit in 1 MiB, three do not.
+        let pictures: Vec<Vec<u8>> = (1..=4).map(|seed| png(330, 330, seed)).collect();
+        let size = pictures[0].len();
+        assert!(2 * size < 1024 * 1024 && 3 * size > 1024 * 1024, "{size} bytes a picture");
+
+        let first = create_with(&mut c, "satu", pictures[0].clone()).await;
+        let second = create_with(&mut c, "dua", pictures[1].clone()).await;
+        assert!(first.get("errors").is_none() && second.get("errors").is_none(), "{first} {second}");
+        let third = create_with(&mut c, "tiga", pictures[2].clone()).await;
+        assert_eq!(first_code(&third).as_deref(), Some("BAD_USER_INPUT"), "{third}");
+        assert_eq!(third["errors"][0]["extensions"]["field"], "image");
+        let message = third["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("over your quota of 1 MiB"), "{message}");
+        assert_eq!(count(&app, "images").await, 2, "nothing of the refused picture was stored");
+
+        // Replacing a picture counts the new one instead of the old one.
+        let replaced = c
+            .upload(SET_IMAGE, json!({"id": second["data"]["createProduct"]["id"], "image": null}),
+                vec![file(pictures[2].clone(), "tiga.png")], true)
+            .await
+            .json();
+        assert!(replaced.get("errors").is_none(), "{replaced}");
+        // The same picture on another product is stored once, and counted once.
+        let again = create_with(&mut c, "satu lagi", pictures[0].clone()).await;
+        assert!(again.get("errors").is_none(), "{again}");
+
+        // Another partner has a quota of their own.
+        let mut other = app.partner("tetangga").await;
+        let theirs = create_with(&mut other, "milik", pictures[3].clone()).await;
+        assert!(theirs.get("errors").is_none(), "{theirs}");
+    }
+}
