@@ -444,33 +444,86 @@ impl Partner {
         self.send(route, request, true).await
     }
 
+    /// Sends a request, as a polite client would: a refusal (429 or 503 with
+    /// `Retry-After`) is waited out, the wait doubling at each further refusal and
+    /// stretched by up to half at random (so refused clients do not all come back in
+    /// the same instant), and the request is sent again, up to [`MAX_RETRIES`] times.
+    /// Each attempt is recorded. A request whose body cannot be sent twice (a streamed
+    /// upload) is not retried.
     async fn send(
         &self,
         route: Route,
-        request: RequestBuilder,
+        mut request: RequestBuilder,
         graphql: bool,
     ) -> Result<Value, Failed> {
-        let started = Instant::now();
-        let answer = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+        let mut retries = 0;
+        loop {
+            let again = request.try_clone();
+            let started = Instant::now();
+            let answer = async {
+                let response = request.send().await?;
+                let status = response.status();
+                let retry_after = retry_after(&response);
+                let body = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, retry_after, body))
+            }
+            .await;
+            let latency = started.elapsed();
+            let (size, outcome, refused_for) = match answer {
+                Ok((status, retry_after, body)) => {
+                    let refused = matches!(status.as_u16(), 429 | 503)
+                        .then_some(retry_after)
+                        .flatten();
+                    (body.len() as u64, judge(status, &body, graphql), refused)
+                }
+                Err(err) => (0, Err(transport_error(&err)), None),
+            };
+            self.recorder.record(Sample {
+                route,
+                latency,
+                size,
+                error: outcome.as_ref().err().cloned(),
+                refused: refused_for.is_some(),
+            });
+            match (refused_for, again) {
+                (Some(wait), Some(again)) if retries < MAX_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(backoff(wait, retries, rand::random::<f64>())).await;
+                    request = again;
+                }
+                _ => return outcome.map_err(Failed),
+            }
         }
-        .await;
-        let latency = started.elapsed();
-        let (size, outcome) = match answer {
-            Ok((status, body)) => (body.len() as u64, judge(status, &body, graphql)),
-            Err(err) => (0, Err(transport_error(&err))),
-        };
-        self.recorder.record(Sample {
-            route,
-            latency,
-            size,
-            error: outcome.as_ref().err().cloned(),
-        });
-        outcome.map_err(Failed)
     }
+}
+
+/// How many times a refused request is sent again.
+pub const MAX_RETRIES: u32 = 3;
+
+/// The longest a refused request waits before it is sent again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before retry number `retry` (1, 2, …) of a request refused with
+/// `Retry-After: wait`: the wait, doubled for each retry after the first, times 1 to
+/// 1.5 (`jitter` is uniform in 0–1), at most [`MAX_BACKOFF`].
+pub fn backoff(wait: Duration, retry: u32, jitter: f64) -> Duration {
+    let doubled = wait.saturating_mul(1 << retry.saturating_sub(1).min(8));
+    doubled
+        .mul_f64(1.0 + jitter.clamp(0.0, 1.0) / 2.0)
+        .min(MAX_BACKOFF)
+}
+
+/// The `Retry-After` of a response, in seconds (the form this service sends).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 fn http_client(timeout: Duration, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
@@ -610,6 +663,16 @@ mod tests {
             Ok(json!({"me": null}))
         );
         assert!(judge(StatusCode::OK, b"not json", false).is_err());
+    }
+
+    #[test]
+    fn a_refused_request_backs_off_from_retry_after_with_jitter_and_a_cap() {
+        let second = Duration::from_secs(1);
+        assert_eq!(backoff(second, 1, 0.0), second);
+        assert_eq!(backoff(second, 1, 1.0), Duration::from_millis(1500));
+        assert_eq!(backoff(second, 2, 0.0), Duration::from_secs(2));
+        assert_eq!(backoff(second, 3, 0.5), Duration::from_secs(5));
+        assert_eq!(backoff(Duration::from_secs(20), 3, 1.0), MAX_BACKOFF);
     }
 
     #[test]

@@ -119,6 +119,20 @@ impl Cli {
     }
 }
 
+/// How often the progress line is printed, and the window its rates cover.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Prints a progress line to stderr every [`PROGRESS_EVERY`], as Locust and k6 do, so a
+/// long run shows where it is: users, requests/s, failures/s (refusals apart), p95.
+async fn report_progress(recorder: Arc<Recorder>) {
+    let mut every = tokio::time::interval(PROGRESS_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        eprintln!("{}", recorder.progress(PROGRESS_EVERY.as_secs() as usize));
+    }
+}
+
 async fn run_scenario(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
     anyhow::ensure!(args.spawn_rate > 0.0, "--spawn-rate must be positive");
@@ -142,7 +156,9 @@ async fn run_scenario(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
         run_id: run_id(),
     };
     let recorder = Arc::new(Recorder::new());
+    let progress = tokio::spawn(report_progress(recorder.clone()));
     let expectations = scenario::run(options, recorder.clone()).await;
+    progress.abort();
     let snapshot = recorder.snapshot();
     let invariant = invariant::check(&common.target, expectations, common.request_timeout).await?;
     let report = ScenarioReport::new(

@@ -35,6 +35,8 @@ pub struct Sample {
     pub size: u64,
     /// Why it failed, or `None` when it succeeded.
     pub error: Option<String>,
+    /// It failed as a refusal: a 429 or 503 that said when to come back (`Retry-After`).
+    pub refused: bool,
 }
 
 /// The numbers kept for one route (or for all routes together).
@@ -43,6 +45,9 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     pub requests: u64,
     pub failures: u64,
+    /// Failures that were refusals (429 or 503 with `Retry-After`): the overload
+    /// answers a polite client waits out.
+    pub refusals: u64,
     pub bytes: u64,
     pub errors: BTreeMap<String, u64>,
 }
@@ -53,6 +58,7 @@ impl Default for Stats {
             latency: new_histogram(),
             requests: 0,
             failures: 0,
+            refusals: 0,
             bytes: 0,
             errors: BTreeMap::new(),
         }
@@ -67,6 +73,7 @@ impl Stats {
         self.bytes += sample.size;
         if let Some(error) = &sample.error {
             self.failures += 1;
+            self.refusals += u64::from(sample.refused);
             if let Some(count) = self.errors.get_mut(error) {
                 *count += 1;
             } else if self.errors.len() < MAX_DISTINCT_ERRORS {
@@ -195,6 +202,27 @@ impl Recorder {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The last `window` whole seconds: active users now, requests and failures per
+    /// second, refusals, and the 95th percentile, for a progress line.
+    pub fn progress(&self, window: usize) -> Progress {
+        let now = self.started.elapsed().as_secs() as usize;
+        let inner = self.lock();
+        let mut stats = Stats::default();
+        let from = now.saturating_sub(window);
+        for second in inner.timeline.iter().skip(from).take(now - from) {
+            merge(&mut stats, &second.stats);
+        }
+        let seconds = (now - from).max(1) as f64;
+        Progress {
+            elapsed_s: now,
+            users: self.active_users(),
+            requests_per_s: stats.requests as f64 / seconds,
+            failures_per_s: (stats.failures - stats.refusals) as f64 / seconds,
+            refusals_per_s: stats.refusals as f64 / seconds,
+            p95_ms: stats.percentile_ms(0.95),
+        }
+    }
+
     /// What was recorded so far: per route, all routes together, and per second.
     pub fn snapshot(&self) -> Snapshot {
         let elapsed = self.started.elapsed();
@@ -224,9 +252,37 @@ fn merge(into: &mut Stats, from: &Stats) {
     let _ = into.latency.add(&from.latency);
     into.requests += from.requests;
     into.failures += from.failures;
+    into.refusals += from.refusals;
     into.bytes += from.bytes;
     for (error, count) in &from.errors {
         *into.errors.entry(error.clone()).or_default() += count;
+    }
+}
+
+/// The recent rates, as the progress line shows them.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub elapsed_s: usize,
+    pub users: usize,
+    pub requests_per_s: f64,
+    /// Failures other than refusals.
+    pub failures_per_s: f64,
+    pub refusals_per_s: f64,
+    pub p95_ms: f64,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{:>4} s] users {:>5}  req/s {:>7.1}  failures/s {:>6.1}  refused/s {:>6.1}  p95 {:>7.1} ms",
+            self.elapsed_s,
+            self.users,
+            self.requests_per_s,
+            self.failures_per_s,
+            self.refusals_per_s,
+            self.p95_ms
+        )
     }
 }
 
@@ -248,6 +304,7 @@ mod tests {
 
     fn sample(route: Route, ms: u64, error: Option<&str>) -> Sample {
         Sample {
+            refused: false,
             route,
             latency: Duration::from_millis(ms),
             size: 100,
@@ -286,6 +343,27 @@ mod tests {
         assert_eq!(snap.total.bytes, 10_200);
         assert!((snap.total.max_ms() - 700.0).abs() < 1.0);
         assert!((snap.total.failure_rate() - 2.0 / 102.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn progress_counts_refusals_apart_from_failures() {
+        let recorder = Recorder::new();
+        recorder.user_started();
+        recorder.record(sample(GET, 5, None));
+        recorder.record(sample(GET, 5, Some("500 INTERNAL")));
+        recorder.record(Sample {
+            refused: true,
+            ..sample(GET, 5, Some("503 BUSY"))
+        });
+        let total = recorder.snapshot().total;
+        assert_eq!((total.requests, total.failures, total.refusals), (3, 2, 1));
+        // The current second is not over: a progress line covers whole seconds only.
+        assert_eq!(recorder.progress(5).requests_per_s, 0.0);
+        let line = recorder.progress(5).to_string();
+        assert!(
+            line.contains("users     1") && line.contains("refused/s"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct RouteRow {
     pub name: String,
     pub requests: u64,
     pub failures: u64,
+    /// Failures that were refusals (429 or 503 with `Retry-After`), each waited out.
+    pub refusals: u64,
     pub failure_rate: f64,
     pub avg_ms: f64,
     pub min_ms: f64,
@@ -42,6 +44,7 @@ impl RouteRow {
             name: route.name.to_owned(),
             requests: stats.requests,
             failures: stats.failures,
+            refusals: stats.refusals,
             failure_rate: stats.failure_rate(),
             avg_ms: stats.mean_ms(),
             min_ms: stats.min_ms(),
@@ -214,7 +217,13 @@ impl ScenarioReport {
             let _ = writeln!(out, " {:>8}", row.requests);
         }
         if !self.errors.is_empty() {
-            let _ = writeln!(out, "\nFailures");
+            let _ = writeln!(
+                out,
+                "\nFailures ({} of them refusals: a 429 or 503 with Retry-After, waited out and \
+                 sent again up to {} times)",
+                self.total.refusals,
+                crate::api::MAX_RETRIES
+            );
             for e in &self.errors {
                 let _ = writeln!(
                     out,
@@ -262,14 +271,21 @@ impl ScenarioReport {
         out
     }
 
-    /// Per second of the run (Locust's `_stats_history.csv`, reduced).
+    /// Per second of the run (Locust's `_stats_history.csv`, reduced). A second in which
+    /// no request ended has no percentiles: they are left empty, not written as 0 ms,
+    /// which would read as the fastest second of the run rather than a stalled one.
     pub fn history_csv(&self) -> String {
         let mut out = String::from("Second,User Count,Requests/s,Failures/s,50%,95%\n");
         for s in &self.timeline {
+            let (p50, p95) = if s.requests == 0 {
+                (String::new(), String::new())
+            } else {
+                (format!("{:.1}", s.p50_ms), format!("{:.1}", s.p95_ms))
+            };
             let _ = writeln!(
                 out,
-                "{},{},{},{},{:.1},{:.1}",
-                s.second, s.users, s.requests, s.failures, s.p50_ms, s.p95_ms
+                "{},{},{},{},{p50},{p95}",
+                s.second, s.users, s.requests, s.failures
             );
         }
         out
@@ -505,6 +521,7 @@ mod tests {
         recorder.user_started();
         for ms in 1..=10 {
             recorder.record(Sample {
+                refused: false,
                 route: Route::new("GET", "/ecanteen/product?user_id=[name]"),
                 latency: Duration::from_millis(ms),
                 size: 200,
@@ -512,6 +529,7 @@ mod tests {
             });
         }
         recorder.record(Sample {
+            refused: false,
             route: Route::new("POST", "/ecanteen/product"),
             latency: Duration::from_millis(30),
             size: 50,
@@ -532,6 +550,25 @@ mod tests {
             ..InvariantReport::default()
         };
         ScenarioReport::new(run, &recorder.snapshot(), invariant)
+    }
+
+    #[test]
+    fn a_second_in_which_nothing_ended_has_no_percentiles_in_the_history() {
+        let mut report = report();
+        let stalled = SecondRow {
+            second: 1,
+            users: 1,
+            requests: 0,
+            failures: 0,
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+        };
+        report.timeline.push(stalled);
+        let csv = report.history_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[1].starts_with("0,1,11,1,"), "{csv}");
+        assert!(!lines[1].ends_with(','), "{csv}");
+        assert_eq!(lines[2], "1,1,0,0,,", "{csv}");
     }
 
     #[test]

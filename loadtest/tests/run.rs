@@ -170,3 +170,76 @@ async fn capacity_steps_up_and_keeps_every_stock_change() {
     assert!(!steps[0].held);
     assert!(capacity::best(&steps).is_none());
 }
+
+/// A server that refuses the first `refusals` requests with 503 and `Retry-After: 1`,
+/// then answers `[]`; it counts the requests it read.
+async fn refusing_server(refusals: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    request.clear();
+                    let answer = if counter.fetch_add(1, Ordering::SeqCst) < refusals {
+                        let body = r#"{"error":{"code":"INTERNAL","message":"busy"}}"#;
+                        format!("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                    } else {
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]".to_owned()
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_waits_out_retry_after_and_is_sent_again() {
+    use ecanteen_loadtest::api::Partner;
+
+    let (base, seen) = refusing_server(2).await;
+    let recorder = Arc::new(Recorder::new());
+    let partner = Partner::with_token(
+        &base,
+        ApiKind::Rest,
+        "t",
+        Duration::from_secs(5),
+        recorder.clone(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        partner.view_all().await.is_ok(),
+        "admitted on the third try"
+    );
+    // Waited Retry-After (1 s), then twice that, each stretched by up to half.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_millis(4600),
+        "{waited:?}"
+    );
+    let total = recorder.snapshot().total;
+    assert_eq!((total.requests, total.failures, total.refusals), (3, 2, 2));
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
