@@ -105,6 +105,19 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_BALANCER_MAX_TRIES", default_value_t = 3)]
     pub max_tries: usize,
 
+    /// Most requests in flight on one replica (0: no cap). Past it on every replica, a
+    /// request waits up to --queue-ms for room, then gets 503 with Retry-After.
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: u64,
+
+    /// Milliseconds a request waits for room on a replica at its cap.
+    #[arg(long, env = "ECANTEEN_BALANCER_QUEUE_MS", default_value_t = 250)]
+    pub queue_ms: u64,
+
+    /// Most requests waiting for room at once; more get 503 at once.
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_QUEUED", default_value_t = 512)]
+    pub max_queued: usize,
+
     /// Largest request body, in bytes (then 413).
     #[arg(long, env = "ECANTEEN_BALANCER_BODY_LIMIT", default_value_t = 25 * 1024 * 1024)]
     pub body_limit: usize,

@@ -13,7 +13,7 @@
 //! - At most `max_tries` attempts, never twice on the same replica.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,10 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a request waits for room on a replica at its cap.
+    pub queue_wait: Duration,
+    /// Most requests waiting for room at once.
+    pub max_queued: usize,
 }
 
 pub struct Balancer {
@@ -44,7 +48,12 @@ pub struct Balancer {
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
     pub settings: Settings,
+    /// Requests waiting for room now.
+    pub queued: AtomicUsize,
 }
+
+/// The error of a request that found every replica at its cap, and no room in time.
+const AT_CAPACITY: ErrorType = ErrorType::Custom("every replica is at capacity");
 
 /// Per-request state.
 pub struct Ctx {
@@ -110,6 +119,27 @@ async fn respond_json(
 }
 
 impl Balancer {
+    /// Every ready replica is at its cap: waits, in a bounded queue, until one has room
+    /// or the queue's wait runs out (then AT_CAPACITY, answered 503 with Retry-After).
+    async fn wait_for_room(&self, ctx: &Ctx) -> Result<Lease> {
+        let refuse = || Error::explain(AT_CAPACITY, "every replica is at capacity");
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.settings.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(refuse());
+        }
+        // Counted out however the wait ends.
+        let _queued = Queued(&self.queued);
+        let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
+        loop {
+            if !self.pool.wait_for_room(deadline).await {
+                return Err(refuse());
+            }
+            if let Some(lease) = self.pool.select(&ctx.tried) {
+                return Ok(lease);
+            }
+        }
+    }
+
     /// Whether a request that may have reached a replica can be sent again: reads, and
     /// writes that carry an `Idempotency-Key` (the replica answers a repeat with the
     /// first result instead of applying it again).
@@ -221,10 +251,16 @@ impl ProxyHttp for Balancer {
             self.metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
         ctx.attempts += 1;
-        let lease = self
-            .pool
-            .select(&ctx.tried)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no replica is ready"))?;
+        let lease = match self.pool.select(&ctx.tried) {
+            Some(lease) => lease,
+            None if self.pool.any_ready_besides(&ctx.tried) => self.wait_for_room(ctx).await?,
+            None => {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "no replica is ready",
+                ))
+            }
+        };
         let addr = lease.upstream().addr;
         ctx.tried.push(addr);
         ctx.lease = Some(lease);
@@ -348,15 +384,24 @@ impl ProxyHttp for Balancer {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        // What the balancer says is never a 500, and a replica that is alive but slow
+        // (it took the request and did not answer in time) is not a 502: both are 503
+        // with Retry-After, which clients retry.
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            ErrorType::Custom(_) if *e.etype() == AT_CAPACITY => 503,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                503
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     _ => 400,
                 },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
+                ErrorSource::Internal | ErrorSource::Unset => 503,
             },
         };
         let (error_code, message, retry_after) = match code {
@@ -370,7 +415,15 @@ impl ProxyHttp for Balancer {
             ),
             503 => (
                 "INTERNAL",
-                "no replica is ready; please retry".to_owned(),
+                match e.etype() {
+                    ErrorType::HTTPStatus(_) => "no replica is ready; please retry",
+                    _ if *e.etype() == AT_CAPACITY => "every replica is at capacity; please retry",
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                        "the replica is slow to answer; please retry"
+                    }
+                    _ => "the request could not be completed; please retry",
+                }
+                .to_owned(),
                 Some(1),
             ),
             502 | 504 => (
@@ -401,6 +454,15 @@ impl ProxyHttp for Balancer {
         self.metrics.observe(ctx.started.elapsed());
         // The end of the request (or of the WebSocket tunnel) ends its lease.
         ctx.lease = None;
+    }
+}
+
+/// Counts a queued request out when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Assembles the pingora server: the proxy service and its background services.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
         interval: Duration::from_millis(config.health_interval_ms.max(50)),
         max_fails: config.max_fails,
         fail_timeout: Duration::from_millis(config.fail_timeout_ms),
+        max_in_flight: config.max_in_flight,
     };
     let pool = Arc::new(Pool::new(config.algorithm, policy));
     let metrics = Arc::new(Metrics::default());
@@ -95,7 +97,10 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             read_timeout: Duration::from_secs(config.read_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            queue_wait: Duration::from_millis(config.queue_ms),
+            max_queued: config.max_queued,
         },
+        queued: AtomicUsize::new(0),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, balancer);
     // Pingora buffers at most one MSS (1,460 bytes) of a response before writing, so a

@@ -21,6 +21,15 @@
 //!
 //! A replica removed from the file is dropped from selection at once; its requests in
 //! flight hold `Arc`s to it and finish normally (it is drained, not cut off).
+//!
+//! # Capacity
+//!
+//! A replica takes at most `max_in_flight` requests at once (0: no cap). The count is
+//! checked and raised in one compare-and-swap when the lease is taken, so two requests
+//! choosing at once cannot both take the last place. Past the cap on every replica, a
+//! request waits for a lease to end ([`Pool::wait_for_room`]; each ending lease wakes one
+//! waiter) for a short while, then is refused: a slow replica is given no more than it
+//! can hold, and the excess is answered at once rather than left to time out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::config::Algorithm;
 
@@ -84,6 +94,8 @@ pub struct Policy {
     pub interval: Duration,
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    /// Most requests in flight on one replica (0: no cap).
+    pub max_in_flight: u64,
 }
 
 /// A snapshot of one replica for the status page.
@@ -231,13 +243,24 @@ impl Upstream {
 #[derive(Debug)]
 pub struct Lease {
     upstream: Arc<Upstream>,
+    /// Told when this lease ends, so a request waiting for room can try again.
+    freed: Arc<Notify>,
 }
 
 impl Lease {
-    fn take(upstream: Arc<Upstream>) -> Self {
-        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request in flight on `upstream` if it has room under `cap` (0: no cap).
+    fn try_take(upstream: Arc<Upstream>, cap: u64, freed: &Arc<Notify>) -> Option<Self> {
+        upstream
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (cap == 0 || n < cap).then_some(n + 1)
+            })
+            .ok()?;
         upstream.requests.fetch_add(1, Ordering::Relaxed);
-        Self { upstream }
+        Some(Self {
+            upstream,
+            freed: freed.clone(),
+        })
     }
 
     pub fn upstream(&self) -> &Arc<Upstream> {
@@ -247,7 +270,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
     }
 }
 
@@ -261,6 +285,8 @@ pub struct Pool {
     round_robin: Mutex<HashMap<SocketAddr, i64>>,
     /// Where least-connections starts looking, so equals take turns.
     cursor: AtomicUsize,
+    /// Notified whenever a lease ends.
+    freed: Arc<Notify>,
 }
 
 impl Pool {
@@ -271,6 +297,7 @@ impl Pool {
             policy,
             round_robin: Mutex::new(HashMap::new()),
             cursor: AtomicUsize::new(0),
+            freed: Arc::new(Notify::new()),
         }
     }
 
@@ -313,21 +340,47 @@ impl Pool {
     }
 
     /// Chooses a ready replica that is not in `exclude` (the ones this request already
-    /// failed on), and leases it. `None` when there is none.
+    /// failed on) and has room, and leases it. `None` when there is none.
     pub fn select(&self, exclude: &[SocketAddr]) -> Option<Lease> {
-        let members = self.members.read().ok()?;
-        let candidates: Vec<&Arc<Upstream>> = members
-            .iter()
-            .filter(|u| u.is_ready() && !exclude.contains(&u.addr))
-            .collect();
-        if candidates.is_empty() {
-            return None;
+        let cap = self.policy.max_in_flight;
+        // A lease lost to a concurrent request (the last place taken between the look
+        // and the swap) is chosen again, a few times at most.
+        for _ in 0..4 {
+            let chosen = {
+                let members = self.members.read().ok()?;
+                let candidates: Vec<&Arc<Upstream>> = members
+                    .iter()
+                    .filter(|u| u.is_ready() && !exclude.contains(&u.addr))
+                    .filter(|u| cap == 0 || u.in_flight() < cap)
+                    .collect();
+                if candidates.is_empty() {
+                    return None;
+                }
+                match self.algorithm {
+                    Algorithm::RoundRobin => self.round_robin(&candidates),
+                    Algorithm::LeastConnections => self.least_connections(&candidates),
+                }?
+            };
+            if let Some(lease) = Lease::try_take(chosen, cap, &self.freed) {
+                return Some(lease);
+            }
         }
-        let chosen = match self.algorithm {
-            Algorithm::RoundRobin => self.round_robin(&candidates),
-            Algorithm::LeastConnections => self.least_connections(&candidates),
-        }?;
-        Some(Lease::take(chosen))
+        None
+    }
+
+    /// Whether a ready replica not in `exclude` exists, with room or not.
+    pub fn any_ready_besides(&self, exclude: &[SocketAddr]) -> bool {
+        self.members
+            .read()
+            .is_ok_and(|m| m.iter().any(|u| u.is_ready() && !exclude.contains(&u.addr)))
+    }
+
+    /// Waits until a lease ends, or `deadline`; false at the deadline. Call it only after
+    /// [`Pool::select`] found no room, and select again after it.
+    pub async fn wait_for_room(&self, deadline: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.freed.notified())
+            .await
+            .is_ok()
     }
 
     /// nginx's smooth weighted round robin: every candidate gains its weight, the
@@ -432,6 +485,7 @@ mod tests {
             interval: Duration::from_secs(1),
             max_fails: 2,
             fail_timeout: Duration::from_secs(60),
+            max_in_flight: 0,
         }
     }
 
@@ -502,6 +556,45 @@ mod tests {
         assert_eq!(picks, 300);
     }
 
+    /// Two places on each of two replicas: the fifth request finds no room, and an
+    /// ending lease makes room and wakes the one waiting.
+    #[tokio::test]
+    async fn a_replica_takes_no_more_than_its_cap_and_an_ending_lease_makes_room() {
+        let pool = Pool::new(
+            Algorithm::LeastConnections,
+            Policy {
+                max_in_flight: 2,
+                ..policy()
+            },
+        );
+        pool.set_members(&[
+            ("127.0.0.1:1".parse().unwrap(), 1),
+            ("127.0.0.1:2".parse().unwrap(), 1),
+        ]);
+        for u in pool.members() {
+            u.record_probe(true, &pool.policy);
+            u.record_probe(true, &pool.policy);
+        }
+        let mut leases: Vec<Lease> = (0..4).map(|_| pool.select(&[]).unwrap()).collect();
+        assert!(pool.members().iter().all(|u| u.in_flight() == 2));
+        assert!(pool.select(&[]).is_none(), "no room left");
+        assert!(pool.any_ready_besides(&[]));
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(!pool.wait_for_room(soon).await, "nothing ended");
+        let waiter = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            assert!(pool.wait_for_room(deadline).await);
+            pool.select(&[])
+        };
+        let ending = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            leases.pop();
+        };
+        let (room, ()) = tokio::join!(waiter, ending);
+        assert!(room.is_some(), "the freed place was taken");
+        assert!(pool.members().iter().all(|u| u.in_flight() == 2));
+    }
+
     #[test]
     fn least_connections_prefers_the_idle_and_rotates_among_equals() {
         let pool = pool(
@@ -511,7 +604,7 @@ mod tests {
         let busy = pool.select(&[]).unwrap();
         let busy_addr = busy.upstream().addr;
         let _busier = (0..5)
-            .map(|_| Lease::take(busy.upstream().clone()))
+            .map(|_| Lease::try_take(busy.upstream().clone(), 0, &pool.freed).unwrap())
             .collect::<Vec<_>>();
         // With one replica busy, the other two take turns.
         let picks: Vec<SocketAddr> = (0..10)

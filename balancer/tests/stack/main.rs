@@ -13,6 +13,7 @@ mod faults;
 mod hangups;
 mod limits;
 mod operations;
+mod overload;
 mod proxying;
 mod secrets;
 mod selection;
