@@ -133,19 +133,19 @@ struct StoredStockResult {
 }
 
 /// The operation-specific part of a stock change.
-struct Change<'a> {
+struct Change {
     product_id: i64,
     operation: &'static str,
     /// `Some(delta)` adds; `None` sets the quantity to `target`.
     delta: Option<i64>,
     target: i64,
     reason: StockReason,
-    note: Option<&'a Note>,
+    note: Option<Note>,
     expected_quantity: Option<i64>,
-    idempotency_key: Option<&'a IdempotencyKey>,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
-impl Change<'_> {
+impl Change {
     /// What tells a genuine retry from a key reused for another change.
     fn fingerprint_parts(&self) -> [String; 7] {
         [
@@ -154,7 +154,7 @@ impl Change<'_> {
             self.delta.map_or(String::new(), |d| d.to_string()),
             self.target.to_string(),
             self.reason.as_str().to_owned(),
-            self.note.map_or("", |n| n.as_str()).to_owned(),
+            self.note.as_ref().map_or("", |n| n.as_str()).to_owned(),
             self.expected_quantity
                 .map_or(String::new(), |q| q.to_string()),
         ]
@@ -168,55 +168,53 @@ impl Service {
         actor: &Actor,
         input: AdjustStock,
     ) -> ServiceResult<StockChange> {
-        let (service, actor) = (self.clone(), *actor);
-        self.detached(async move {
-            service
-                .change_stock(
-                    &actor,
-                    Change {
-                        product_id: input.product_id,
-                        operation: "adjustStock",
-                        delta: Some(input.delta.get()),
-                        target: 0,
-                        reason: input.reason,
-                        note: input.note.as_ref(),
-                        expected_quantity: input.expected_quantity.map(Quantity::get),
-                        idempotency_key: input.idempotency_key.as_ref(),
-                    },
-                )
-                .await
-        })
+        self.change_stock(
+            actor,
+            Change {
+                product_id: input.product_id,
+                operation: "adjustStock",
+                delta: Some(input.delta.get()),
+                target: 0,
+                reason: input.reason,
+                note: input.note,
+                expected_quantity: input.expected_quantity.map(Quantity::get),
+                idempotency_key: input.idempotency_key,
+            },
+        )
         .await
     }
 
     /// Sets a product's stock to a counted quantity; the ledger records the difference.
     pub async fn set_stock(&self, actor: &Actor, input: SetStock) -> ServiceResult<StockChange> {
-        let (service, actor) = (self.clone(), *actor);
-        self.detached(async move {
-            service
-                .change_stock(
-                    &actor,
-                    Change {
-                        product_id: input.product_id,
-                        operation: "setStock",
-                        delta: None,
-                        target: input.quantity.get(),
-                        reason: input.reason,
-                        note: input.note.as_ref(),
-                        expected_quantity: input.expected_quantity.map(Quantity::get),
-                        idempotency_key: input.idempotency_key.as_ref(),
-                    },
-                )
-                .await
-        })
+        self.change_stock(
+            actor,
+            Change {
+                product_id: input.product_id,
+                operation: "setStock",
+                delta: None,
+                target: input.quantity.get(),
+                reason: input.reason,
+                note: input.note,
+                expected_quantity: input.expected_quantity.map(Quantity::get),
+                idempotency_key: input.idempotency_key,
+            },
+        )
         .await
     }
 
-    /// A stock change, in the caller's task: only [`Service::detached`] calls it.
-    async fn change_stock(&self, actor: &Actor, change: Change<'_>) -> ServiceResult<StockChange> {
+    /// A stock change, run to its end on a task of its own.
+    async fn change_stock(&self, actor: &Actor, change: Change) -> ServiceResult<StockChange> {
+        let (service, actor) = (self.clone(), *actor);
+        self.detached(async move { service.change_stock_now(&actor, change).await })
+            .await
+    }
+
+    /// A stock change, in the caller's task: only [`Service::change_stock`] calls it.
+    async fn change_stock_now(&self, actor: &Actor, change: Change) -> ServiceResult<StockChange> {
         let now = now_ms();
         let idempotency = change
             .idempotency_key
+            .as_ref()
             .map(|key| Idempotency::new(key.clone(), &change.fingerprint_parts()));
         let (result, replayed) = write_tx!(&self.db, tx => {
             let claim = match &idempotency {
@@ -303,8 +301,8 @@ impl Service {
                             delta,
                             quantity_after: product.quantity,
                             reason: change.reason,
-                            note: change.note.map(Note::as_str),
-                            idempotency_key: change.idempotency_key.map(IdempotencyKey::as_str),
+                            note: change.note.as_ref().map(Note::as_str),
+                            idempotency_key: change.idempotency_key.as_ref().map(IdempotencyKey::as_str),
                             at: now,
                         }
                     )?;

@@ -100,12 +100,7 @@ dual_tests! {
         let mut probe = Probe::new(&app).await;
         let mut owner = app.partner("kasir").await;
         let product = owner.create_product("Es Jeruk", 0).await;
-        let token = owner
-            .ok("mutation { createApiToken(name: \"till\") { token } }", json!({}))
-            .await["createApiToken"]["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token = owner.api_token("till").await;
         let mut till = app.client();
         till.bearer = Some(token);
 

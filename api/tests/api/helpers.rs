@@ -360,6 +360,18 @@ impl Client {
             .clone()
     }
 
+    /// Creates an API token (the client needs a session) and returns its secret.
+    pub async fn api_token(&mut self, name: &str) -> String {
+        self.ok(
+            "mutation($n: String!) { createApiToken(name: $n) { token } }",
+            json!({ "n": name }),
+        )
+        .await["createApiToken"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
     /// Creates a product and returns its id.
     pub async fn create_product(&mut self, name: &str, quantity: i64) -> String {
         let data = self

@@ -177,15 +177,7 @@ async fn a_write_whose_client_left_still_commits_before_shutdown_closes_the_pool
     let setup = TestApp::on(db.clone(), |_| {}).await;
     let mut owner = setup.partner("pamit").await;
     let product = owner.create_product("Kopi", 0).await;
-    let token = owner
-        .ok(
-            "mutation { createApiToken(name: \"till\") { token } }",
-            serde_json::json!({}),
-        )
-        .await["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = owner.api_token("till").await;
 
     let mut config = test_config(&db.url);
     config.listen = "127.0.0.1:0".parse().unwrap();

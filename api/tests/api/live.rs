@@ -250,15 +250,7 @@ async fn websocket_subscriptions_speak_both_protocols_and_authenticate_at_init()
     let app = TestApp::on(db.clone(), |_| {}).await;
     let mut seller = app.partner("ws_seller").await;
     let id = seller.create_product("Serabi", 10).await;
-    let token = seller
-        .ok(
-            "mutation { createApiToken(name: \"ws\") { token } }",
-            json!({}),
-        )
-        .await["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = seller.api_token("ws").await;
     let query = format!(
         "subscription {{ stockChanged(productId: \"{id}\") {{ quantity movement {{ note }} }} }}"
     );
@@ -415,15 +407,7 @@ async fn websockets_are_bounded_per_replica_per_connection_per_message_and_at_in
     .await;
     let app = TestApp::on(db.clone(), |_| {}).await;
     let mut seller = app.partner("ws_bounded").await;
-    let token = seller
-        .ok(
-            "mutation { createApiToken(name: \"ws\") { token } }",
-            json!({}),
-        )
-        .await["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = seller.api_token("ws").await;
     let init =
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
 

@@ -189,15 +189,7 @@ async fn cookie_uploads_need_a_preflight_header_but_token_uploads_do_not() {
     assert!(response.text().contains("X-Requested-With"));
     assert_eq!(count(&app, "products").await, 0);
 
-    let token = c
-        .ok(
-            "mutation { createApiToken(name: \"cam\") { token } }",
-            json!({}),
-        )
-        .await["createApiToken"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = c.api_token("cam").await;
     let mut bot = app.client();
     bot.bearer = Some(token);
     let response = bot

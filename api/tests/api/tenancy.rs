@@ -20,19 +20,8 @@ fn attacks(id: &str) -> Vec<(&'static str, Value)> {
 
 /// A client that authenticates with a new API token of `owner`'s partner.
 async fn token_client(app: &TestApp, owner: &mut Client) -> Client {
-    let created = owner
-        .ok(
-            "mutation { createApiToken(name: \"bot\") { token } }",
-            json!({}),
-        )
-        .await;
     let mut bot = app.client();
-    bot.bearer = Some(
-        created["createApiToken"]["token"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    );
+    bot.bearer = Some(owner.api_token("bot").await);
     bot
 }
 
