@@ -27,7 +27,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
-use crate::upstream::{Lease, Pool};
+use crate::upstream::{Lease, Pool, Upstream};
 
 /// Knobs of the proxy.
 #[derive(Clone, Debug)]
@@ -320,9 +320,10 @@ impl ProxyHttp for Balancer {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(lease) = &ctx.lease {
-            lease
-                .upstream()
-                .record_outcome(upstream_response.status.as_u16() < 500, &self.pool.policy);
+            lease.upstream().record_outcome(
+                !Upstream::counts_as_failure(upstream_response.status.as_u16()),
+                &self.pool.policy,
+            );
         }
         Ok(())
     }

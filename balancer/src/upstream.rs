@@ -203,6 +203,17 @@ impl Upstream {
         (h.health != before).then_some(h.health)
     }
 
+    /// Whether a replica's answer with `status` counts as a failure for passive checks:
+    /// a 5xx, except 503. A replica that answers 503 is alive and says it is busy (its
+    /// password workers are full) or that its database is away; ejecting it for that
+    /// turned a login storm into "no replica is ready" for every request, reads
+    /// included, since each replica was ejected again as soon as it came back. Whether
+    /// it takes traffic is for its readiness, which the active checks ask. (nginx's
+    /// `max_fails` does not count `http_503` by default either.)
+    pub fn counts_as_failure(status: u16) -> bool {
+        status >= 500 && status != 503
+    }
+
     /// Applies the outcome of a proxied request (passive checks, as nginx's
     /// `max_fails`/`fail_timeout`): after `max_fails` consecutive failures the replica
     /// is skipped for `fail_timeout`.
@@ -593,6 +604,28 @@ mod tests {
         let (room, ()) = tokio::join!(waiter, ending);
         assert!(room.is_some(), "the freed place was taken");
         assert!(pool.members().iter().all(|u| u.in_flight() == 2));
+    }
+
+    /// A storm of 503s (busy, with Retry-After) from a live replica does not eject it;
+    /// 500s and 502s still do.
+    #[test]
+    fn a_replicas_503s_do_not_eject_it_but_other_5xx_do() {
+        let pool = pool(Algorithm::RoundRobin, &[("127.0.0.1:1", 1)]);
+        let replica = &pool.members()[0];
+        for _ in 0..10 {
+            replica.record_outcome(!Upstream::counts_as_failure(503), &pool.policy);
+        }
+        assert!(replica.is_ready(), "busy is not dead");
+        for status in [500, 502, 504] {
+            assert!(Upstream::counts_as_failure(status));
+        }
+        for _ in 0..2 {
+            replica.record_outcome(!Upstream::counts_as_failure(500), &pool.policy);
+        }
+        assert!(
+            !replica.is_ready(),
+            "two 500s in a row eject it (max_fails 2)"
+        );
     }
 
     #[test]
