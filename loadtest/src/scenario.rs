@@ -149,8 +149,20 @@ impl User {
     /// invariant check reads the ledger with. False when the run ended first.
     async fn sign_in(&mut self, partner: &Partner) -> bool {
         let password = self.options.password.clone();
-        // A failed sign-up may still have created the account: go on to log in anyway.
-        let _ = partner.register(&password).await;
+        // Until the account exists: a sign-up refused as busy (even after its retries)
+        // is tried again, as a person would, rather than logging in to no account,
+        // which only collects 401s and then the login throttle. A CONFLICT means an
+        // earlier attempt did create it.
+        loop {
+            match partner.register(&password).await {
+                Ok(()) => break,
+                Err(err) if err.0.contains("CONFLICT") => break,
+                Err(_) => {}
+            }
+            if self.think().await {
+                return false;
+            }
+        }
         if self.think().await {
             return false;
         }
