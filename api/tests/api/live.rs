@@ -202,13 +202,22 @@ async fn serve_with(
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(addr: std::net::SocketAddr, protocol: &str, cookie: Option<&str>) -> Ws {
+/// The handshake request for `/graphql/ws` on `addr`, speaking `protocol`.
+fn ws_request(
+    addr: std::net::SocketAddr,
+    protocol: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = format!("ws://{addr}/graphql/ws")
         .into_client_request()
         .unwrap();
     request
         .headers_mut()
         .insert("sec-websocket-protocol", protocol.parse().unwrap());
+    request
+}
+
+async fn connect(addr: std::net::SocketAddr, protocol: &str, cookie: Option<&str>) -> Ws {
+    let mut request = ws_request(addr, protocol);
     if let Some(cookie) = cookie {
         request
             .headers_mut()
@@ -339,13 +348,7 @@ async fn a_cross_site_page_cannot_ride_the_session_cookie() {
     let addr = serve(&db).await;
     let app = TestApp::on(db.clone(), |_| {}).await;
     let seller = app.partner("hijack_target").await;
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
+    let mut request = ws_request(addr, "graphql-transport-ws");
     request
         .headers_mut()
         .insert("cookie", seller.cookie.as_deref().unwrap().parse().unwrap());
@@ -435,13 +438,7 @@ async fn websockets_are_bounded_per_replica_per_connection_per_message_and_at_in
         receive(&mut second).await.unwrap()["type"],
         "connection_ack"
     );
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
+    let request = ws_request(addr, "graphql-transport-ws");
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503);

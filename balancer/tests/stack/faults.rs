@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ecanteen_loadtest::invariant::{self, Expectation};
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -130,19 +129,7 @@ impl Shop {
     async fn assert_ledger(&self, outcomes: &Outcomes) {
         let acked = outcomes.acked.lock().unwrap().clone();
         let unacked = outcomes.unacked.lock().unwrap().clone();
-        let expectation = Expectation {
-            product_id: self.product_id,
-            token: self.token.clone(),
-            initial: 0,
-            acknowledged_sum: i64::try_from(acked.len()).unwrap(),
-            acknowledged_keys: acked,
-            unacknowledged_keys: unacked,
-            ..Expectation::default()
-        };
-        let report = invariant::check(&self.url, vec![expectation], Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert!(report.holds(), "{}", report.summary());
+        assert_ledger(&self.url, &self.token, self.product_id, acked, unacked).await;
     }
 }
 

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ecanteen_loadtest::invariant::{self, Expectation};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -352,18 +351,7 @@ async fn clients_hanging_up_never_wedge(database_url: &str) {
     );
 
     let acked = ledger.acked.lock().unwrap().clone();
-    let expectation = Expectation {
-        product_id: shop.product_id,
-        token,
-        initial: 0,
-        acknowledged_sum: i64::try_from(acked.len()).unwrap(),
-        acknowledged_keys: acked,
-        ..Expectation::default()
-    };
-    let report = invariant::check(&balancer.url, vec![expectation], Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert!(report.holds(), "{}", report.summary());
+    assert_ledger(&balancer.url, &token, shop.product_id, acked, Vec::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -586,3 +586,30 @@ async fn pump(
         }
     }
 }
+
+/// The load test's ledger check on one product, through `url` with its owner's
+/// `token`: every acknowledged key is in the ledger exactly once, the ledger sums to the
+/// product's quantity, and an unacknowledged key that landed is a violation (so send
+/// failed changes again with their keys first).
+pub async fn assert_ledger(
+    url: &str,
+    token: &str,
+    product_id: i64,
+    acknowledged: Vec<String>,
+    unacknowledged: Vec<String>,
+) {
+    let expectation = ecanteen_loadtest::invariant::Expectation {
+        product_id,
+        token: token.to_owned(),
+        initial: 0,
+        acknowledged_sum: i64::try_from(acknowledged.len()).unwrap(),
+        acknowledged_keys: acknowledged,
+        unacknowledged_keys: unacknowledged,
+        ..Default::default()
+    };
+    let report =
+        ecanteen_loadtest::invariant::check(url, vec![expectation], Duration::from_secs(10))
+            .await
+            .unwrap();
+    assert!(report.holds(), "{}", report.summary());
+}
