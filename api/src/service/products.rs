@@ -181,6 +181,16 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
+impl<T> Page<T> {
+    /// A page of at most `size` items from a read that asked for one more: the extra
+    /// row, if it came, only says that another page follows.
+    pub(crate) fn of_one_more(mut items: Vec<T>, size: i64) -> Self {
+        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > size;
+        items.truncate(usize::try_from(size).unwrap_or(0));
+        Self { items, has_next }
+    }
+}
+
 /// Escapes `%`, `_` and `\` for a `like … escape '\'` pattern.
 fn like_contains(needle: &str) -> String {
     let mut out = String::from("%");
@@ -655,14 +665,12 @@ impl Service {
         }
         sql.push(&format!(" order by {column} {dir}, id {dir} limit "))
             .bind(Arg::Int(first + 1));
-        let mut items: Vec<Product> = with_db!(&self.db, pool => {
+        let items: Vec<Product> = with_db!(&self.db, pool => {
             bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
                 .fetch_all(pool)
                 .await?
         });
-        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > first;
-        items.truncate(usize::try_from(first).unwrap_or(0));
-        Ok(Page { items, has_next })
+        Ok(Page::of_one_more(items, first))
     }
 
     /// Live products in id order, skipping `offset` and taking at most `limit`
@@ -682,14 +690,12 @@ impl Service {
             .bind(Arg::Int(limit + 1))
             .push(" offset ")
             .bind(Arg::Int(offset));
-        let mut items: Vec<Product> = with_db!(&self.db, pool => {
+        let items: Vec<Product> = with_db!(&self.db, pool => {
             bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
                 .fetch_all(pool)
                 .await?
         });
-        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > limit;
-        items.truncate(usize::try_from(limit).unwrap_or(0));
-        Ok(Page { items, has_next })
+        Ok(Page::of_one_more(items, limit))
     }
 
     /// How many live products match a filter.

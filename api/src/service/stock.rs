@@ -365,7 +365,7 @@ impl Service {
         if let Some(err) = ownership_error(owner, actor) {
             return Err(err);
         }
-        let mut items: Vec<StockMovement> = with_db!(&self.db, pool => {
+        let items: Vec<StockMovement> = with_db!(&self.db, pool => {
             sqlx::query_as::<_, StockMovement>(&format!(
                 "select {MOVEMENT_COLUMNS} from stock_movements
                  where product_id = $1 and id < $2 order by id desc limit $3"
@@ -376,9 +376,7 @@ impl Service {
             .fetch_all(pool)
             .await?
         });
-        let has_next = i64::try_from(items.len()).unwrap_or(i64::MAX) > first;
-        items.truncate(usize::try_from(first).unwrap_or(0));
-        Ok(Page { items, has_next })
+        Ok(Page::of_one_more(items, first))
     }
 }
 
