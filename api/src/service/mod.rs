@@ -100,6 +100,7 @@ impl Service {
             // A large photo decodes in hundreds of milliseconds: a longer wait than for
             // a password.
             decodes: Arc::new(admission::Admission::new(
+                "picture",
                 admission::AdmissionPolicy::per_core(Duration::from_secs(2)),
             )),
         }

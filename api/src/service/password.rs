@@ -1,7 +1,8 @@
 //! Password hashing with argon2id, always off the async runtime, and admitted.
 //!
-//! Hashing costs tens of milliseconds of CPU and 19 MiB by design, so it runs on tokio's
-//! blocking pool and never stalls the threads that serve other requests. Logging in as
+//! Hashing costs tens of milliseconds of CPU and 19 MiB by design, so it runs on threads
+//! of its own, at the lowest priority, and never stalls the threads that serve other
+//! requests. Logging in as
 //! an unknown user verifies against a dummy hash of the same cost, so an attacker cannot
 //! tell a missing account from a wrong password by timing.
 //!
@@ -10,12 +11,10 @@
 //! A sign-up or login storm must not take the cores from everyone else: unbounded, fifty
 //! sign-ups and fifty logins a second need more than two cores. Password work is
 //! admitted ([`crate::service::admission`]): one job per core by default, a short queue,
-//! and BUSY past them.
+//! and BUSY past them, on threads that yield the cores to every other request.
 
 use std::fmt;
 use std::sync::Arc;
-
-use tokio::sync::OwnedSemaphorePermit;
 
 use anyhow::anyhow;
 use argon2::password_hash::rand_core::OsRng;
@@ -24,6 +23,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::domain::Password;
 use crate::error::{ServiceError, ServiceResult};
+pub use crate::service::admission::Admitted;
 use crate::service::admission::{Admission, AdmissionPolicy};
 
 /// The OWASP minimum for argon2id: 19 MiB, 2 passes, 1 lane.
@@ -33,10 +33,6 @@ pub const OWASP_PARALLELISM: u32 = 1;
 
 /// How much password work may run and wait at once (see the module docs).
 pub type PasswordAdmission = AdmissionPolicy;
-
-/// A place among the password workers ([`PasswordHasher::admit`]).
-#[derive(Debug)]
-pub struct Admitted(OwnedSemaphorePermit);
 
 /// Argon2id with fixed parameters, a dummy hash made with them, and the admission that
 /// bounds how much of it runs at once.
@@ -71,33 +67,26 @@ impl PasswordHasher {
         Ok(Self {
             params,
             dummy_hash: dummy_hash.into(),
-            admission: Arc::new(Admission::new(AdmissionPolicy::per_core(
-                std::time::Duration::from_millis(500),
-            ))),
+            admission: Arc::new(Admission::new("password", AdmissionPolicy::default())),
         })
     }
 
     /// The same hasher, admitting work as `policy` says.
     pub fn with_admission(self, policy: PasswordAdmission) -> Self {
         Self {
-            admission: Arc::new(Admission::new(policy)),
+            admission: Arc::new(Admission::new("password", policy)),
             ..self
         }
     }
 
     /// Hashes a password into a PHC string (algorithm, parameters and salt included).
     pub async fn hash(&self, password: &Password) -> ServiceResult<String> {
-        let permit = self.admission.admit().await?;
         let params = self.params.clone();
         let password = password.clone();
-        // The permit goes with the work: a request dropped meanwhile frees no core.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            hash_with(&params, password.expose())
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.into()))?
-        .map_err(|e| ServiceError::Internal(anyhow!("argon2 hashing failed: {e}")))
+        self.admission
+            .run(move || hash_with(&params, password.expose()))
+            .await?
+            .map_err(|e| ServiceError::Internal(anyhow!("argon2 hashing failed: {e}")))
     }
 
     /// Checks a password against a stored hash, or against the dummy hash when there is
@@ -110,7 +99,7 @@ impl PasswordHasher {
     /// A place among the password workers, taken before the work it is for, so a caller
     /// can be refused as BUSY before it does anything else.
     pub async fn admit(&self) -> ServiceResult<Admitted> {
-        Ok(Admitted(self.admission.admit().await?))
+        self.admission.admit().await
     }
 
     /// [`PasswordHasher::verify`], on a place already admitted.
@@ -123,20 +112,19 @@ impl PasswordHasher {
         let known = stored.is_some();
         let hash = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
         let password = password.clone();
-        let permit = admitted.0;
-        let matches = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let parsed = PasswordHash::new(&hash).map_err(|e| {
-                ServiceError::Internal(anyhow!("stored password hash is malformed: {e}"))
-            })?;
-            Ok::<_, ServiceError>(
-                Argon2::default()
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok(),
-            )
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.into()))??;
+        let matches = self
+            .admission
+            .run_admitted(admitted, move || {
+                let parsed = PasswordHash::new(&hash).map_err(|e| {
+                    ServiceError::Internal(anyhow!("stored password hash is malformed: {e}"))
+                })?;
+                Ok::<_, ServiceError>(
+                    Argon2::default()
+                        .verify_password(password.expose().as_bytes(), &parsed)
+                        .is_ok(),
+                )
+            })
+            .await??;
         Ok(known && matches)
     }
 }

@@ -115,19 +115,15 @@ impl Service {
         &self.pictures
     }
 
-    /// Checks uploaded bytes and makes the thumbnail, on the blocking pool, once
-    /// admitted among the picture decoders (one per core, a short queue; past it BUSY):
-    /// decoding a large photo takes a core for hundreds of milliseconds.
+    /// Checks uploaded bytes and makes the thumbnail, once admitted among the picture
+    /// decoders (one per core, a short queue; past it BUSY), on their low-priority
+    /// threads: decoding a large photo takes a core for hundreds of milliseconds.
     pub async fn parse_picture(&self, field: &str, bytes: Vec<u8>) -> ServiceResult<Picture> {
-        let permit = self.decodes.admit().await?;
         let limits = self.pictures;
         let field = field.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            Picture::parse(&field, bytes, &limits)
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.into()))?
+        self.decodes
+            .run(move || Picture::parse(&field, bytes, &limits))
+            .await?
     }
 
     /// A stored picture by hash, with the extension it was stored under.
