@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(client)
         .layer(axum::middleware::from_fn(partner_tag::tag))
         .layer(sessions)
+        .layer(axum::middleware::from_fn(session::failed_saves_are_unavailable))
         .layer(axum::middleware::from_fn(metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

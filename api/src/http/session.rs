@@ -3,28 +3,51 @@
 //! The store is the crate's own SQLite or PostgreSQL store, picked by engine, so a login
 //! or logout made through one replica is seen by every other at once. Handlers never
 //! touch raw session keys: [`PartnerSession`] is the one typed view of a session.
+//!
+//! # When a session cannot be written
+//!
+//! tower-sessions saves a changed session after the handler has answered (at login, and
+//! when a session's expiry is pushed forward), and when that save fails it replaces the
+//! answer with a bare 500 and no body. Under overload a save can fail: the pool or the
+//! write lock is not had in time. Those were the plain 500s of the overload run in
+//! issue 15. So the store notes a failed write in the request's task
+//! ([`failed_saves_are_unavailable`]), and that 500 is answered as what it is: 503, the
+//! service is unavailable, with `Retry-After`, in the API's own error shape. (Upstream,
+//! the layer could take a handler for a failed save; see docs/RELIABILITY.md.)
+//!
+//! On SQLite, session writes also take their turn at the write gate, as every other
+//! write does: left to SQLite's busy handler, a session write polled for the lock
+//! behind a queue of stock changes and could give up after `--db-timeout-secs`.
 
+use std::cell::Cell;
+
+use anyhow::anyhow;
 use async_trait::async_trait;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::Session;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
-use crate::db::{now_ms, Db};
-use crate::error::ServiceResult;
+use crate::db::{now_ms, Db, WriteGate};
+use crate::error::{ServiceError, ServiceResult};
 
 /// The session store of whichever engine the replica runs on.
 #[derive(Clone, Debug)]
 pub enum Store {
-    Sqlite(SqliteStore),
+    /// The store, and the gate every SQLite writer of this process passes.
+    Sqlite(SqliteStore, WriteGate),
     Postgres(PostgresStore),
 }
 
 impl Store {
     pub fn new(db: &Db) -> Self {
         match db {
-            Db::Sqlite(pool, _) => Self::Sqlite(SqliteStore::new(pool.clone())),
+            Db::Sqlite(pool, gate) => Self::Sqlite(SqliteStore::new(pool.clone()), gate.clone()),
             Db::Postgres(pool) => Self::Postgres(PostgresStore::new(pool.clone())),
         }
     }
@@ -32,9 +55,56 @@ impl Store {
     /// Creates the session table if it is missing (idempotent, safe to race).
     pub async fn migrate(&self) -> sqlx::Result<()> {
         match self {
-            Self::Sqlite(s) => s.migrate().await,
+            Self::Sqlite(s, _) => s.migrate().await,
             Self::Postgres(s) => s.migrate().await,
         }
+    }
+
+    /// This writer's turn at the write gate, on SQLite; nothing to wait for elsewhere.
+    async fn turn(&self) -> session_store::Result<Option<crate::db::WriteTurn>> {
+        match self {
+            Self::Sqlite(_, gate) => gate.enter().await.map(Some).map_err(|e| {
+                session_store::Error::Backend(format!("no turn to write the session: {e}"))
+            }),
+            Self::Postgres(_) => Ok(None),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Whether a session write failed in this request (see the module docs).
+    static WRITE_FAILED: Cell<bool>;
+}
+
+/// Notes a failed session write in the request's task, for
+/// [`failed_saves_are_unavailable`]. Outside a request (the expiry sweep) there is no
+/// one to answer, and nothing is noted.
+fn noted<T>(result: session_store::Result<T>) -> session_store::Result<T> {
+    if result.is_err() {
+        let _ = WRITE_FAILED.try_with(|failed| failed.set(true));
+    }
+    result
+}
+
+/// Wraps the session layer: the bare 500 it answers when it cannot save a session
+/// becomes a 503 with `Retry-After`, in the REST or GraphQL error shape by path. A 500
+/// of any other cause is left as it is.
+pub async fn failed_saves_are_unavailable(request: Request, next: Next) -> Response {
+    let rest = request.uri().path().starts_with("/ecanteen");
+    let (response, failed) = WRITE_FAILED
+        .scope(Cell::new(false), async move {
+            let response = next.run(request).await;
+            (response, WRITE_FAILED.with(Cell::get))
+        })
+        .await;
+    if !failed || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let unavailable = ServiceError::Unavailable(anyhow!("the session could not be saved"));
+    if rest {
+        crate::http::rest::error::RestError::from(unavailable).into_response()
+    } else {
+        crate::http::graphql::service_error_response(unavailable)
     }
 }
 
@@ -54,44 +124,53 @@ async fn detached<T: Send + 'static>(
 impl SessionStore for Store {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (store, mut owned) = (self.clone(), record.clone());
-        *record = detached(async move {
-            match &store {
-                Self::Sqlite(s) => s.create(&mut owned).await,
-                Self::Postgres(s) => s.create(&mut owned).await,
-            }
-            .map(|()| owned)
-        })
-        .await?;
+        *record = noted(
+            detached(async move {
+                let _turn = store.turn().await?;
+                match &store {
+                    Self::Sqlite(s, _) => s.create(&mut owned).await,
+                    Self::Postgres(s) => s.create(&mut owned).await,
+                }
+                .map(|()| owned)
+            })
+            .await,
+        )?;
         Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (store, owned) = (self.clone(), record.clone());
-        detached(async move {
-            match &store {
-                Self::Sqlite(s) => s.save(&owned).await,
-                Self::Postgres(s) => s.save(&owned).await,
-            }
-        })
-        .await
+        noted(
+            detached(async move {
+                let _turn = store.turn().await?;
+                match &store {
+                    Self::Sqlite(s, _) => s.save(&owned).await,
+                    Self::Postgres(s) => s.save(&owned).await,
+                }
+            })
+            .await,
+        )
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match self {
-            Self::Sqlite(s) => s.load(id).await,
+            Self::Sqlite(s, _) => s.load(id).await,
             Self::Postgres(s) => s.load(id).await,
         }
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let (store, id) = (self.clone(), *id);
-        detached(async move {
-            match &store {
-                Self::Sqlite(s) => s.delete(&id).await,
-                Self::Postgres(s) => s.delete(&id).await,
-            }
-        })
-        .await
+        noted(
+            detached(async move {
+                let _turn = store.turn().await?;
+                match &store {
+                    Self::Sqlite(s, _) => s.delete(&id).await,
+                    Self::Postgres(s) => s.delete(&id).await,
+                }
+            })
+            .await,
+        )
     }
 }
 
@@ -99,7 +178,10 @@ impl SessionStore for Store {
 impl ExpiredDeletion for Store {
     async fn delete_expired(&self) -> session_store::Result<()> {
         match self {
-            Self::Sqlite(s) => s.delete_expired().await,
+            Self::Sqlite(s, _) => {
+                let _turn = self.turn().await?;
+                s.delete_expired().await
+            }
             Self::Postgres(s) => s.delete_expired().await,
         }
     }

@@ -57,6 +57,30 @@ dual_tests! {
         assert_eq!(code, "UNAUTHENTICATED");
     }
 
+    // tower-sessions answers a bare 500 when it cannot save a session after the
+    // handler; under overload that happened (issue 15's five 500s). A refused save is
+    // a 503 with Retry-After, in the API's error shape, on both APIs.
+    async fn a_session_that_cannot_be_saved_is_a_503_with_retry_after_not_a_bare_500(app) {
+        app.client().register("penuh", PASSWORD).await;
+        refuse_session_inserts(&app).await;
+
+        let mut c = app.client();
+        let rest = c.rest("POST", "/ecanteen/login", Some(json!({"username": "penuh", "password": PASSWORD})), &[]).await;
+        assert_eq!(rest.status, 503, "{}", rest.text());
+        assert_eq!(rest.headers["retry-after"], "1");
+        assert_eq!(rest.json()["error"]["code"], "INTERNAL", "{}", rest.text());
+        assert!(rest.headers.get("set-cookie").is_none());
+
+        let gql = c.send(gql_request(
+            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }",
+            json!({"u": "penuh", "p": PASSWORD}),
+        )).await;
+        assert_eq!(gql.status, 503, "{}", gql.text());
+        assert_eq!(gql.headers["retry-after"], "1");
+        assert_eq!(first_code(&gql.json()).as_deref(), Some("INTERNAL"), "{}", gql.text());
+        assert!(!gql.text().contains("sessions refused"), "the cause stays in the log: {}", gql.text());
+    }
+
     async fn an_expired_session_is_refused_and_cleaned_up(app) {
         let mut c = app.partner("sleeper").await;
         app.expire_sessions().await;
@@ -86,4 +110,49 @@ async fn secure_cookies_when_configured() {
         .to_str()
         .unwrap()
         .contains("Secure"));
+}
+
+/// Makes every new session fail to be stored, as a database that cannot take the write
+/// would.
+async fn refuse_session_inserts(app: &TestApp) {
+    ecanteen_api::with_db!(app.state.service.db(), pool => {
+        let statements: &[&str] = match app.engine() {
+            Engine::Sqlite => &["create trigger refuse_sessions before insert on tower_sessions
+                 begin select raise(abort, 'sessions refused'); end"],
+            Engine::Postgres => &[
+                "create function refuse_sessions() returns trigger language plpgsql
+                 as $$ begin raise exception 'sessions refused'; end $$",
+                "create trigger refuse_sessions before insert on tower_sessions.session
+                 for each row execute function refuse_sessions()",
+            ],
+        };
+        for statement in statements {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+    });
+}
+
+/// On SQLite a session write takes its turn at the write gate like every other write,
+/// rather than polling for SQLite's lock behind the queue of writers that the gate
+/// orders (and giving up after `--db-timeout-secs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_write_waits_for_its_turn_at_the_write_gate() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut c = app.partner("antre").await;
+    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+    let turn = gate.enter().await.unwrap();
+    let logout = tokio::spawn(async move { c.ok("mutation { logout }", json!({})).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !logout.is_finished(),
+        "the session's deletion did not wait for its turn"
+    );
+    drop(turn);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(5), logout)
+        .await
+        .expect("the logout ends once the gate is free")
+        .unwrap();
+    assert_eq!(done["logout"], true);
 }
