@@ -61,9 +61,9 @@ pub mod routes {
     //! The routes as the report names them.
     use crate::metrics::Route;
 
-    pub const REST_JOIN: Route = Route::new("POST", "/ecanteen/join");
-    pub const REST_LOGIN: Route = Route::new("POST", "/ecanteen/login");
-    pub const REST_TOKEN: Route = Route::new("POST", "/ecanteen/tokens");
+    pub const REST_JOIN: Route = Route::sign_in("POST", "/ecanteen/join");
+    pub const REST_LOGIN: Route = Route::sign_in("POST", "/ecanteen/login");
+    pub const REST_TOKEN: Route = Route::sign_in("POST", "/ecanteen/tokens");
     pub const REST_CREATE: Route = Route::new("POST", "/ecanteen/product");
     pub const REST_VIEW_OWN: Route = Route::new("GET", "/ecanteen/product?user_id=[name]");
     pub const REST_VIEW_ALL: Route = Route::new("GET", "/ecanteen/product?limit=50");
@@ -71,11 +71,11 @@ pub mod routes {
     pub const REST_EDIT: Route = Route::new("PUT", "/ecanteen/product/[id]");
     pub const REST_STOCK: Route = Route::new("POST", "/ecanteen/product/[id]/stock");
     pub const REST_DELETE: Route = Route::new("DELETE", "/ecanteen/product/[id]");
-    pub const REST_LOGOUT: Route = Route::new("GET", "/ecanteen/logout");
+    pub const REST_LOGOUT: Route = Route::sign_in("GET", "/ecanteen/logout");
 
-    pub const GQL_REGISTER: Route = Route::new("GraphQL", "register");
-    pub const GQL_LOGIN: Route = Route::new("GraphQL", "login");
-    pub const GQL_TOKEN: Route = Route::new("GraphQL", "createApiToken");
+    pub const GQL_REGISTER: Route = Route::sign_in("GraphQL", "register");
+    pub const GQL_LOGIN: Route = Route::sign_in("GraphQL", "login");
+    pub const GQL_TOKEN: Route = Route::sign_in("GraphQL", "createApiToken");
     pub const GQL_CREATE: Route = Route::new("GraphQL", "createProduct");
     pub const GQL_VIEW_OWN: Route = Route::new("GraphQL", "products(filter: owner)");
     pub const GQL_VIEW_ALL: Route = Route::new("GraphQL", "products(first: 50) with owners");
@@ -83,7 +83,7 @@ pub mod routes {
     pub const GQL_EDIT: Route = Route::new("GraphQL", "updateProduct");
     pub const GQL_STOCK: Route = Route::new("GraphQL", "adjustStock");
     pub const GQL_DELETE: Route = Route::new("GraphQL", "deleteProduct");
-    pub const GQL_LOGOUT: Route = Route::new("GraphQL", "logout");
+    pub const GQL_LOGOUT: Route = Route::sign_in("GraphQL", "logout");
 
     /// Sign-up and login hash passwords with argon2 on purpose; targets exempt them.
     pub fn is_deliberately_slow(route: &Route) -> bool {

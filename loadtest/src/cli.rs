@@ -1,5 +1,6 @@
 //! The command line: `ecanteen-loadtest scenario …` replays the paper's experiment;
-//! `ecanteen-loadtest capacity …` steps the load up until it no longer holds.
+//! `ecanteen-loadtest capacity …` steps the load up until it no longer holds;
+//! `ecanteen-loadtest curve DIR…` draws the overload curve from scenario runs' reports.
 //!
 //! Exit status: 0 when the run met its bounds, 1 when failures exceeded
 //! `--max-failure-rate`, the invariant check failed or no capacity step held, 2 when the
@@ -15,6 +16,7 @@ use rand::Rng as _;
 
 use crate::api::ApiKind;
 use crate::capacity::{self, CapacityOptions, CapacityReport, Workload};
+use crate::curve;
 use crate::invariant;
 use crate::metrics::Recorder;
 use crate::report::{RunInfo, ScenarioReport};
@@ -35,6 +37,19 @@ enum Command {
     /// Closed-loop reads or stock changes with no think time, stepped up until p99
     /// exceeds the bound or a request fails.
     Capacity(CapacityArgs),
+    /// The overload curve: goodput and p99 against users, from the reports of scenario
+    /// runs (see `loadtest/overload.sh`), with the knee and the goals past it.
+    Curve(CurveArgs),
+}
+
+#[derive(Debug, Args)]
+struct CurveArgs {
+    /// Where to write `curve.txt`, `curve.csv` and `curve.html`.
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    /// The scenario runs' report folders (each holds a `report.json`).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -115,8 +130,29 @@ impl Cli {
         match self.command {
             Command::Scenario(args) => run_scenario(args).await,
             Command::Capacity(args) => run_capacity(args).await,
+            Command::Curve(args) => draw_curve(&args),
         }
     }
+}
+
+/// Exit status 1 when a run past the knee missed a goal.
+fn draw_curve(args: &CurveArgs) -> anyhow::Result<ExitCode> {
+    let runs = args
+        .runs
+        .iter()
+        .map(|dir| curve::Run::read(dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let curve = curve::Curve::new(runs);
+    print!("{}", curve.text());
+    if let Some(dir) = &args.report_dir {
+        curve.write_to(dir)?;
+        println!("Curve written to {}", dir.display());
+    }
+    Ok(if curve.holds() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// How often the progress line is printed, and the window its rates cover.
@@ -315,5 +351,10 @@ mod tests {
             Cli::try_parse_from(["ecanteen-loadtest", "capacity", "--workload", "stock"]).is_ok()
         );
         assert!(Cli::try_parse_from(["ecanteen-loadtest", "scenario", "--api", "soap"]).is_err());
+        assert!(Cli::try_parse_from(["ecanteen-loadtest", "curve", "a", "b"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["ecanteen-loadtest", "curve"]).is_err(),
+            "no run"
+        );
     }
 }

@@ -18,6 +18,7 @@
 //!   recorded;
 //! - [`scenario`]: the paper's user journey, the ramp and the end of the run;
 //! - [`capacity`]: closed-loop steps of reads or stock changes, up to the bound;
+//! - [`curve`]: the overload curve over a sweep of scenario runs;
 //! - [`invariant`]: the ledger check that ends every run;
 //! - [`metrics`]: what is recorded per request, per route and per second;
 //! - [`report`]: the paper's tables and charts as text, CSV, JSON and HTML.
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod capacity;
 pub mod cli;
+pub mod curve;
 pub mod invariant;
 pub mod metrics;
 pub mod report;

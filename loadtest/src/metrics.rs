@@ -18,12 +18,40 @@ const MAX_DISTINCT_ERRORS: usize = 20;
 pub struct Route {
     pub method: &'static str,
     pub name: &'static str,
+    /// Part of signing in or out (register, login, token, logout): password work
+    /// that is refused first under overload, and left out of goodput.
+    pub sign_in: bool,
 }
 
 impl Route {
     pub const fn new(method: &'static str, name: &'static str) -> Self {
-        Self { method, name }
+        Self {
+            method,
+            name,
+            sign_in: false,
+        }
     }
+
+    /// A route of signing in or out.
+    pub const fn sign_in(method: &'static str, name: &'static str) -> Self {
+        Self {
+            method,
+            name,
+            sign_in: true,
+        }
+    }
+}
+
+/// Whether a failure is the service's fault: a 5xx that was not a refusal, a GraphQL
+/// `INTERNAL`, a timeout, or a connection that failed or was cut. Refusals, and a
+/// client's own mistakes (4xx), are not.
+pub fn is_fault(error: &str) -> bool {
+    error.starts_with('5')
+        || error == "GraphQL INTERNAL"
+        || matches!(
+            error,
+            "timeout" | "connection failed" | "connection error" | "answer cut short"
+        )
 }
 
 /// One request's outcome.
@@ -48,6 +76,8 @@ pub struct Stats {
     /// Failures that were refusals (429 or 503 with `Retry-After`): the overload
     /// answers a polite client waits out.
     pub refusals: u64,
+    /// Failures that were the service's fault ([`is_fault`]).
+    pub faults: u64,
     pub bytes: u64,
     pub errors: BTreeMap<String, u64>,
 }
@@ -59,6 +89,7 @@ impl Default for Stats {
             requests: 0,
             failures: 0,
             refusals: 0,
+            faults: 0,
             bytes: 0,
             errors: BTreeMap::new(),
         }
@@ -74,6 +105,7 @@ impl Stats {
         if let Some(error) = &sample.error {
             self.failures += 1;
             self.refusals += u64::from(sample.refused);
+            self.faults += u64::from(!sample.refused && is_fault(error));
             if let Some(count) = self.errors.get_mut(error) {
                 *count += 1;
             } else if self.errors.len() < MAX_DISTINCT_ERRORS {
@@ -134,6 +166,8 @@ pub struct Second {
 struct Inner {
     routes: BTreeMap<Route, Stats>,
     timeline: Vec<Second>,
+    /// Requests off the sign-in routes that were not refused.
+    admitted_work: Stats,
 }
 
 /// Collects samples from every simulated user. Cheap to share (`Arc`); one short lock
@@ -183,6 +217,9 @@ impl Recorder {
         let users = self.active_users();
         let mut inner = self.lock();
         inner.routes.entry(sample.route).or_default().add(&sample);
+        if !sample.route.sign_in && !sample.refused {
+            inner.admitted_work.add(&sample);
+        }
         let slot = second_slot(&mut inner.timeline, second);
         slot.stats.add(&sample);
         slot.users = slot.users.max(users);
@@ -236,6 +273,7 @@ impl Recorder {
             routes: inner.routes.clone(),
             total,
             timeline: inner.timeline.clone(),
+            admitted_work: inner.admitted_work.clone(),
         }
     }
 }
@@ -253,6 +291,7 @@ fn merge(into: &mut Stats, from: &Stats) {
     into.requests += from.requests;
     into.failures += from.failures;
     into.refusals += from.refusals;
+    into.faults += from.faults;
     into.bytes += from.bytes;
     for (error, count) in &from.errors {
         *into.errors.entry(error.clone()).or_default() += count;
@@ -293,6 +332,9 @@ pub struct Snapshot {
     pub routes: BTreeMap<Route, Stats>,
     pub total: Stats,
     pub timeline: Vec<Second>,
+    /// Requests off the sign-in routes that were not refused: what goodput and the
+    /// overload p99 are measured on.
+    pub admitted_work: Stats,
 }
 
 #[cfg(test)]
@@ -364,6 +406,31 @@ mod tests {
             line.contains("users     1") && line.contains("refused/s"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn admitted_work_leaves_out_sign_in_and_refusals_and_faults_are_counted() {
+        const LOGIN: Route = Route::sign_in("POST", "/login");
+        let recorder = Recorder::new();
+        recorder.record(sample(LOGIN, 900, None));
+        recorder.record(sample(GET, 5, None));
+        recorder.record(sample(GET, 7, Some("409 CONFLICT")));
+        recorder.record(sample(GET, 30_000, Some("timeout")));
+        recorder.record(sample(POST, 9, Some("502")));
+        recorder.record(sample(POST, 9, Some("GraphQL INTERNAL")));
+        recorder.record(Sample {
+            refused: true,
+            ..sample(GET, 1, Some("503 INTERNAL"))
+        });
+        let snap = recorder.snapshot();
+        let admitted = &snap.admitted_work;
+        assert_eq!((admitted.requests, admitted.failures), (5, 4));
+        assert!(
+            admitted.min_ms() >= 5.0,
+            "neither the login nor the refusal"
+        );
+        // A refusal and a client's conflict are no fault; the rest are.
+        assert_eq!((snap.total.faults, snap.total.refusals), (3, 1));
     }
 
     #[test]

@@ -105,6 +105,48 @@ pub struct RunInfo {
     pub command: String,
 }
 
+/// How the run fared past capacity (issue 15's measures): what was served to partners
+/// already signed in, what was refused, and what failed for the service's fault.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Overload {
+    /// Successful requests off the sign-in routes, per second of the run.
+    pub goodput_per_s: f64,
+    /// The 99th percentile of requests off the sign-in routes that were not refused.
+    pub admitted_p99_ms: f64,
+    /// Refusals: a 429 or a 503 with `Retry-After`, on any route.
+    pub refusals: u64,
+    /// Failures that were the service's fault: a 5xx other than a refusal, a timeout,
+    /// a broken connection.
+    pub faults: u64,
+    /// The most users active at once.
+    pub peak_users: usize,
+    /// The most users active before the first refusal; the peak when none was refused.
+    /// The knee lies at or above it.
+    pub users_before_first_refusal: usize,
+}
+
+impl Overload {
+    pub fn of(snapshot: &Snapshot) -> Self {
+        let seconds = snapshot.elapsed.as_secs_f64().max(0.001);
+        let work = &snapshot.admitted_work;
+        let first_refusal = snapshot
+            .timeline
+            .iter()
+            .position(|second| second.stats.refusals > 0)
+            .unwrap_or(snapshot.timeline.len());
+        let users =
+            |seconds: &[crate::metrics::Second]| seconds.iter().map(|s| s.users).max().unwrap_or(0);
+        Self {
+            goodput_per_s: (work.requests - work.failures) as f64 / seconds,
+            admitted_p99_ms: work.percentile_ms(0.99),
+            refusals: snapshot.total.refusals,
+            faults: snapshot.total.faults,
+            peak_users: users(&snapshot.timeline),
+            users_before_first_refusal: users(&snapshot.timeline[..first_refusal]),
+        }
+    }
+}
+
 /// Everything a scenario run reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioReport {
@@ -113,6 +155,7 @@ pub struct ScenarioReport {
     pub total: RouteRow,
     pub errors: Vec<ErrorRow>,
     pub timeline: Vec<SecondRow>,
+    pub overload: Overload,
     pub invariant: InvariantReport,
 }
 
@@ -156,6 +199,7 @@ impl ScenarioReport {
             total: RouteRow::of(Route::new("", "Aggregated"), &snapshot.total, seconds),
             errors,
             timeline,
+            overload: Overload::of(snapshot),
             invariant,
         }
     }
@@ -232,6 +276,19 @@ impl ScenarioReport {
                 );
             }
         }
+        let o = &self.overload;
+        let _ = writeln!(
+            out,
+            "\nPast capacity: goodput {:.1}/s (successful requests off the sign-in routes), \
+             p99 of those admitted {:.1} ms, {} refusals, {} faults (5xx, timeouts, broken \
+             connections); {} users at most, {} before the first refusal",
+            o.goodput_per_s,
+            o.admitted_p99_ms,
+            o.refusals,
+            o.faults,
+            o.peak_users,
+            o.users_before_first_refusal
+        );
         out.push('\n');
         out.push_str(&self.invariant.summary());
         out
@@ -330,6 +387,21 @@ impl ScenarioReport {
             }
             out.push_str("</ul>");
         }
+        let o = &self.overload;
+        let _ = write!(
+            out,
+            "<p>Past capacity: goodput <strong>{:.1}/s</strong> (successful requests off the \
+             sign-in routes), p99 of those admitted <strong>{:.1} ms</strong>, {} refusals, \
+             <span class=\"{}\">{} faults</span> (5xx, timeouts, broken connections); {} \
+             users at most, {} before the first refusal.</p>",
+            o.goodput_per_s,
+            o.admitted_p99_ms,
+            o.refusals,
+            if o.faults == 0 { "ok" } else { "bad" },
+            o.faults,
+            o.peak_users,
+            o.users_before_first_refusal
+        );
         out.push_str(
             "<h2>Requests</h2><table><tr><th>Type</th><th>Name</th><th># requests</th>\
              <th># fails</th><th>Average (ms)</th><th>Min (ms)</th><th>Max (ms)</th>\
@@ -394,6 +466,7 @@ impl ScenarioReport {
             &seconds,
             &[("users", "#1f77b4", series(|s| s.users as f64))],
             "users",
+            "s",
         ));
         out.push_str("<h2>Requests per second</h2>");
         out.push_str(&chart(
@@ -403,6 +476,7 @@ impl ScenarioReport {
                 ("failures/s", "#d62728", series(|s| s.failures as f64)),
             ],
             "per second",
+            "s",
         ));
         out.push_str("<h2>Response times (ms)</h2>");
         out.push_str(&chart(
@@ -412,6 +486,7 @@ impl ScenarioReport {
                 ("95th percentile", "#ff7f0e", series(|s| s.p95_ms)),
             ],
             "ms",
+            "s",
         ));
         out.push_str("</body></html>\n");
         out
@@ -435,8 +510,9 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 text-align:right}td:nth-child(2),th:nth-child(2){text-align:left}.ok{color:#176f2c}\
 .bad{color:#b00020}svg{background:#fafafa;border:1px solid #ddd}";
 
-/// A line chart of one or more series over the run's seconds, as inline SVG.
-fn chart(xs: &[f64], series: &[(&str, &str, Vec<f64>)], unit: &str) -> String {
+/// A line chart of one or more series, as inline SVG: over the run's seconds (`x_unit`
+/// "s"), or over anything else. A chart of a few points marks each one.
+pub fn chart(xs: &[f64], series: &[(&str, &str, Vec<f64>)], unit: &str, x_unit: &str) -> String {
     const W: f64 = 800.0;
     const H: f64 = 240.0;
     const PAD: f64 = 40.0;
@@ -457,7 +533,8 @@ fn chart(xs: &[f64], series: &[(&str, &str, Vec<f64>)], unit: &str) -> String {
          <line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{y0}\" stroke=\"#999\"/>\
          <text x=\"4\" y=\"{ty}\" font-size=\"11\">{y_max:.0}</text>\
          <text x=\"4\" y=\"{y0}\" font-size=\"11\">0</text>\
-         <text x=\"{x1}\" y=\"{tx}\" font-size=\"11\" text-anchor=\"end\">{x_max:.0} s</text>",
+         <text x=\"{x1}\" y=\"{tx}\" font-size=\"11\" text-anchor=\"end\">{x_max:.0} {}</text>",
+        escape(x_unit),
         y0 = H - PAD,
         x1 = W - 10.0,
         ty = PAD + 4.0,
@@ -467,12 +544,24 @@ fn chart(xs: &[f64], series: &[(&str, &str, Vec<f64>)], unit: &str) -> String {
         let points: Vec<String> = xs
             .iter()
             .zip(ys)
+            // A series without a value at some x (NaN) skips that point.
+            .filter(|(_, y)| y.is_finite())
             .map(|(x, y)| {
                 let px = PAD + x / x_max * (W - PAD - 10.0);
                 let py = H - PAD - y / y_max * (H - 2.0 * PAD);
                 format!("{px:.1},{py:.1}")
             })
             .collect();
+        if points.len() <= 20 {
+            for point in &points {
+                if let Some((px, py)) = point.split_once(',') {
+                    let _ = write!(
+                        svg,
+                        "<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"{colour}\"/>"
+                    );
+                }
+            }
+        }
         let _ = write!(
             svg,
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\
