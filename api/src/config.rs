@@ -49,6 +49,13 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_DB_TIMEOUT_SECS", default_value_t = 5)]
     pub db_timeout_secs: u64,
 
+    /// Milliseconds a write waits for its turn at SQLite's one writer before it is
+    /// refused with 503 and `Retry-After`. Past what SQLite commits per second, writes
+    /// queue; this bounds the queue, so the writes admitted stay fast. At most the
+    /// database timeout.
+    #[arg(long, env = "ECANTEEN_WRITE_WAIT_MS", default_value_t = 150)]
+    pub write_wait_ms: u64,
+
     /// Longest a single PostgreSQL statement may run, in seconds.
     #[arg(long, env = "ECANTEEN_STATEMENT_TIMEOUT_SECS", default_value_t = 10)]
     pub statement_timeout_secs: u64,

@@ -63,7 +63,10 @@ pub struct WriteGate {
     turn: Arc<tokio::sync::Mutex<()>>,
     /// `<database>-writer.lock`; none for an in-memory database.
     lock_file: Option<Arc<PathBuf>>,
-    /// How long a writer waits for its turn before it is answered as unavailable.
+    /// How long a request's write waits for its turn before it is refused (503 with
+    /// `Retry-After`): the write class's admission deadline.
+    wait: Duration,
+    /// How long the write probe waits: the database's own bound.
     timeout: Duration,
 }
 
@@ -80,19 +83,46 @@ impl WriteGate {
         Self {
             turn: Arc::new(tokio::sync::Mutex::new(())),
             lock_file: lock_file.map(Arc::new),
+            wait: timeout,
             timeout,
         }
     }
 
-    /// Waits for this writer's turn. Waiting longer than the timeout is a
-    /// `PoolTimedOut`, answered as 503 like a pool timeout.
+    /// The same gate, where a request's write waits at most `wait` for its turn (never
+    /// longer than the timeout).
+    ///
+    /// SQLite has one writer. Past what it commits per second, writers queue here, and
+    /// without a deadline of its own the queue grows until each write waits the whole
+    /// database timeout: at 5,000 users every write took a second (docs/BENCHMARKS.md,
+    /// "Overload"). With it, a write that would wait longer is refused at once with
+    /// 503 and `Retry-After`, and the writes admitted keep a bounded latency.
+    pub fn with_wait(self, wait: Duration) -> Self {
+        Self {
+            wait: wait.min(self.timeout),
+            ..self
+        }
+    }
+
+    /// Waits for this writer's turn. Waiting longer than the write deadline is a
+    /// `PoolTimedOut`, answered as 503 with `Retry-After` like a pool timeout.
     pub async fn enter(&self) -> Result<WriteTurn, sqlx::Error> {
-        tokio::time::timeout(self.timeout, self.wait())
+        self.enter_within(self.wait).await
+    }
+
+    /// [`WriteGate::enter`] for the write probe, which waits as long as the database's
+    /// own bound: it asks whether a write can start at all, not whether it would be
+    /// admitted now.
+    pub async fn enter_patiently(&self) -> Result<WriteTurn, sqlx::Error> {
+        self.enter_within(self.timeout).await
+    }
+
+    async fn enter_within(&self, limit: Duration) -> Result<WriteTurn, sqlx::Error> {
+        tokio::time::timeout(limit, self.wait_for_turn())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
-    async fn wait(&self) -> Result<WriteTurn, sqlx::Error> {
+    async fn wait_for_turn(&self) -> Result<WriteTurn, sqlx::Error> {
         let process = self.turn.clone().lock_owned().await;
         let file = match &self.lock_file {
             None => None,
@@ -175,6 +205,9 @@ pub struct DbOptions {
     pub acquire_timeout: Duration,
     /// The longest one statement may run on PostgreSQL.
     pub statement_timeout: Duration,
+    /// How long a write waits for its turn at SQLite's write gate before it is refused
+    /// (see [`WriteGate::with_wait`]).
+    pub write_wait: Duration,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever engine `$db` is.
@@ -334,7 +367,7 @@ impl Db {
                 .context("cannot open the SQLite database")?;
             Ok(Self::Sqlite(
                 pool,
-                WriteGate::new(lock_file, options.acquire_timeout),
+                WriteGate::new(lock_file, options.acquire_timeout).with_wait(options.write_wait),
             ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let timeout_ms = options.statement_timeout.as_millis().to_string();
@@ -404,7 +437,7 @@ impl Db {
     pub async fn probe_writes(&self) -> Result<(), sqlx::Error> {
         match self {
             Self::Sqlite(pool, gate) => {
-                let _turn = gate.enter().await?;
+                let _turn = gate.enter_patiently().await?;
                 pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await
             }
             Self::Postgres(pool) => {

@@ -36,6 +36,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         max_connections: config.max_connections,
         acquire_timeout: config.db_timeout(),
         statement_timeout: Duration::from_secs(config.statement_timeout_secs),
+        write_wait: Duration::from_millis(config.write_wait_ms),
     })
     .await?;
     db.migrate().await?;

@@ -124,6 +124,10 @@ pub struct TestApp {
 pub fn test_config(url: &str) -> Config {
     let mut config = Config::defaults();
     config.database_url = url.to_owned();
+    // Debug builds write slowly, and the tests' bursts of concurrent writes are not
+    // overload: a write waits for its turn as long as the database timeout. The write
+    // deadline has its own test (overload::a_write_past_the_write_deadline_…).
+    config.write_wait_ms = config.db_timeout_secs * 1000;
     config
 }
 

@@ -203,3 +203,71 @@ async fn metric_labels_come_from_fixed_sets_whatever_the_requests_say() {
     );
     assert!(metrics.contains(r#"method="other""#), "{metrics}");
 }
+
+/// SQLite has one writer: past what it commits, writes queue at the write gate. A
+/// write that would wait past `--write-wait-ms` is refused at once, 503 with
+/// Retry-After on both APIs, long before the database timeout, and nothing of it is
+/// applied; sent again with its key once the writer is free, it applies once. The
+/// write probe waits as long as the database timeout, so a queue does not make the
+/// replica look unready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_the_write_deadline_is_refused_at_once_and_applies_once_when_sent_again() {
+    let app = TestApp::with_config(Engine::Sqlite, |c| {
+        c.write_wait_ms = 100;
+        c.db_timeout_secs = 5;
+    })
+    .await;
+    let mut c = app.partner("antrian").await;
+    let id = c.create_product("Cilok", 10).await;
+    let stock = format!("/ecanteen/product/{id}/stock");
+    let adjust = "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { product { quantity } replayed } }";
+    let gql_input = json!({"i": {"productId": id, "delta": -1, "reason": "SALE", "idempotencyKey": "antre-gql"}});
+    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+
+    // Another writer holds the only turn.
+    let turn = gate.enter().await.unwrap();
+    let started = std::time::Instant::now();
+    let rest = c
+        .rest(
+            "POST",
+            &stock,
+            Some(json!({"delta": -1})),
+            &[("idempotency-key", "antre-rest")],
+        )
+        .await;
+    assert_eq!(rest.status, 503, "{}", rest.text());
+    assert_eq!(rest.headers["retry-after"], "1");
+    assert_eq!(rest.json()["error"]["code"], "INTERNAL");
+    let gql = c.send(gql_request(adjust, gql_input.clone())).await;
+    assert_eq!(gql.status, 503, "{}", gql.text());
+    assert!(gql.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "refused at the write deadline, not at the 5 s database timeout: {:?}",
+        started.elapsed()
+    );
+    // The replica is still ready: its probe is patient.
+    assert_eq!(app.client().get("/readyz").await.status, 200);
+    drop(turn);
+
+    // Nothing was applied; sent again, each applies once.
+    assert_eq!(c.quantity(&id).await, 10);
+    let rest = c
+        .rest(
+            "POST",
+            &stock,
+            Some(json!({"delta": -1})),
+            &[("idempotency-key", "antre-rest")],
+        )
+        .await;
+    assert_eq!(rest.status, 200, "{}", rest.text());
+    let again = c.ok(adjust, gql_input.clone()).await;
+    assert_eq!(again["adjustStock"]["replayed"], false);
+    assert_eq!(
+        c.ok(adjust, gql_input).await["adjustStock"]["replayed"],
+        true
+    );
+    assert_eq!(c.quantity(&id).await, 8);
+}

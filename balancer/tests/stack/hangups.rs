@@ -182,18 +182,29 @@ impl Shop {
                 self.request(api, key).1,
             ),
         };
-        let mut request = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json");
-        if api == Api::Rest {
-            request = request.header("idempotency-key", key);
+        // Sent concurrently, the re-sends queue for SQLite's one writer, and those that
+        // would wait past the write deadline are refused with 503 and Retry-After: a
+        // polite client waits and sends the same key again.
+        for attempt in 0..20u64 {
+            let mut request = http
+                .post(format!("{base}{path}"))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/json");
+            if api == Api::Rest {
+                request = request.header("idempotency-key", key);
+            }
+            let r = request.body(body.clone()).send().await.unwrap();
+            let status = r.status();
+            let refused = status == 503 && r.headers().contains_key("retry-after");
+            let v: Value = r.json().await.unwrap();
+            if refused && attempt < 19 {
+                tokio::time::sleep(Duration::from_millis(300 + (attempt * 97) % 400)).await;
+                continue;
+            }
+            assert_eq!(status, 200, "{key}: {v}");
+            return (api == Api::Graphql).then(|| v["data"]["adjustStock"]["replayed"] == true);
         }
-        let r = request.body(body).send().await.unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "{key}: {v}");
-        (api == Api::Graphql).then(|| v["data"]["adjustStock"]["replayed"] == true)
+        unreachable!("the last attempt returns or fails")
     }
 }
 
