@@ -93,6 +93,11 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_SESSION_TTL_MINS", default_value_t = 12 * 60)]
     pub session_ttl_mins: u64,
 
+    /// A session's expiry is pushed forward (a database write) at most this often, in
+    /// seconds: writing it on every request would make every read a write.
+    #[arg(long, env = "ECANTEEN_SESSION_REFRESH_SECS", default_value_t = 60)]
+    pub session_refresh_secs: u64,
+
     /// Mark the session cookie `Secure` (set this behind HTTPS).
     #[arg(long, env = "ECANTEEN_SECURE_COOKIES", default_value_t = false, action = ArgAction::Set)]
     pub secure_cookies: bool,
@@ -242,6 +247,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn session_refresh(&self) -> Duration {
+        Duration::from_secs(self.session_refresh_secs)
     }
 
     pub fn session_ttl(&self) -> Duration {

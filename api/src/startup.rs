@@ -88,6 +88,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             client_dir: config.client_dir.clone(),
             request_timeout: config.request_timeout(),
             session_ttl: config.session_ttl(),
+            session_refresh: config.session_refresh(),
             secure_cookies: config.secure_cookies,
         },
         draining: Arc::new(AtomicBool::new(false)),

@@ -3,15 +3,14 @@
 //! A bearer token that is unknown or revoked is refused outright (401) rather than
 //! silently treated as anonymous, so an integrator notices a revoked credential at once.
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderMap};
 
 use crate::error::ServiceResult;
 use crate::http::partner_tag;
 use crate::http::session::PartnerSession;
 use crate::service::{Actor, AuthMethod, Service};
-
-/// A session is re-saved (and so its inactivity expiry pushed back) at most this often.
-pub(crate) const SESSION_REFRESH_MS: i64 = 60_000;
 
 /// The bearer secret of an `Authorization: Bearer …` header, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -20,21 +19,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Resolves the actor of a request. `Ok(None)` is an anonymous request.
+/// Resolves the actor of a request. `Ok(None)` is an anonymous request. A session is
+/// re-saved (its inactivity expiry pushed back) once `refresh_after` has passed since
+/// it last was.
 pub async fn resolve(
     service: &Service,
     headers: &HeaderMap,
     session: &PartnerSession,
+    refresh_after: Duration,
 ) -> ServiceResult<Option<Actor>> {
     let actor = match bearer(headers) {
         Some(secret) => Some(service.authenticate_token(secret).await?),
-        None => session
-            .user_id(SESSION_REFRESH_MS)
-            .await?
-            .map(|user_id| Actor {
-                user_id,
-                method: AuthMethod::Session,
-            }),
+        None => session.user_id(refresh_after).await?.map(|user_id| Actor {
+            user_id,
+            method: AuthMethod::Session,
+        }),
     };
     if let Some(actor) = &actor {
         partner_tag::note(actor.user_id);

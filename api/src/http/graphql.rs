@@ -297,7 +297,14 @@ async fn execute(
     batch: BatchRequest,
 ) -> Response {
     let session = PartnerSession::new(session);
-    let actor = match auth::resolve(&state.service, headers, &session).await {
+    let actor = match auth::resolve(
+        &state.service,
+        headers,
+        &session,
+        state.settings.session_refresh,
+    )
+    .await
+    {
         Ok(actor) => actor,
         Err(err) => return service_error_response(err),
     };

@@ -63,6 +63,8 @@ pub struct HttpSettings {
     pub graphiql: bool,
     pub request_timeout: Duration,
     pub session_ttl: Duration,
+    /// How often a session's expiry is pushed forward (see `PartnerSession::user_id`).
+    pub session_refresh: Duration,
     pub secure_cookies: bool,
     /// The browser client's folder, served at `/`.
     pub client_dir: std::path::PathBuf,

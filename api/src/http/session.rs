@@ -10,10 +10,18 @@
 //! when a session's expiry is pushed forward), and when that save fails it replaces the
 //! answer with a bare 500 and no body. Under overload a save can fail: the pool or the
 //! write lock is not had in time. Those were the plain 500s of the overload run in
-//! issue 15. So the store notes a failed write in the request's task
-//! ([`failed_saves_are_unavailable`]), and that 500 is answered as what it is: 503, the
-//! service is unavailable, with `Retry-After`, in the API's own error shape. (Upstream,
-//! the layer could take a handler for a failed save; see docs/RELIABILITY.md.)
+//! issue 15. So:
+//!
+//! - a new session (a login) that cannot be stored is noted in the request's task
+//!   ([`failed_saves_are_unavailable`]), and that 500 is answered as what it is: 503,
+//!   the service is unavailable, with `Retry-After`, in the API's own error shape;
+//! - a refresh that cannot be stored is skipped ([`Store::save`]): the answer it would
+//!   replace may be that of a write already applied, and a client told "unavailable"
+//!   would count that write as lost. A stock change answered 503 after it was applied
+//!   broke the ledger check of the 5,000-user run this way.
+//!
+//! (Upstream, the layer could take a handler for a failed save; see
+//! docs/RELIABILITY.md.)
 //!
 //! On SQLite, session writes also take their turn at the write gate, as every other
 //! write does: left to SQLite's busy handler, a session write polled for the lock
@@ -61,11 +69,20 @@ impl Store {
     }
 
     /// This writer's turn at the write gate, on SQLite; nothing to wait for elsewhere.
-    async fn turn(&self) -> session_store::Result<Option<crate::db::WriteTurn>> {
+    /// A `patient` writer waits as long as the database timeout rather than the write
+    /// deadline.
+    async fn turn(&self, patient: bool) -> session_store::Result<Option<crate::db::WriteTurn>> {
         match self {
-            Self::Sqlite(_, gate) => gate.enter().await.map(Some).map_err(|e| {
-                session_store::Error::Backend(format!("no turn to write the session: {e}"))
-            }),
+            Self::Sqlite(_, gate) => {
+                let turn = if patient {
+                    gate.enter_patiently().await
+                } else {
+                    gate.enter().await
+                };
+                turn.map(Some).map_err(|e| {
+                    session_store::Error::Backend(format!("no turn to write the session: {e}"))
+                })
+            }
             Self::Postgres(_) => Ok(None),
         }
     }
@@ -122,11 +139,14 @@ async fn detached<T: Send + 'static>(
 
 #[async_trait]
 impl SessionStore for Store {
+    /// A new session: a login. It waits for its turn as long as the database timeout,
+    /// since the login's password work is already done, and a failure fails the login
+    /// (503, see the module docs).
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (store, mut owned) = (self.clone(), record.clone());
         *record = noted(
             detached(async move {
-                let _turn = store.turn().await?;
+                let _turn = store.turn(true).await?;
                 match &store {
                     Self::Sqlite(s, _) => s.create(&mut owned).await,
                     Self::Postgres(s) => s.create(&mut owned).await,
@@ -138,18 +158,26 @@ impl SessionStore for Store {
         Ok(())
     }
 
+    /// An existing session saved again: in this service, only to push its expiry
+    /// forward ([`PartnerSession::user_id`]). tower-sessions saves it after the handler
+    /// has answered, so a failure here would turn a write that was applied into an
+    /// error, and the client would count it as lost. So a refresh waits no longer than
+    /// the write deadline, and one that fails is skipped with a warning: the session
+    /// keeps its earlier expiry, and a later request refreshes it.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (store, owned) = (self.clone(), record.clone());
-        noted(
-            detached(async move {
-                let _turn = store.turn().await?;
-                match &store {
-                    Self::Sqlite(s, _) => s.save(&owned).await,
-                    Self::Postgres(s) => s.save(&owned).await,
-                }
-            })
-            .await,
-        )
+        let saved = detached(async move {
+            let _turn = store.turn(false).await?;
+            match &store {
+                Self::Sqlite(s, _) => s.save(&owned).await,
+                Self::Postgres(s) => s.save(&owned).await,
+            }
+        })
+        .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "a session's expiry was not pushed forward");
+        }
+        Ok(())
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
@@ -163,7 +191,7 @@ impl SessionStore for Store {
         let (store, id) = (self.clone(), *id);
         noted(
             detached(async move {
-                let _turn = store.turn().await?;
+                let _turn = store.turn(false).await?;
                 match &store {
                     Self::Sqlite(s, _) => s.delete(&id).await,
                     Self::Postgres(s) => s.delete(&id).await,
@@ -179,7 +207,7 @@ impl ExpiredDeletion for Store {
     async fn delete_expired(&self) -> session_store::Result<()> {
         match self {
             Self::Sqlite(s, _) => {
-                let _turn = self.turn().await?;
+                let _turn = self.turn(true).await?;
                 s.delete_expired().await
             }
             Self::Postgres(s) => s.delete_expired().await,
@@ -209,8 +237,9 @@ impl PartnerSession {
     ///
     /// Sessions expire after a period of inactivity. Saving a session pushes its expiry
     /// forward, but writing it on every request would make every read a database write,
-    /// so it is re-saved only once `refresh_after_ms` has passed since the last save.
-    pub async fn user_id(&self, refresh_after_ms: i64) -> ServiceResult<Option<i64>> {
+    /// so it is re-saved only once `refresh_after` has passed since the last save.
+    pub async fn user_id(&self, refresh_after: std::time::Duration) -> ServiceResult<Option<i64>> {
+        let refresh_after_ms = i64::try_from(refresh_after.as_millis()).unwrap_or(i64::MAX);
         let Some(data) = self.0.get::<SessionData>(KEY).await? else {
             return Ok(None);
         };

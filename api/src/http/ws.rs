@@ -88,7 +88,7 @@ async fn upgrade(
 ) -> Response {
     let cookie_user = if same_origin(&headers) {
         PartnerSession::new(session)
-            .user_id(super::auth::SESSION_REFRESH_MS)
+            .user_id(state.settings.session_refresh)
             .await
             .ok()
             .flatten()

@@ -81,6 +81,25 @@ dual_tests! {
         assert!(!gql.text().contains("sessions refused"), "the cause stays in the log: {}", gql.text());
     }
 
+    // A refresh is saved after the handler has answered: when it cannot be stored, the
+    // write the request made is still answered as applied (it was), and the session
+    // keeps its earlier expiry. Answered 503, a client would count the sale as lost:
+    // that broke the ledger check of issue 15's 5,000-user run.
+    async fn a_write_is_answered_as_applied_when_its_session_refresh_cannot_be_stored(app) {
+        let app = TestApp::on(app.db.clone(), |c| c.session_refresh_secs = 0).await;
+        let mut c = app.partner("segar").await;
+        let id = c.create_product("Es Dawet", 5).await;
+        refuse_session_inserts(&app).await;
+
+        let sold = c.adjust(&id, -1).await;
+        assert!(sold.get("errors").is_none(), "{sold}");
+        let rest = c.rest("POST", &format!("/ecanteen/product/{id}/stock"), Some(json!({"delta": -1})), &[]).await;
+        assert_eq!(rest.status, 200, "{}", rest.text());
+        assert_eq!(c.quantity(&id).await, 3);
+        // Still signed in, with the session as it was.
+        assert_eq!(c.ok(ME, json!({})).await["me"]["username"], "segar");
+    }
+
     async fn an_expired_session_is_refused_and_cleaned_up(app) {
         let mut c = app.partner("sleeper").await;
         app.expire_sessions().await;

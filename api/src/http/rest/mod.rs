@@ -92,9 +92,14 @@ pub(crate) async fn actor(
     session: Session,
 ) -> Result<Actor, RestError> {
     let session = PartnerSession::new(session);
-    auth::resolve(&state.service, headers, &session)
-        .await?
-        .ok_or_else(RestError::unauthenticated)
+    auth::resolve(
+        &state.service,
+        headers,
+        &session,
+        state.settings.session_refresh,
+    )
+    .await?
+    .ok_or_else(RestError::unauthenticated)
 }
 
 /// A partner's username, by id.
