@@ -53,7 +53,7 @@ pub struct Config {
     /// refused with 503 and `Retry-After`. Past what SQLite commits per second, writes
     /// queue; this bounds the queue, so the writes admitted stay fast. At most the
     /// database timeout.
-    #[arg(long, env = "ECANTEEN_WRITE_WAIT_MS", default_value_t = 150)]
+    #[arg(long, env = "ECANTEEN_WRITE_WAIT_MS", default_value_t = 100)]
     pub write_wait_ms: u64,
 
     /// Longest a single PostgreSQL statement may run, in seconds.
