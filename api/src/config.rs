@@ -56,6 +56,12 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_WRITE_WAIT_MS", default_value_t = 100)]
     pub write_wait_ms: u64,
 
+    /// Writes that may wait for their turn at SQLite's one writer at once, per
+    /// replica; one more is refused at once with 503 and `Retry-After`. Keeps the
+    /// writer busy and the writes admitted fast under overload.
+    #[arg(long, env = "ECANTEEN_WRITE_QUEUE", default_value_t = 16)]
+    pub write_queue: usize,
+
     /// Longest a single PostgreSQL statement may run, in seconds.
     #[arg(long, env = "ECANTEEN_STATEMENT_TIMEOUT_SECS", default_value_t = 10)]
     pub statement_timeout_secs: u64,

@@ -37,6 +37,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         acquire_timeout: config.db_timeout(),
         statement_timeout: Duration::from_secs(config.statement_timeout_secs),
         write_wait: Duration::from_millis(config.write_wait_ms),
+        write_queue: config.write_queue,
     })
     .await?;
     db.migrate().await?;

@@ -126,8 +126,9 @@ pub fn test_config(url: &str) -> Config {
     config.database_url = url.to_owned();
     // Debug builds write slowly, and the tests' bursts of concurrent writes are not
     // overload: a write waits for its turn as long as the database timeout. The write
-    // deadline has its own test (overload::a_write_past_the_write_deadline_…).
+    // deadline and queue have their own tests (overload::a_write_past_the_write_…).
     config.write_wait_ms = config.db_timeout_secs * 1000;
+    config.write_queue = 100_000;
     config
 }
 

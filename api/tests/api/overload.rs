@@ -271,3 +271,71 @@ async fn a_write_past_the_write_deadline_is_refused_at_once_and_applies_once_whe
     );
     assert_eq!(c.quantity(&id).await, 8);
 }
+
+/// At most `--write-queue` writes wait for their turn at once: one more is refused at
+/// once, without first waiting out the deadline, and the ones waiting are served once
+/// the writer is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_a_full_write_queue_is_refused_at_once_and_those_waiting_are_served() {
+    let app = TestApp::with_config(Engine::Sqlite, |c| {
+        c.write_queue = 2;
+        c.write_wait_ms = 5_000;
+        c.db_timeout_secs = 5;
+    })
+    .await;
+    let mut c = app.partner("berjejal").await;
+    let id = c.create_product("Cireng", 10).await;
+    let token = c.api_token("kasir").await;
+    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+
+    let turn = gate.enter().await.unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|n| {
+            let mut till = app.client();
+            till.bearer = Some(token.clone());
+            let id = id.clone();
+            tokio::spawn(async move {
+                let key = [("idempotency-key", format!("tunggu-{n}"))];
+                let key: Vec<(&str, &str)> = key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                till.rest(
+                    "POST",
+                    &format!("/ecanteen/product/{id}/stock"),
+                    Some(json!({"delta": -1})),
+                    &key,
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "two writes wait their turn"
+    );
+
+    let started = std::time::Instant::now();
+    let refused = c
+        .rest(
+            "POST",
+            &format!("/ecanteen/product/{id}/stock"),
+            Some(json!({"delta": -1})),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "a third is refused at once, not after the 5 s deadline: {:?}",
+        started.elapsed()
+    );
+
+    drop(turn);
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    assert_eq!(c.quantity(&id).await, 8);
+}
