@@ -5,6 +5,10 @@
 //! - `reads`: the catalogue's first 20 products (anonymous), from 50 seeded products;
 //! - `stock`: each user sells and restocks its own product (+1, −1, …) with an API token
 //!   and an idempotency key per change, and the invariant check runs at the end.
+//!
+//! With `--login-storm N`, N more users log in over and over, with no think time, for
+//! the whole run: password work is saturated, and the steps show what that does to
+//! everyone else (issue 15's isolation). The storm's own numbers are reported apart.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +50,8 @@ pub struct CapacityOptions {
     pub password: String,
     pub request_timeout: Duration,
     pub run_id: String,
+    /// Users logging in over and over beside the steps (0: none).
+    pub login_storm: usize,
 }
 
 /// One step's numbers.
@@ -70,6 +76,9 @@ pub struct CapacityReport {
     pub capacity: Option<StepResult>,
     /// Checked after the `stock` workload only.
     pub invariant: Option<InvariantReport>,
+    /// The login storm beside the steps, when there was one: its users, and its logins
+    /// over the whole run (refusals among the failures).
+    pub login_storm: Option<(usize, RouteRow)>,
 }
 
 impl CapacityReport {
@@ -111,6 +120,18 @@ impl CapacityReport {
                 best.stats.percentile(99)
             )),
             None => out.push_str("\nCapacity: no step held\n"),
+        }
+        if let Some((users, s)) = &self.login_storm {
+            out.push_str(&format!(
+                "\nBeside the steps, a login storm of {users} users: {} logins ({:.0}/s), {} \
+                 refused or failed ({} refusals), p50 {:.1} ms, p99 {:.1} ms\n",
+                s.requests,
+                s.rps,
+                s.failures,
+                s.refusals,
+                s.percentile(50),
+                s.percentile(99)
+            ));
         }
         if let Some(inv) = &self.invariant {
             out.push_str(&inv.summary());
@@ -165,10 +186,16 @@ pub fn steps(start: usize, factor: usize, max: usize) -> Vec<usize> {
     steps
 }
 
-/// Runs the steps; answers the per-step numbers, the best step, and the invariant check.
-pub async fn run(
-    options: CapacityOptions,
-) -> anyhow::Result<(Vec<StepResult>, Option<InvariantReport>)> {
+/// What a capacity run found: each step, the invariant check, and the login storm's
+/// users and numbers when there was one.
+pub type Found = (
+    Vec<StepResult>,
+    Option<InvariantReport>,
+    Option<(usize, RouteRow)>,
+);
+
+/// Runs the steps; answers the per-step numbers, the invariant check and the storm's.
+pub async fn run(options: CapacityOptions) -> anyhow::Result<Found> {
     let plan = steps(options.start_users, options.factor, options.max_users);
     let most = plan.last().copied().unwrap_or(1);
     let setup = Arc::new(Recorder::new());
@@ -207,6 +234,30 @@ pub async fn run(
             initial: seen.quantity,
             ..Expectation::default()
         });
+    }
+
+    // The storm starts before the first step and stops after the last.
+    let storm_recorder = Arc::new(Recorder::new());
+    let storming = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut storm = JoinSet::new();
+    for _ in 0..options.login_storm {
+        let partner = Partner::new(
+            &options.base,
+            options.api,
+            format!("cap-{}", options.run_id),
+            options.request_timeout,
+            storm_recorder.clone(),
+        )?;
+        let (password, storming) = (options.password.clone(), storming.clone());
+        storm.spawn(async move {
+            while storming.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = partner.login(&password).await;
+            }
+        });
+    }
+    if options.login_storm > 0 {
+        // Long enough for the password workers to be full before anything is measured.
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 
     let mut results = Vec::new();
@@ -289,13 +340,24 @@ pub async fn run(
         }
     }
 
+    storming.store(false, std::sync::atomic::Ordering::Relaxed);
+    while storm.join_next().await.is_some() {}
+    let login_storm = (options.login_storm > 0).then(|| {
+        let snapshot = storm_recorder.snapshot();
+        let login = crate::metrics::Route::sign_in("", "login storm");
+        (
+            options.login_storm,
+            RouteRow::of(login, &snapshot.total, snapshot.elapsed.as_secs_f64()),
+        )
+    });
+
     let invariant = match options.workload {
         Workload::Reads => None,
         Workload::Stock => {
             Some(invariant::check(&options.base, expectations, options.request_timeout).await?)
         }
     };
-    Ok((results, invariant))
+    Ok((results, invariant, login_storm))
 }
 
 /// The step with the most requests/s among those that held.

@@ -123,6 +123,10 @@ struct CapacityArgs {
     /// A step holds while its 99th percentile stays at or under this.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     p99_bound: Duration,
+    /// This many more users log in over and over, with no think time, for the whole
+    /// run: the steps then measure everyone else while password work is saturated.
+    #[arg(long, default_value_t = 0)]
+    login_storm: usize,
 }
 
 impl Cli {
@@ -254,12 +258,13 @@ async fn run_capacity(args: CapacityArgs) -> anyhow::Result<ExitCode> {
         password: common.password.clone(),
         request_timeout: common.request_timeout,
         run_id: run_id(),
+        login_storm: args.login_storm,
     };
     anyhow::ensure!(
         !capacity::steps(args.start_users, args.factor, args.max_users).is_empty(),
         "--start-users is above --max-users"
     );
-    let (steps, invariant) = capacity::run(options).await?;
+    let (steps, invariant, login_storm) = capacity::run(options).await?;
     let report = CapacityReport {
         workload: args.workload,
         api: common.api,
@@ -270,6 +275,7 @@ async fn run_capacity(args: CapacityArgs) -> anyhow::Result<ExitCode> {
         capacity: capacity::best(&steps),
         steps,
         invariant,
+        login_storm,
     };
     print!("{}", report.text());
     if let Some(dir) = &common.report_dir {

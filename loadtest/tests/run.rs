@@ -122,7 +122,7 @@ async fn the_graphql_scenario_runs_clean_and_the_check_catches_a_stray_change() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_steps_up_and_keeps_every_stock_change() {
     let replica = replica().await;
-    let (steps, invariant) = capacity::run(CapacityOptions {
+    let (steps, invariant, storm) = capacity::run(CapacityOptions {
         base: replica.base.clone(),
         api: ApiKind::Graphql,
         workload: Workload::Stock,
@@ -135,9 +135,11 @@ async fn capacity_steps_up_and_keeps_every_stock_change() {
         password: "loadtest-password-1".into(),
         request_timeout: Duration::from_secs(20),
         run_id: "cap".into(),
+        login_storm: 0,
     })
     .await
     .expect("capacity run");
+    assert!(storm.is_none());
     assert_eq!(steps.iter().map(|s| s.users).collect::<Vec<_>>(), [1, 2, 4]);
     assert!(
         steps.iter().all(|s| s.held && s.stats.requests > 0),
@@ -150,8 +152,9 @@ async fn capacity_steps_up_and_keeps_every_stock_change() {
     let total: u64 = steps.iter().map(|s| s.stats.requests).sum();
     assert_eq!(invariant.acknowledged_changes as u64, total);
 
-    // A bound nothing can meet: no step holds, and the run stops at the first.
-    let (steps, _) = capacity::run(CapacityOptions {
+    // A bound nothing can meet: no step holds, and the run stops at the first. A login
+    // storm runs beside it, and is reported apart.
+    let (steps, _, storm) = capacity::run(CapacityOptions {
         base: replica.base.clone(),
         api: ApiKind::Rest,
         workload: Workload::Reads,
@@ -163,9 +166,13 @@ async fn capacity_steps_up_and_keeps_every_stock_change() {
         password: "loadtest-password-1".into(),
         request_timeout: Duration::from_secs(20),
         run_id: "cap2".into(),
+        login_storm: 2,
     })
     .await
     .expect("capacity run");
+    let (storm_users, logins) = storm.expect("the storm is reported");
+    assert_eq!(storm_users, 2);
+    assert!(logins.requests > 0 && logins.name == "login storm", "{logins:?}");
     assert_eq!(steps.len(), 1);
     assert!(!steps[0].held);
     assert!(capacity::best(&steps).is_none());
