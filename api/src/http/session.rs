@@ -187,11 +187,14 @@ impl SessionStore for Store {
         }
     }
 
+    /// A session ended: a logout (or a login's old id, replaced). It waits for its turn
+    /// as long as the database timeout, not the write deadline: a partner who logs out
+    /// must be logged out, and a burst of logouts (a shift ending) is no overload.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let (store, id) = (self.clone(), *id);
         noted(
             detached(async move {
-                let _turn = store.turn(false).await?;
+                let _turn = store.turn(true).await?;
                 match &store {
                     Self::Sqlite(s, _) => s.delete(&id).await,
                     Self::Postgres(s) => s.delete(&id).await,

@@ -175,3 +175,30 @@ async fn a_session_write_waits_for_its_turn_at_the_write_gate() {
         .unwrap();
     assert_eq!(done["logout"], true);
 }
+
+/// A logout is not refused under a write queue: it waits for its turn as long as the
+/// database timeout, past the write deadline and a full queue, so a partner who logs
+/// out is logged out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_waits_past_the_write_deadline_and_a_full_queue() {
+    let app = TestApp::with_config(Engine::Sqlite, |c| {
+        c.write_wait_ms = 100;
+        c.write_queue = 1;
+    })
+    .await;
+    let mut c = app.partner("pulang").await;
+    let cookie = c.cookie.clone();
+    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+    let turn = gate.enter().await.unwrap();
+    let logout = tokio::spawn(async move { c.ok("mutation { logout }", json!({})).await });
+    // Longer than the deadline, with the queue's one place taken by the logout.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!logout.is_finished(), "the logout waits for its turn");
+    drop(turn);
+    assert_eq!(logout.await.unwrap()["logout"], true);
+    let mut replay = app.client();
+    replay.cookie = cookie;
+    assert_eq!(replay.ok(ME, json!({})).await["me"], json!(null));
+}
