@@ -227,8 +227,10 @@ impl Curve {
     }
 
     /// A page with the table and two charts over users: goodput, and the p99 of admitted
-    /// requests, one line per API.
-    pub fn html(&self) -> String {
+    /// requests, one line per API. Each run's report is linked relative to `page_dir`,
+    /// where the page is written, when the run is in it (as `overload.sh` arranges), so
+    /// the folder can be moved whole.
+    pub fn html(&self, page_dir: &Path) -> String {
         let mut users: Vec<usize> = self
             .apis
             .iter()
@@ -306,7 +308,13 @@ impl Curve {
                         _ => "ok",
                     },
                     verdict.map_or("below it".to_owned(), |v| escape(&describe(&v))),
-                    escape(&r.dir.display().to_string()),
+                    escape(
+                        &r.dir
+                            .strip_prefix(page_dir)
+                            .unwrap_or(&r.dir)
+                            .display()
+                            .to_string()
+                    ),
                 );
             }
         }
@@ -337,7 +345,7 @@ impl Curve {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("curve.txt"), self.text())?;
         std::fs::write(dir.join("curve.csv"), self.csv())?;
-        std::fs::write(dir.join("curve.html"), self.html())?;
+        std::fs::write(dir.join("curve.html"), self.html(dir))?;
         Ok(())
     }
 }
@@ -432,10 +440,12 @@ mod tests {
             odd,
             run("graphql", 1000, 430.0, 30.0, 0, 0),
         ]);
-        let html = curve.html();
+        let html = curve.html(Path::new("target/loadtest"));
         assert_eq!(html.matches("<svg").count(), 2);
         assert!(html.contains("10000") || html.contains("5000 users"));
         assert!(html.contains("target/&lt;odd&gt;") && !html.contains("<odd>"));
+        // A run inside the page's folder is linked relative to it.
+        assert!(html.contains("href=\"rest-1000/report.html\""), "{html}");
         assert_eq!(curve.csv().lines().count(), 4);
     }
 

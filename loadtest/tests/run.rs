@@ -172,7 +172,10 @@ async fn capacity_steps_up_and_keeps_every_stock_change() {
     .expect("capacity run");
     let (storm_users, logins) = storm.expect("the storm is reported");
     assert_eq!(storm_users, 2);
-    assert!(logins.requests > 0 && logins.name == "login storm", "{logins:?}");
+    assert!(
+        logins.requests > 0 && logins.name == "login storm",
+        "{logins:?}"
+    );
     assert_eq!(steps.len(), 1);
     assert!(!steps[0].held);
     assert!(capacity::best(&steps).is_none());
