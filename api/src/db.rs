@@ -195,6 +195,21 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Where failed logins are counted (`service::users`).
+///
+/// On SQLite every write takes the file's one write lock, so counting each login
+/// attempt in the main database made a login storm a storm of writes competing with
+/// stock changes for that lock. On SQLite the count lives in a database file of its
+/// own beside the main one (`<database>-logins`), with its own lock and its own
+/// [`WriteGate`]: every replica on the file shares it, and it takes no turn from the
+/// stock writer. On PostgreSQL, whose writers do not share one lock, it stays in the
+/// main database, as it does for an in-memory SQLite database.
+#[derive(Clone, Debug)]
+pub enum LoginLedger {
+    Main,
+    Sqlite(SqlitePool, WriteGate),
+}
+
 /// The transaction-scoped advisory lock every PostgreSQL writer takes before appending
 /// to a change feed (see [`feed_lock!`]).
 pub const FEED_LOCK: i64 = 7_236_001;
@@ -457,6 +472,54 @@ impl Db {
             .await
             .context("session table migration failed")?;
         Ok(())
+    }
+
+    /// Opens where failed logins are counted (see [`LoginLedger`]): for a SQLite file,
+    /// `<database>-logins` beside it, created with its table if missing.
+    pub async fn open_login_ledger(&self, options: &DbOptions) -> anyhow::Result<LoginLedger> {
+        let Self::Sqlite(pool, gate) = self else {
+            return Ok(LoginLedger::Main);
+        };
+        if gate.lock_file.is_none() {
+            return Ok(LoginLedger::Main);
+        }
+        let mut path = pool.connect_options().get_filename().as_os_str().to_owned();
+        path.push("-logins");
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.acquire_timeout);
+        let ledger = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(options.acquire_timeout)
+            .after_release(released_outside_transaction)
+            .connect_with(connect)
+            .await
+            .context("cannot open the login ledger's SQLite database")?;
+        // Idempotent, and safe for replicas starting together: each statement waits in
+        // SQLite's busy handler for the others'.
+        for statement in [
+            "create table if not exists login_failures (
+                id        integer primary key autoincrement,
+                username  text    not null,
+                failed_at integer not null
+            )",
+            "create index if not exists login_failures_username_idx
+                on login_failures (username, failed_at)",
+        ] {
+            sqlx::query(statement)
+                .execute(&ledger)
+                .await
+                .context("cannot create the login ledger's table")?;
+        }
+        let mut lock = path;
+        lock.push("-writer.lock");
+        Ok(LoginLedger::Sqlite(
+            ledger,
+            WriteGate::new(Some(PathBuf::from(lock)), options.acquire_timeout),
+        ))
     }
 
     /// The tower-sessions store on this database, so every replica sees every session.

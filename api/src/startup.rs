@@ -31,16 +31,17 @@ const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Connects to and migrates the database, and builds the state every handler shares.
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    let db = Db::connect(&DbOptions {
+    let options = DbOptions {
         url: config.database_url.clone(),
         max_connections: config.max_connections,
         acquire_timeout: config.db_timeout(),
         statement_timeout: Duration::from_secs(config.statement_timeout_secs),
         write_wait: Duration::from_millis(config.write_wait_ms),
         write_queue: config.write_queue,
-    })
-    .await?;
+    };
+    let db = Db::connect(&options).await?;
     db.migrate().await?;
+    let logins = db.open_login_ledger(&options).await?;
     let hasher = PasswordHasher::new(
         config.argon2_memory_kib,
         config.argon2_iterations,
@@ -62,7 +63,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         config.db_timeout(),
         Duration::from_millis(config.write_probe_ms.max(10)),
     );
-    let service = Service::new(db, hasher, throttle, pictures);
+    let service = Service::new(db, hasher, throttle, pictures).with_login_ledger(logins);
     let events = EventHub::start(
         service.clone(),
         Duration::from_millis(config.event_poll_ms.max(10)),

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::db::Db;
+use crate::db::{Db, LoginLedger};
 use crate::domain::PictureLimits;
 use crate::error::{ServiceError, ServiceResult};
 
@@ -82,6 +82,8 @@ pub struct Service {
     writes: TaskTracker,
     /// The picture decoders' places (see [`admission`]).
     decodes: Arc<admission::Admission>,
+    /// Where failed logins are counted.
+    logins: LoginLedger,
 }
 
 impl Service {
@@ -103,7 +105,13 @@ impl Service {
                 "picture",
                 admission::AdmissionPolicy::per_core(Duration::from_secs(2)),
             )),
+            logins: LoginLedger::Main,
         }
+    }
+
+    /// The same service, counting failed logins in `logins` (see [`LoginLedger`]).
+    pub fn with_login_ledger(self, logins: LoginLedger) -> Self {
+        Self { logins, ..self }
     }
 
     pub fn db(&self) -> &Db {
@@ -152,6 +160,12 @@ impl Service {
         let now = crate::db::now_ms();
         let failures_before = now - duration_ms(self.throttle.window);
         let keys_before = now - duration_ms(idempotency_ttl);
+        if let LoginLedger::Sqlite(ledger, _) = &self.logins {
+            sqlx::query("delete from login_failures where failed_at < $1")
+                .bind(failures_before)
+                .execute(ledger)
+                .await?;
+        }
         crate::with_db!(&self.db, pool => {
             sqlx::query("delete from login_failures where failed_at < $1")
                 .bind(failures_before)

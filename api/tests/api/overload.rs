@@ -339,3 +339,42 @@ async fn a_write_past_a_full_write_queue_is_refused_at_once_and_those_waiting_ar
     }
     assert_eq!(c.quantity(&id).await, 8);
 }
+
+/// On SQLite a failed login costs no write on the main file: its count lives in the
+/// login ledger's own file, lock and gate. With the stock writer's turn held (as a
+/// long queue of stock changes would), failed logins are still answered and counted,
+/// and the throttle still locks the account at its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_takes_no_turn_from_the_stock_writer() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    app.client().register("tamu", PASSWORD).await;
+    let ecanteen_api::db::Db::Sqlite(pool, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+    let turn = gate.enter().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let r = app
+            .client()
+            .send(gql_request(
+                LOGIN,
+                json!({"u": "tamu", "p": "a wrong guess"}),
+            ))
+            .await;
+        codes.push(first_code(&r.json()).unwrap_or_default());
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the guesses waited for the stock writer: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(codes[..5], ["UNAUTHENTICATED"; 5]);
+    assert_eq!(codes[5], "TOO_MANY_REQUESTS");
+    drop(turn);
+    let in_main: i64 = sqlx::query_scalar("select count(*) from login_failures")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(in_main, 0, "nothing was written to the main file");
+}
