@@ -26,7 +26,7 @@ use crate::domain::parse_id;
 use crate::error::ServiceError;
 use crate::events::EventHub;
 use crate::http::session::PartnerSession;
-use crate::service::{Actor, AuthMethod, Service};
+use crate::service::{Actor, Service};
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]
@@ -222,17 +222,6 @@ pub(crate) fn actor(ctx: &Context<'_>) -> async_graphql::Result<Actor> {
     auth(ctx)?
         .actor
         .ok_or_else(|| ServiceError::Unauthenticated("log in or send an API token").into())
-}
-
-/// The authenticated partner, who must be logged in with a session (not a token).
-pub(crate) fn session_actor(ctx: &Context<'_>) -> async_graphql::Result<Actor> {
-    let actor = actor(ctx)?;
-    if actor.method != AuthMethod::Session {
-        return Err(
-            ServiceError::Forbidden("API tokens cannot manage API tokens; log in instead").into(),
-        );
-    }
-    Ok(actor)
 }
 
 pub(crate) fn id_arg(field: &'static str, id: &async_graphql::ID) -> Result<i64, ServiceError> {

@@ -6,7 +6,7 @@ use async_graphql::dataloader::Loader;
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use super::{actor, auth, datetime, id_arg, service, session_actor};
+use super::{actor, auth, datetime, id_arg, service};
 use crate::error::ServiceError;
 use crate::service::{ApiToken, Service, User};
 
@@ -162,7 +162,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         name: String,
     ) -> async_graphql::Result<CreatedApiToken> {
-        let actor = session_actor(ctx)?;
+        let actor = actor(ctx)?;
         let (token, secret) = service(ctx)?.create_api_token(&actor, &name, None).await?;
         Ok(CreatedApiToken {
             token: secret,
@@ -176,7 +176,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<ApiTokenNode> {
-        let actor = session_actor(ctx)?;
+        let actor = actor(ctx)?;
         let id = id_arg("id", &id)?;
         Ok(ApiTokenNode(
             service(ctx)?.revoke_api_token(&actor, id, None).await?,

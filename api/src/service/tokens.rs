@@ -35,6 +35,19 @@ fn token_hash(secret: &str) -> String {
     format!("{:x}", Sha256::digest(secret.as_bytes()))
 }
 
+/// API tokens cannot manage API tokens: only a partner logged in with a session creates
+/// or revokes them. Otherwise a stolen token could mint more, outliving its own
+/// revocation, and revoke the owner's real ones. The rule is here, so it holds for
+/// GraphQL and REST alike.
+fn managing_tokens(actor: &Actor) -> ServiceResult<()> {
+    match actor.method {
+        AuthMethod::Session => Ok(()),
+        AuthMethod::Token(_) => Err(ServiceError::Forbidden(
+            "API tokens cannot manage API tokens; log in instead",
+        )),
+    }
+}
+
 impl Service {
     /// Creates a token and returns it with its secret, which is never available again.
     ///
@@ -47,6 +60,7 @@ impl Service {
         name: &str,
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<(ApiToken, String)> {
+        managing_tokens(actor)?;
         let name = TokenName::parse("name", name)?;
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -112,6 +126,7 @@ impl Service {
         id: i64,
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<ApiToken> {
+        managing_tokens(actor)?;
         let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
         self.detached(async move {
             service

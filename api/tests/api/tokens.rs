@@ -51,6 +51,18 @@ dual_tests! {
         bot.bearer = Some(created["token"].as_str().unwrap().to_owned());
         assert_eq!(bot.err_code(CREATE, json!({"n": "more"})).await, "FORBIDDEN");
         assert_eq!(bot.err_code(REVOKE, json!({"id": created["apiToken"]["id"]})).await, "FORBIDDEN");
+
+        // The same over REST: the rule is the service's, not one transport's.
+        let minted = bot.rest("POST", "/ecanteen/tokens", Some(json!({"name": "more"})), &[]).await;
+        assert_eq!(minted.status, 403, "{}", minted.text());
+        assert_eq!(minted.json()["error"]["code"], "FORBIDDEN");
+        let id = created["apiToken"]["id"].as_str().unwrap().to_owned();
+        let revoked = bot.rest("DELETE", &format!("/ecanteen/tokens/{id}"), None, &[]).await;
+        assert_eq!(revoked.status, 403, "{}", revoked.text());
+        // Nothing was minted, and the owner's token still works.
+        let listed = owner.ok("{ me { apiTokens { name revokedAt } } }", json!({})).await;
+        assert_eq!(listed["me"]["apiTokens"], json!([{"name": "t", "revokedAt": null}]));
+        assert_eq!(bot.ok("{ me { username } }", json!({})).await["me"]["username"], "minter");
     }
 
     async fn unknown_bearer_tokens_are_refused_not_ignored(app) {

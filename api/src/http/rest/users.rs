@@ -162,6 +162,7 @@ pub struct CreatedToken {
         (status = 200, description = "The token; its secret is shown only here", body = CreatedToken),
         (status = 400, description = "The name is invalid", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 403, description = "Sent with an API token: tokens cannot manage tokens", body = ErrorBody),
         (status = 409, description = "A retry with the Idempotency-Key of a token already created: the secret is not shown again", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
@@ -193,6 +194,7 @@ pub async fn create_token(
     responses(
         (status = 200, description = "\"token {id} revoked\"", body = String),
         (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 403, description = "Sent with an API token: tokens cannot manage tokens", body = ErrorBody),
         (status = 404, description = "No such token of the caller's", body = ErrorBody),
     ),
     security(("session" = []), ("bearer" = [])))]
