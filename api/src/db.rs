@@ -195,21 +195,6 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Where failed logins are counted (`service::users`).
-///
-/// On SQLite every write takes the file's one write lock, so counting each login
-/// attempt in the main database made a login storm a storm of writes competing with
-/// stock changes for that lock. On SQLite the count lives in a database file of its
-/// own beside the main one (`<database>-logins`), with its own lock and its own
-/// [`WriteGate`]: every replica on the file shares it, and it takes no turn from the
-/// stock writer. On PostgreSQL, whose writers do not share one lock, it stays in the
-/// main database, as it does for an in-memory SQLite database.
-#[derive(Clone, Debug)]
-pub enum LoginLedger {
-    Main,
-    Sqlite(SqlitePool, WriteGate),
-}
-
 /// The transaction-scoped advisory lock every PostgreSQL writer takes before appending
 /// to a change feed (see [`feed_lock!`]).
 pub const FEED_LOCK: i64 = 7_236_001;
@@ -474,14 +459,21 @@ impl Db {
         Ok(())
     }
 
-    /// Opens where failed logins are counted (see [`LoginLedger`]): for a SQLite file,
-    /// `<database>-logins` beside it, created with its table if missing.
-    pub async fn open_login_ledger(&self, options: &DbOptions) -> anyhow::Result<LoginLedger> {
+    /// Opens the login ledger: where failed logins are counted (`service::users`).
+    ///
+    /// On SQLite every write takes the file's one write lock, so counting each login
+    /// attempt in the main database made a login storm a storm of writes competing with
+    /// stock changes for that lock. For a SQLite file the ledger is a database of its
+    /// own beside it (`<database>-logins`, created with its table if missing), with its
+    /// own lock and its own [`WriteGate`]: every replica on the file shares it, and it
+    /// takes no turn from the stock writer. On PostgreSQL, whose writers do not share
+    /// one lock, and for an in-memory SQLite database, the ledger is the main database.
+    pub async fn open_login_ledger(&self, options: &DbOptions) -> anyhow::Result<Db> {
         let Self::Sqlite(pool, gate) = self else {
-            return Ok(LoginLedger::Main);
+            return Ok(self.clone());
         };
         if gate.lock_file.is_none() {
-            return Ok(LoginLedger::Main);
+            return Ok(self.clone());
         }
         let mut path = pool.connect_options().get_filename().as_os_str().to_owned();
         path.push("-logins");
@@ -516,7 +508,8 @@ impl Db {
         }
         let mut lock = path;
         lock.push("-writer.lock");
-        Ok(LoginLedger::Sqlite(
+        // Patient: a login is already admitted by the password workers.
+        Ok(Self::Sqlite(
             ledger,
             WriteGate::new(Some(PathBuf::from(lock)), options.acquire_timeout),
         ))

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::db::{Db, LoginLedger};
+use crate::db::Db;
 use crate::domain::PictureLimits;
 use crate::error::{ServiceError, ServiceResult};
 
@@ -82,8 +82,9 @@ pub struct Service {
     writes: TaskTracker,
     /// The picture decoders' places (see [`admission`]).
     decodes: Arc<admission::Admission>,
-    /// Where failed logins are counted.
-    logins: LoginLedger,
+    /// Where failed logins are counted: the main database, or on SQLite a file of its
+    /// own (see `Db::open_login_ledger`).
+    logins: Db,
 }
 
 impl Service {
@@ -94,6 +95,7 @@ impl Service {
         pictures: PictureLimits,
     ) -> Self {
         Self {
+            logins: db.clone(),
             db,
             hasher,
             throttle,
@@ -105,12 +107,12 @@ impl Service {
                 "picture",
                 admission::AdmissionPolicy::per_core(Duration::from_secs(2)),
             )),
-            logins: LoginLedger::Main,
         }
     }
 
-    /// The same service, counting failed logins in `logins` (see [`LoginLedger`]).
-    pub fn with_login_ledger(self, logins: LoginLedger) -> Self {
+    /// The same service, counting failed logins in `logins` (see
+    /// `Db::open_login_ledger`).
+    pub fn with_login_ledger(self, logins: Db) -> Self {
         Self { logins, ..self }
     }
 
@@ -160,17 +162,13 @@ impl Service {
         let now = crate::db::now_ms();
         let failures_before = now - duration_ms(self.throttle.window);
         let keys_before = now - duration_ms(idempotency_ttl);
-        if let LoginLedger::Sqlite(ledger, _) = &self.logins {
-            sqlx::query("delete from login_failures where failed_at < $1")
-                .bind(failures_before)
-                .execute(ledger)
-                .await?;
-        }
-        crate::with_db!(&self.db, pool => {
+        crate::with_db!(&self.logins, pool => {
             sqlx::query("delete from login_failures where failed_at < $1")
                 .bind(failures_before)
                 .execute(pool)
                 .await?;
+        });
+        crate::with_db!(&self.db, pool => {
             sqlx::query("delete from idempotency_keys where created_at < $1")
                 .bind(keys_before)
                 .execute(pool)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::db::{now_ms, LoginLedger};
+use crate::db::now_ms;
 use crate::domain::{IdempotencyKey, Password, Username};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
@@ -150,21 +150,12 @@ impl Service {
 
         match stored {
             Some((user, _)) if verified => {
-                match &self.logins {
-                    LoginLedger::Sqlite(ledger, gate) => {
-                        let _turn = gate.enter_patiently().await?;
-                        sqlx::query("delete from login_failures where username = $1")
-                            .bind(&key)
-                            .execute(ledger)
-                            .await?;
-                    }
-                    LoginLedger::Main => with_db!(&self.db, pool => {
-                        sqlx::query("delete from login_failures where username = $1")
-                            .bind(&key)
-                            .execute(pool)
-                            .await?;
-                    }),
-                }
+                with_db!(&self.logins, pool => {
+                    sqlx::query("delete from login_failures where username = $1")
+                        .bind(&key)
+                        .execute(pool)
+                        .await?;
+                });
                 Ok(user)
             }
             // The attempt is already counted.
@@ -175,22 +166,22 @@ impl Service {
     /// Counts the failures of `key` in the window and, below the limit, records this
     /// attempt as one more, in one transaction that no other attempt on the same
     /// username can interleave with (on SQLite the write lock of the login ledger's own
-    /// file, never the main file's, see [`LoginLedger`]; a per-username advisory lock
+    /// file, never the main file's, see `Db::open_login_ledger`; a per-username advisory lock
     /// on PostgreSQL, whose concurrent transactions would otherwise count the same
     /// rows). At the limit, TOO_MANY_REQUESTS with the wait until the oldest counted
     /// failure leaves the window.
     async fn reserve_login_attempt(&self, key: &str) -> ServiceResult<()> {
         let window = duration_ms(self.throttle.window);
         let now = now_ms();
-        let max_failures = self.throttle.max_failures;
-        // The count and the record, on one transaction `$tx` of either engine.
-        macro_rules! count_then_record {
-            ($tx:ident, $pg:expr) => {{
-                if $pg {
+        let pg = self.logins.is_postgres();
+        // On SQLite a file of its own, lock and gate: no turn taken from the stock
+        // writer (see `Db::open_login_ledger`).
+        write_tx!(&self.logins, tx => {
+                if pg {
                     sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
                         .bind(LOGIN_LOCK)
                         .bind(key)
-                        .execute(&mut *$tx)
+                        .execute(&mut *tx)
                         .await?;
                 }
                 // The newest `max_failures` failures in the window; the oldest of them
@@ -201,10 +192,10 @@ impl Service {
                 )
                 .bind(key)
                 .bind(now - window)
-                .bind(max_failures)
-                .fetch_all(&mut *$tx)
+                .bind(self.throttle.max_failures)
+                .fetch_all(&mut *tx)
                 .await?;
-                if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= max_failures {
+                if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= self.throttle.max_failures {
                     let oldest = recent.last().copied().unwrap_or(now - window);
                     let wait_ms = (oldest + window - now).max(1000);
                     return Err(ServiceError::TooManyRequests {
@@ -214,27 +205,10 @@ impl Service {
                 sqlx::query("insert into login_failures (username, failed_at) values ($1, $2)")
                     .bind(key)
                     .bind(now)
-                    .execute(&mut *$tx)
+                    .execute(&mut *tx)
                     .await?;
                 Ok::<_, ServiceError>(())
-            }};
-        }
-        match &self.logins {
-            // Its own file, lock and gate: no turn taken from the stock writer. A login
-            // is already admitted by the password workers, so it waits as long as the
-            // database timeout.
-            LoginLedger::Sqlite(ledger, gate) => {
-                let _turn = gate.enter_patiently().await?;
-                let mut tx = ledger.begin_with("BEGIN IMMEDIATE").await?;
-                count_then_record!(tx, false)?;
-                tx.commit().await?;
-                Ok(())
-            }
-            LoginLedger::Main => {
-                let pg = self.db.is_postgres();
-                write_tx!(&self.db, tx => count_then_record!(tx, pg))
-            }
-        }
+        })
     }
 
     async fn user_with_hash(&self, username: &Username) -> ServiceResult<Option<(User, String)>> {
