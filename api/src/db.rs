@@ -39,7 +39,6 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +46,8 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
+
+use crate::service::admission::WaitingRoom;
 
 /// A pool on one of the two supported engines.
 #[derive(Clone, Debug)]
@@ -70,8 +71,7 @@ pub struct WriteGate {
     /// How long the write probe waits: the database's own bound.
     timeout: Duration,
     /// Writers of this process waiting for their turn now, and how many may.
-    waiting: Arc<AtomicUsize>,
-    queue: usize,
+    waiting: Arc<WaitingRoom>,
 }
 
 /// A writer's turn: held until its transaction ends.
@@ -89,8 +89,7 @@ impl WriteGate {
             lock_file: lock_file.map(Arc::new),
             wait: timeout,
             timeout,
-            waiting: Arc::new(AtomicUsize::new(0)),
-            queue: usize::MAX,
+            waiting: Arc::new(WaitingRoom::new(usize::MAX)),
         }
     }
 
@@ -104,7 +103,7 @@ impl WriteGate {
     /// without making them wait first.
     pub fn with_queue(self, queue: usize) -> Self {
         Self {
-            queue: queue.max(1),
+            waiting: Arc::new(WaitingRoom::new(queue.max(1))),
             ..self
         }
     }
@@ -128,12 +127,9 @@ impl WriteGate {
     /// deadline, is a `PoolTimedOut`, answered as 503 with `Retry-After` like a pool
     /// timeout.
     pub async fn enter(&self) -> Result<WriteTurn, sqlx::Error> {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Some(_place) = self.waiting.join() else {
             return Err(sqlx::Error::PoolTimedOut);
-        }
-        // Counted out however the wait ends, a drop included.
-        let _waiting = Waiting(&self.waiting);
+        };
         self.enter_within(self.wait).await
     }
 
@@ -183,15 +179,6 @@ impl WriteGate {
             _process: process,
             _file: file,
         })
-    }
-}
-
-/// One writer counted among those waiting, until dropped.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

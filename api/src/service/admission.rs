@@ -75,7 +75,7 @@ pub struct Admission {
     class: &'static str,
     policy: AdmissionPolicy,
     workers: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    waiting: WaitingRoom,
     /// Started at the first job; the error, if they could not be, is kept.
     threads: OnceLock<Result<rayon::ThreadPool, String>>,
 }
@@ -96,7 +96,7 @@ impl Admission {
             class,
             policy,
             workers: Arc::new(Semaphore::new(policy.workers.max(1))),
-            waiting: AtomicUsize::new(0),
+            waiting: WaitingRoom::new(policy.queue),
             threads: OnceLock::new(),
         }
     }
@@ -156,12 +156,9 @@ impl Admission {
         if let Ok(permit) = self.workers.clone().try_acquire_owned() {
             return Ok(Admitted { _place: permit });
         }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.policy.queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Some(_place) = self.waiting.join() else {
             return Err(busy);
-        }
-        // Counted out however the wait ends, a drop included.
-        let _waiting = Waiting(&self.waiting);
+        };
         match tokio::time::timeout(self.policy.max_wait, self.workers.clone().acquire_owned()).await
         {
             Ok(Ok(permit)) => Ok(Admitted { _place: permit }),
@@ -171,7 +168,7 @@ impl Admission {
 
     /// Callers waiting for a worker now.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.waiting.count()
     }
 }
 
@@ -185,9 +182,44 @@ fn lower_this_threads_priority(class: &'static str) {
     }
 }
 
-struct Waiting<'a>(&'a AtomicUsize);
+/// A bounded count of those waiting: password jobs for a worker, writes for SQLite's
+/// writer (`db::WriteGate`).
+#[derive(Debug)]
+pub struct WaitingRoom {
+    waiting: AtomicUsize,
+    limit: usize,
+}
 
-impl Drop for Waiting<'_> {
+impl WaitingRoom {
+    /// At most `limit` wait at once.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            waiting: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A place, or `None` when all `limit` are taken. The place is given back when it is
+    /// dropped, however the wait ends, a cancelled request's included.
+    pub fn join(&self) -> Option<Place<'_>> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Place(&self.waiting))
+    }
+
+    /// How many wait now.
+    pub fn count(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// One place in a [`WaitingRoom`], held while waiting.
+#[derive(Debug)]
+pub struct Place<'a>(&'a AtomicUsize);
+
+impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
