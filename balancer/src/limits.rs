@@ -81,14 +81,21 @@ impl Limits {
         self.per_ip.is_some() || self.per_partner.is_some()
     }
 
-    /// A keyed hash of the request's credential: the bearer token, else the session
-    /// cookie. Never the secret itself.
+    /// A keyed hash of the request's credential, read exactly as a replica reads it
+    /// (`api/src/http/auth.rs`): an `Authorization` header of the Bearer scheme (in any
+    /// case) with its token trimmed, else the *last* session cookie (the one the
+    /// replica's cookie jar keeps). Read any other way, a client could send a credential
+    /// the replica ignores (`Basic …`, a second cookie) beside the one it uses, and get a
+    /// fresh budget each time. Never the secret itself.
     pub fn credential(&self, headers: &HeaderMap) -> Option<u64> {
-        if let Some(auth) = headers
+        if let Some(token) = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
         {
-            return Some(self.hasher.hash_one(auth.trim()));
+            return Some(self.hasher.hash_one(("bearer", token)));
         }
         headers
             .get_all(http::header::COOKIE)
@@ -96,8 +103,8 @@ impl Limits {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == SESSION_COOKIE)
-            .map(|(_, value)| self.hasher.hash_one(value))
+            .rfind(|(name, _)| *name == SESSION_COOKIE)
+            .map(|(_, value)| self.hasher.hash_one(("cookie", value)))
     }
 
     /// `Err(wait)` when either budget is spent: the request is refused and may be
@@ -186,6 +193,41 @@ mod tests {
         assert_ne!(cookie, other);
         assert_eq!(limits.credential(&headers(&[("cookie", "other=1")])), None);
         assert_eq!(limits.credential(&HeaderMap::new()), None);
+    }
+
+    /// Each variant once got a budget of its own, beside the credential the replica
+    /// actually used.
+    #[test]
+    fn a_credential_spelled_another_way_is_the_same_credential() {
+        let limits = Limits::new(0, 10);
+        let key = |pairs: &[(&str, &str)]| limits.credential(&headers(pairs));
+        let token = key(&[("authorization", "Bearer abc")]);
+        for spelling in ["bearer abc", "BEARER abc", "Bearer  abc ", "bEaReR abc\t"] {
+            assert_eq!(key(&[("authorization", spelling)]), token, "{spelling:?}");
+        }
+        let cookie = key(&[("cookie", "ecanteen_session=real")]);
+        // A scheme the replica ignores: the replica uses the cookie, and so does this.
+        assert_eq!(
+            key(&[
+                ("authorization", "Basic eHl6"),
+                ("cookie", "ecanteen_session=real")
+            ]),
+            cookie
+        );
+        assert_eq!(key(&[("authorization", "Basic eHl6")]), None);
+        // Two session cookies: the replica keeps the last, in one header or across two.
+        assert_eq!(
+            key(&[("cookie", "ecanteen_session=decoy; ecanteen_session=real")]),
+            cookie
+        );
+        assert_eq!(
+            key(&[
+                ("cookie", "ecanteen_session=decoy"),
+                ("cookie", "a=1; ecanteen_session=real")
+            ]),
+            cookie
+        );
+        assert_ne!(key(&[("cookie", "ecanteen_session=decoy")]), cookie);
     }
 
     #[test]

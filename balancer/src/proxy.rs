@@ -4,12 +4,13 @@
 //!
 //! - A failed *connect* is retried on another replica whatever the method: pingora
 //!   guarantees nothing was sent.
-//! - A failure *after* sending is retried only for GET and HEAD, and for writes that
-//!   carry an `Idempotency-Key` header (the REST routes; the replica answers a repeat
-//!   with the first result), and only while pingora still holds the whole body in its
-//!   retry buffer. Any other POST (every GraphQL mutation) that may have reached a
-//!   replica is never replayed; GraphQL clients that need safe retries put an
-//!   idempotency key in the mutation and retry themselves.
+//! - A failure *after* sending is retried only for GET and HEAD, and for the REST
+//!   writes under `/ecanteen/` that carry an `Idempotency-Key` header (the replica
+//!   answers a repeat with the first result), and only while pingora still holds the
+//!   whole body in its retry buffer. Any other write (every GraphQL mutation, with the
+//!   header or without: `/graphql` ignores it) that may have reached a replica is never
+//!   replayed; GraphQL clients that need safe retries put an idempotency key in the
+//!   mutation's input and retry themselves.
 //! - At most `max_tries` attempts, never twice on the same replica.
 
 use std::net::SocketAddr;
@@ -141,12 +142,15 @@ impl Balancer {
     }
 
     /// Whether a request that may have reached a replica can be sent again: reads, and
-    /// writes that carry an `Idempotency-Key` (the replica answers a repeat with the
-    /// first result instead of applying it again).
+    /// the REST writes under `/ecanteen/` that carry an `Idempotency-Key` (the replica
+    /// answers a repeat with the first result instead of applying it again). Nothing
+    /// else honours the header: `/graphql` reads its keys from the mutation's input, so
+    /// a GraphQL mutation sent with the header alone would be applied twice.
     fn can_retry_after_send(request: &RequestHeader) -> bool {
         request.method == Method::GET
             || request.method == Method::HEAD
-            || request.headers.contains_key("idempotency-key")
+            || (request.uri.path().starts_with("/ecanteen/")
+                && request.headers.contains_key("idempotency-key"))
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
@@ -333,6 +333,8 @@ impl Backend {
         let app = Router::new()
             .route("/readyz", get(|| async { "ok" }))
             .route("/who", get(whoami).post(whoami))
+            .route("/graphql", post(whoami))
+            .route("/ecanteen/{*rest}", get(whoami).post(whoami))
             .with_state(state);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -79,3 +79,37 @@ async fn a_replica_too_slow_to_answer_in_time_gives_503_with_retry_after_not_502
     let body: Value = r.json().await.unwrap();
     assert!(body.to_string().contains("slow to answer"), "{body}");
 }
+
+/// A write that reached a replica is sent again only where the replica honours its
+/// `Idempotency-Key`: the REST routes. `/graphql` ignores the header, so a mutation sent
+/// with it was once applied a second time on the next replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_rest_writes_with_an_idempotency_key_are_sent_again_after_a_failure() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    for backend in [&a, &b] {
+        backend.delay_ms.store(2500, Ordering::SeqCst);
+    }
+    let balancer = Balancer::start(&[a.addr, b.addr], &["--read-timeout-secs", "1"]);
+    balancer.wait_ready(2);
+    let hits = || a.hits() + b.hits();
+    let send = |path: &str| {
+        client()
+            .post(format!("{}{path}", balancer.url))
+            .header("idempotency-key", format!("k-{path}"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+
+    let r = send("/graphql").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(hits(), 1, "a GraphQL mutation is never sent twice");
+
+    let r = send("/ecanteen/products").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        hits(),
+        3,
+        "a keyed REST write is tried on the other replica"
+    );
+}
