@@ -148,6 +148,12 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_WS_INIT_TIMEOUT_MS", default_value_t = 5000)]
     pub ws_init_timeout_ms: u64,
 
+    /// Milliseconds between checks of an open WebSocket's credential: within about
+    /// this long of a token's revocation or a session's logout or expiry, the socket is
+    /// closed (code 4403). Each check is one indexed read per socket.
+    #[arg(long, env = "ECANTEEN_WS_RECHECK_MS", default_value_t = 2000)]
+    pub ws_recheck_ms: u64,
+
     /// Most fields at the root of one GraphQL operation (aliases and fragments included).
     #[arg(long, env = "ECANTEEN_MAX_ROOT_FIELDS", default_value_t = 16)]
     pub max_root_fields: usize,

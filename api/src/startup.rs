@@ -99,6 +99,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             config.max_websockets,
             config.max_subscriptions_per_socket,
             Duration::from_millis(config.ws_init_timeout_ms),
+            Duration::from_millis(config.ws_recheck_ms),
         ),
     })
 }

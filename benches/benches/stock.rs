@@ -43,7 +43,7 @@ fn adjust_stock(c: &mut Criterion) {
                                 AdjustStock {
                                     product_id,
                                     delta: StockDelta::parse("delta", delta).expect("delta"),
-                                    reason: StockReason::Sale,
+                                    reason: Some(StockReason::Sale),
                                     note: None,
                                     expected_quantity: None,
                                     idempotency_key: key,

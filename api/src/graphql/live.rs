@@ -19,14 +19,23 @@ use super::stock::{StockMovementNode, StockReasonGql};
 use super::{actor, datetime, id_arg, service};
 use crate::error::ServiceError;
 use crate::events::{EventHub, FeedEvent};
-use crate::service::feed::{ProductEvent, ProductEventKind, StockFeedItem};
+use crate::service::feed::{ProductEvent, ProductEventKind, StockFeedItem, StockView};
 use crate::service::{Actor, Service};
 
-/// A change of stock. Quantities are public, like the catalogue; the ledger row
-/// itself (who, and their note) is only for the product's owner.
+/// A change of stock. Every subscriber learns which product changed and its stock
+/// now, as the public catalogue shows it; the change itself (delta, reason, time, the
+/// ledger row) is only for the product's owner. The rule is the service's
+/// (`StockFeedItem::view_for`): another partner is sent only a product's newest change,
+/// of a product not deleted, so no sales history can be read back.
 pub struct StockChangedEvent {
     item: Arc<StockFeedItem>,
-    viewer: Actor,
+    view: StockView,
+}
+
+impl StockChangedEvent {
+    fn owners<T>(&self, value: T) -> Option<T> {
+        (self.view == StockView::Owner).then_some(value)
+    }
 }
 
 #[Object]
@@ -44,35 +53,46 @@ impl StockChangedEvent {
         ID(self.item.owner_id.to_string())
     }
 
-    async fn delta(&self) -> i64 {
-        self.item.movement.delta
+    /// The change in units; null unless the subscriber owns the product.
+    async fn delta(&self) -> Option<i64> {
+        self.owners(self.item.movement.delta)
     }
 
-    /// The stock after this change.
+    /// The stock after this change, in units (for another partner: the product's
+    /// stock now).
     async fn quantity(&self) -> i64 {
         self.item.movement.quantity_after
     }
 
-    async fn reason(&self) -> StockReasonGql {
-        self.item.movement.reason.into()
+    /// Whether the product has stock left after this change.
+    async fn in_stock(&self) -> bool {
+        self.item.movement.quantity_after > 0
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        datetime(self.item.movement.created_at)
+    /// Why the stock changed; null unless the subscriber owns the product.
+    async fn reason(&self) -> Option<StockReasonGql> {
+        self.owners(self.item.movement.reason.into())
+    }
+
+    /// When the change was made; null unless the subscriber owns the product.
+    async fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.owners(datetime(self.item.movement.created_at))
     }
 
     /// The ledger row; null unless the subscriber owns the product.
     async fn movement(&self) -> Option<StockMovementNode> {
-        (self.viewer.user_id == self.item.owner_id)
-            .then(|| StockMovementNode(self.item.movement.clone()))
+        self.owners(StockMovementNode(self.item.movement.clone()))
     }
 
-    /// The product as it is now.
+    /// The product as it is now: for its owner even when deleted (with `deletedAt`).
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductNode>> {
-        Ok(service(ctx)?
-            .product_any(self.item.movement.product_id)
-            .await?
-            .map(ProductNode))
+        let service = service(ctx)?;
+        let id = self.item.movement.product_id;
+        let product = match self.view {
+            StockView::Owner => service.product_any(id).await?,
+            StockView::Catalogue => service.product(id).await?,
+        };
+        Ok(product.map(ProductNode))
     }
 }
 
@@ -120,17 +140,20 @@ pub enum ProductChangeKind {
 }
 
 /// A product was created, edited (its picture included) or deleted.
-pub struct ProductChangedEvent(Arc<ProductEvent>);
+pub struct ProductChangedEvent {
+    event: Arc<ProductEvent>,
+    viewer: Actor,
+}
 
 #[Object]
 impl ProductChangedEvent {
     /// The product-feed id: pass the last one seen as `afterId` when reconnecting.
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(self.event.id.to_string())
     }
 
     async fn kind(&self) -> ProductChangeKind {
-        match self.0.kind {
+        match self.event.kind {
             ProductEventKind::Created => ProductChangeKind::Created,
             ProductEventKind::Updated => ProductChangeKind::Updated,
             ProductEventKind::Deleted => ProductChangeKind::Deleted,
@@ -138,28 +161,33 @@ impl ProductChangedEvent {
     }
 
     async fn product_id(&self) -> ID {
-        ID(self.0.product_id.to_string())
+        ID(self.event.product_id.to_string())
     }
 
     async fn owner_id(&self) -> ID {
-        ID(self.0.owner_id.to_string())
+        ID(self.event.owner_id.to_string())
     }
 
     /// The product's version after this change.
     async fn version(&self) -> i64 {
-        self.0.version
+        self.event.version
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        datetime(self.0.created_at)
+        datetime(self.event.created_at)
     }
 
-    /// The product as it is now (a deleted one has `deletedAt` set).
+    /// The product as it is now. A deleted one is null, except to its owner (who sees
+    /// it with `deletedAt` set).
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductNode>> {
-        Ok(service(ctx)?
-            .product_any(self.0.product_id)
-            .await?
-            .map(ProductNode))
+        let service = service(ctx)?;
+        let id = self.event.product_id;
+        let product = if self.viewer.user_id == self.event.owner_id {
+            service.product_any(id).await?
+        } else {
+            service.product(id).await?
+        };
+        Ok(product.map(ProductNode))
     }
 }
 
@@ -328,12 +356,23 @@ fn optional_id(field: &'static str, id: Option<&ID>) -> Result<Option<i64>, Serv
     id.map(|id| id_arg(field, id)).transpose()
 }
 
+/// An `afterId`: a feed id, or `"0"` to replay from the feed's start.
+fn after_id(id: Option<&ID>) -> Result<Option<i64>, ServiceError> {
+    match id {
+        Some(id) if id.as_str() == "0" => Ok(Some(0)),
+        other => optional_id("afterId", other),
+    }
+}
+
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
-    /// Stock changes, optionally of one product or one partner's products.
+    /// Stock changes, optionally of one product or one partner's products. The owner
+    /// of a product receives each change, replayed from `afterId` as well; any other
+    /// subscriber receives only the product and its stock now (see
+    /// `StockChangedEvent`).
     async fn stock_changed(
         &self,
         ctx: &Context<'_>,
@@ -344,15 +383,15 @@ impl SubscriptionRoot {
         let viewer = actor(ctx)?;
         let product_id = optional_id("productId", product_id.as_ref())?;
         let owner_id = optional_id("ownerId", owner_id.as_ref())?;
-        let after = optional_id("afterId", after_id.as_ref())?;
+        let after = self::after_id(after_id.as_ref())?;
         feed_stream(ctx, Feed::Stock, after, move |event| match event {
             FeedEvent::Stock(item)
                 if product_id.is_none_or(|p| p == item.movement.product_id)
                     && owner_id.is_none_or(|o| o == item.owner_id) =>
             {
-                Some(StockChangedEvent {
+                item.view_for(&viewer).map(|view| StockChangedEvent {
                     item: item.clone(),
-                    viewer,
+                    view,
                 })
             }
             _ => None,
@@ -366,12 +405,15 @@ impl SubscriptionRoot {
         owner_id: Option<ID>,
         after_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ProductChangedEvent>>> {
-        actor(ctx)?;
+        let viewer = actor(ctx)?;
         let owner_id = optional_id("ownerId", owner_id.as_ref())?;
-        let after = optional_id("afterId", after_id.as_ref())?;
+        let after = self::after_id(after_id.as_ref())?;
         feed_stream(ctx, Feed::Product, after, move |event| match event {
             FeedEvent::Product(e) if owner_id.is_none_or(|o| o == e.owner_id) => {
-                Some(ProductChangedEvent(e.clone()))
+                Some(ProductChangedEvent {
+                    event: e.clone(),
+                    viewer,
+                })
             }
             _ => None,
         })
@@ -393,7 +435,7 @@ impl SubscriptionRoot {
             )
             .into());
         }
-        let after = optional_id("afterId", after_id.as_ref())?;
+        let after = self::after_id(after_id.as_ref())?;
         feed_stream(ctx, Feed::Stock, after, move |event| match event {
             FeedEvent::Stock(item) if item.owner_id == owner && item.crossed_low_stock() => {
                 Some(LowStockEvent { item: item.clone() })

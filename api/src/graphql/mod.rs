@@ -5,6 +5,7 @@
 //! touch SQL. The schema needs no socket: tests and benches execute it directly, and the
 //! HTTP layer only attaches per-request data ([`RequestAuth`], the owner DataLoader).
 
+pub mod connection;
 pub mod limits;
 pub mod live;
 pub mod products;
@@ -76,6 +77,7 @@ pub fn build_schema(service: Service, events: EventHub, limits: SchemaLimits) ->
     .data(service)
     .data(events)
     .extension(ErrorCodes)
+    .extension(connection::CheckedPerOperation)
     .extension(limits::DocumentLimits {
         max_root_fields: limits.max_root_fields,
         max_aliases: limits.max_aliases,

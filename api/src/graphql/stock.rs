@@ -109,8 +109,9 @@ pub struct AdjustStockInput {
     product_id: ID,
     /// Added to the stock; negative removes. Never takes stock below zero.
     delta: i64,
-    #[graphql(default_with = "StockReasonGql::Other")]
-    reason: StockReasonGql,
+    /// Why the stock changed. Default: SALE when `delta` is negative, RESTOCK when it
+    /// is positive (as REST's `POST /ecanteen/product/{id}/stock`).
+    reason: Option<StockReasonGql>,
     note: Option<String>,
     /// When given, the change applies only if the stock is exactly this (else CONFLICT).
     expected_quantity: Option<i64>,
@@ -199,7 +200,7 @@ impl StockMutation {
         let change = AdjustStock {
             product_id: id_arg("input.productId", &input.product_id)?,
             delta: StockDelta::parse("input.delta", input.delta)?,
-            reason: input.reason.into(),
+            reason: input.reason.map(Into::into),
             note: note(input.note.as_deref())?,
             expected_quantity: expected(input.expected_quantity)?,
             idempotency_key: key(input.idempotency_key.as_deref())?,

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 
-use crate::error::ServiceResult;
+use tower_sessions::session::Id;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::graphql::connection::ConnectionCredential;
 use crate::http::partner_tag;
-use crate::http::session::PartnerSession;
+use crate::http::session::{PartnerSession, Store};
 use crate::service::{Actor, AuthMethod, Service};
 
 /// The bearer secret of an `Authorization: Bearer …` header, if there is one.
@@ -39,4 +42,35 @@ pub async fn resolve(
         partner_tag::note(actor.user_id);
     }
     Ok(actor)
+}
+
+/// The credential a WebSocket was opened with, kept to be checked again before each
+/// operation and every few seconds while the socket is open (`http::ws`).
+pub enum SocketCredential {
+    /// An API token, by its id: revoked, it stops at once.
+    Token {
+        service: Box<Service>,
+        token_id: i64,
+    },
+    /// A cookie session, by its id in the store: logged out, replaced or expired, it
+    /// stops.
+    Session { store: Store, id: Id },
+}
+
+#[async_trait::async_trait]
+impl ConnectionCredential for SocketCredential {
+    async fn check(&self) -> ServiceResult<Actor> {
+        match self {
+            Self::Token { service, token_id } => service.recheck_token(*token_id).await,
+            Self::Session { store, id } => match store.partner(id).await? {
+                Some(user_id) => Ok(Actor {
+                    user_id,
+                    method: AuthMethod::Session,
+                }),
+                None => Err(ServiceError::Unauthenticated(
+                    "the session has ended; log in again",
+                )),
+            },
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus `/metrics`, and the middleware that feeds it;
 //! - [`rest`]: the REST compatibility routes under `/ecanteen`;
 //! - [`auth`]: who a request is (bearer token or cookie session);
+//! - [`origin`]: whether a browser request comes from a page of this server;
 //! - [`partner_tag`]: names that partner to the balancer (for its rate limits);
 //! - [`session`]: the database-backed session store and the typed session.
 
@@ -19,6 +20,7 @@ pub mod graphql;
 pub mod health;
 pub mod images;
 pub mod metrics;
+pub mod origin;
 pub mod partner_tag;
 pub mod rest;
 pub mod session;

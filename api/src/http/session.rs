@@ -88,6 +88,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The partner a stored session is logged in as: `None` once it was logged out,
+    /// replaced at login, or expired. A WebSocket opened with the session asks this
+    /// again before each operation (`http::auth::SocketCredential`).
+    pub async fn partner(&self, id: &Id) -> ServiceResult<Option<i64>> {
+        let record = match self {
+            Self::Sqlite(s, _) => s.load(id).await,
+            Self::Postgres(s) => s.load(id).await,
+        }
+        .map_err(|e| ServiceError::Unavailable(anyhow!("cannot read the session: {e}")))?;
+        Ok(record
+            .and_then(|r| r.data.get(KEY).cloned())
+            .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
+            .map(|data| data.user_id))
+    }
+}
+
 tokio::task_local! {
     /// Whether a session write failed in this request (see the module docs).
     static WRITE_FAILED: Cell<bool>;
@@ -234,6 +251,11 @@ pub struct PartnerSession(Session);
 impl PartnerSession {
     pub fn new(session: Session) -> Self {
         Self(session)
+    }
+
+    /// The session's id, once it was loaded (by [`Self::user_id`]) or created.
+    pub fn id(&self) -> Option<Id> {
+        self.0.id()
     }
 
     /// The logged-in partner, if any.

@@ -6,6 +6,13 @@
 //! "Bearer …"}` or `{"token": "…"}`), or else by the session cookie sent with the
 //! upgrade request. Without either, the connection is refused at init.
 //!
+//! The credential is not trusted for the socket's life. It is checked again before each
+//! operation (`graphql::connection`, which also refuses queries and mutations over the
+//! socket), and every `--ws-recheck-ms` while the socket is open: once the token is
+//! revoked, or the session is logged out, replaced or expired, on any replica, the
+//! socket is closed with code 4403. Every replica reads it from the database, so a
+//! logout through one replica closes the sockets held by all.
+//!
 //! Browsers attach cookies to WebSocket handshakes from any page, so the cookie counts
 //! only when the handshake's `Origin` is this server's own (cross-site WebSocket
 //! hijacking); token authentication is unaffected.
@@ -23,20 +30,26 @@ use std::time::Duration;
 
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::Semaphore;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::PollSender;
+use tower_sessions::session::Id;
 use tower_sessions::Session;
 
+use super::auth::SocketCredential;
 use super::session::PartnerSession;
 use super::{json_error, with_retry_after, AppState};
 use crate::error::ServiceError;
+use crate::graphql::connection::{ConnectionAuth, ConnectionCredential as _};
 use crate::graphql::live::SubscriptionSlots;
 use crate::graphql::{request_data, RequestAuth};
-use crate::service::{Actor, AuthMethod, Service};
+use crate::service::{AuthMethod, Service};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/graphql/ws", get(upgrade))
@@ -53,30 +66,24 @@ pub struct WsLimits {
     pub sockets: Arc<Semaphore>,
     pub subscriptions_per_socket: usize,
     pub init_timeout: Duration,
+    /// How often an open socket's credential is checked again (see [`guard`]).
+    pub recheck: Duration,
 }
 
 impl WsLimits {
-    pub fn new(sockets: usize, subscriptions_per_socket: usize, init_timeout: Duration) -> Self {
+    pub fn new(
+        sockets: usize,
+        subscriptions_per_socket: usize,
+        init_timeout: Duration,
+        recheck: Duration,
+    ) -> Self {
         Self {
             sockets: Arc::new(Semaphore::new(sockets)),
             subscriptions_per_socket,
             init_timeout,
+            recheck,
         }
     }
-}
-
-/// Whether the handshake comes from a page of this very server (or from a
-/// non-browser client, which sends no `Origin`).
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|v| v.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 async fn upgrade(
@@ -86,12 +93,12 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let cookie_user = if same_origin(&headers) {
-        PartnerSession::new(session)
-            .user_id(state.settings.session_refresh)
-            .await
-            .ok()
-            .flatten()
+    let cookie_session = if super::origin::same_origin(&headers) {
+        let session = PartnerSession::new(session);
+        match session.user_id(state.settings.session_refresh).await {
+            Ok(Some(_)) => session.id(),
+            _ => None,
+        }
     } else {
         None
     };
@@ -109,7 +116,6 @@ async fn upgrade(
     let schema = state.schema.clone();
     let service = state.service.clone();
     let limits = state.ws.clone();
-    let (initialised, init_done) = tokio::sync::oneshot::channel::<()>();
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
@@ -117,54 +123,99 @@ async fn upgrade(
         .on_upgrade(move |socket| async move {
             let _socket_permit = socket_permit;
             let subscriptions = limits.subscriptions_per_socket;
-            let serve = GraphQLWebSocket::new(socket, schema, protocol)
-                .keepalive_timeout(Duration::from_secs(30))
-                .on_connection_init(move |payload| async move {
-                    let actor = init_actor(&service, &payload, cookie_user).await?;
-                    let _ = initialised.send(());
-                    let (auth, loader) = request_data(
-                        &service,
-                        RequestAuth {
-                            actor: Some(actor),
-                            session: None,
-                        },
-                    );
-                    // The connection's data lasts as long as the socket: its loader
-                    // must not cache, or it would keep every owner it ever loaded.
-                    loader.enable_all_cache(false);
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    data.insert(loader);
-                    data.insert(SubscriptionSlots::new(subscriptions));
-                    Ok(data)
-                })
-                .serve();
-            // A client that upgrades and never initialises holds a socket for nothing:
-            // it gets `init_timeout`, then the socket is dropped. Once initialised, the
-            // keep-alive rules. (A failed init is answered and closed by `serve`
-            // itself; the deadline only makes sure.)
-            let deadline = tokio::time::sleep(limits.init_timeout);
-            let init_deadline = async move {
-                tokio::select! {
-                    Ok(()) = init_done => std::future::pending::<()>().await,
-                    () = deadline => {}
+            // async-graphql writes to a channel, and this task to the socket: so the
+            // socket can still be closed with a reason when the credential ends.
+            let (mut sink, stream) = socket.split();
+            let (to_client, mut outbox) = mpsc::channel::<Message>(16);
+            let (initialised, init_done) = oneshot::channel::<Arc<SocketCredential>>();
+            let serve = GraphQLWebSocket::new_with_pair(
+                PollSender::new(to_client),
+                stream,
+                schema,
+                protocol,
+            )
+            .keepalive_timeout(Duration::from_secs(30))
+            .on_connection_init(move |payload| async move {
+                let credential =
+                    Arc::new(init_credential(&service, &payload, cookie_session).await?);
+                credential.check().await?;
+                let _ = initialised.send(credential.clone());
+                let (_, loader) = request_data(&service, RequestAuth::default());
+                // The connection's data lasts as long as the socket: its loader must
+                // not cache, or it would keep every owner it ever loaded.
+                loader.enable_all_cache(false);
+                let mut data = Data::default();
+                data.insert(ConnectionAuth(credential));
+                data.insert(loader);
+                data.insert(SubscriptionSlots::new(subscriptions));
+                Ok(data)
+            })
+            .serve();
+            let closed = tokio::select! {
+                // The client left, or async-graphql closed the socket (a failed init):
+                // what it wrote last is sent before the task ends.
+                ((), ()) = futures_util::future::join(serve, async {
+                    while let Some(message) = outbox.recv().await {
+                        if sink.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                }) => return,
+                closed = guard(init_done, limits.init_timeout, limits.recheck) => closed,
+            };
+            let (code, reason) = match closed {
+                Closed::InitTimeout => (4408, "connection initialisation timeout"),
+                Closed::CredentialEnded => {
+                    (4403, "the credential was revoked, logged out or expired")
                 }
             };
-            tokio::select! {
-                () = serve => {}
-                () = init_deadline => {
-                    tracing::debug!("closing a WebSocket that did not initialise in time");
-                }
-            }
+            tracing::debug!(code, reason, "closing a WebSocket");
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
         })
 }
 
-/// Who opens the connection: the init payload's token, else the cookie's partner.
-async fn init_actor(
+/// Why this side closed a socket.
+enum Closed {
+    /// The client upgraded and never initialised: it held a socket for nothing.
+    InitTimeout,
+    /// The token was revoked, or the session logged out, replaced or expired.
+    CredentialEnded,
+}
+
+/// Watches a socket from outside async-graphql: the client must initialise within
+/// `init_timeout`, and from then on its credential is checked every `every` (it is
+/// checked before each operation as well, by `graphql::connection`). A check that
+/// cannot run (the database is unavailable) closes nothing.
+async fn guard(
+    init_done: oneshot::Receiver<Arc<SocketCredential>>,
+    init_timeout: Duration,
+    every: Duration,
+) -> Closed {
+    let credential = tokio::select! {
+        Ok(credential) = init_done => credential,
+        () = tokio::time::sleep(init_timeout) => return Closed::InitTimeout,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        match credential.check().await {
+            Ok(_) => {}
+            Err(ServiceError::Unauthenticated(_)) => return Closed::CredentialEnded,
+            Err(err) => err.log(),
+        }
+    }
+}
+
+/// What the connection is opened with: the init payload's token (authenticated here),
+/// else the cookie's session.
+async fn init_credential(
     service: &Service,
     payload: &serde_json::Value,
-    cookie_user: Option<i64>,
-) -> async_graphql::Result<Actor> {
+    cookie_session: Option<Id>,
+) -> async_graphql::Result<SocketCredential> {
     let token = ["Authorization", "authorization"]
         .iter()
         .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
@@ -174,12 +225,19 @@ async fn init_actor(
         })
         .or_else(|| payload.get("token").and_then(|v| v.as_str()));
     if let Some(token) = token {
-        return Ok(service.authenticate_token(token.trim()).await?);
+        let actor = service.authenticate_token(token.trim()).await?;
+        let AuthMethod::Token(token_id) = actor.method else {
+            return Err(ServiceError::Unauthenticated("invalid or revoked API token").into());
+        };
+        return Ok(SocketCredential::Token {
+            service: Box::new(service.clone()),
+            token_id,
+        });
     }
-    cookie_user
-        .map(|user_id| Actor {
-            user_id,
-            method: AuthMethod::Session,
+    cookie_session
+        .map(|id| SocketCredential::Session {
+            store: service.db().session_store(),
+            id,
         })
         .ok_or_else(|| {
             ServiceError::Unauthenticated("log in or send an API token in connection_init").into()

@@ -6,19 +6,49 @@
 
 use crate::error::ServiceResult;
 use crate::service::stock::StockMovement;
-use crate::service::Service;
+use crate::service::{Actor, Service};
 use crate::with_db;
 
-/// A ledger row with what subscribers filter and alert on.
+/// A ledger row with what subscribers filter and alert on, as it stood when it was read.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StockFeedItem {
     #[sqlx(flatten)]
     pub movement: StockMovement,
     pub owner_id: i64,
     pub low_stock_threshold: Option<i64>,
+    /// Whether this row was its product's newest.
+    pub latest: bool,
+    /// Whether the product was deleted.
+    pub product_deleted: bool,
+}
+
+/// What a subscriber may see of a ledger row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StockView {
+    /// The product's owner: the row itself (delta, reason, time, note, actor).
+    Owner,
+    /// Anyone else: what the public catalogue shows, the product's quantity now and
+    /// whether it is in stock. Never the delta, the reason or the time: those are the
+    /// partner's sales history, which `stockMovements` keeps for the owner.
+    Catalogue,
 }
 
 impl StockFeedItem {
+    /// Whether, and how much of, this row `viewer` may see. A non-owner sees only a
+    /// row that was its product's newest, of a product not deleted: the catalogue as it
+    /// is. So a replay from an old `afterId` gives another partner each changed
+    /// product's current stock once, and not the sequence of quantities it went
+    /// through, from which every sale could be read back.
+    pub fn view_for(&self, viewer: &Actor) -> Option<StockView> {
+        if viewer.user_id == self.owner_id {
+            Some(StockView::Owner)
+        } else if self.latest && !self.product_deleted {
+            Some(StockView::Catalogue)
+        } else {
+            None
+        }
+    }
+
     /// Whether this change took the product to or below its threshold, or to zero,
     /// from above: the moment a "low stock" alert is due.
     pub fn crossed_low_stock(&self) -> bool {
@@ -75,7 +105,10 @@ impl Service {
         Ok(with_db!(&self.db, pool => {
             sqlx::query_as::<_, StockFeedItem>(
                 "select m.id, m.product_id, m.actor_id, m.delta, m.quantity_after, m.reason, m.note,
-                        m.idempotency_key, m.created_at, p.owner_id, p.low_stock_threshold
+                        m.idempotency_key, m.created_at, p.owner_id, p.low_stock_threshold,
+                        m.id = (select max(n.id) from stock_movements n
+                                where n.product_id = m.product_id) as latest,
+                        p.deleted_at is not null as product_deleted
                  from stock_movements m join products p on p.id = m.product_id
                  where m.id > $1 order by m.id limit $2",
             )

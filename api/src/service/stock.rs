@@ -54,7 +54,9 @@ const MOVEMENT_COLUMNS: &str =
 pub struct AdjustStock {
     pub product_id: i64,
     pub delta: StockDelta,
-    pub reason: StockReason,
+    /// `None`: a sale when stock goes out, a restock when it comes in (the same default
+    /// on both APIs).
+    pub reason: Option<StockReason>,
     pub note: Option<Note>,
     pub expected_quantity: Option<Quantity>,
     pub idempotency_key: Option<IdempotencyKey>,
@@ -175,7 +177,11 @@ impl Service {
                 operation: "adjustStock",
                 delta: Some(input.delta.get()),
                 target: 0,
-                reason: input.reason,
+                reason: input.reason.unwrap_or(if input.delta.get() < 0 {
+                    StockReason::Sale
+                } else {
+                    StockReason::Restock
+                }),
                 note: input.note,
                 expected_quantity: input.expected_quantity.map(Quantity::get),
                 idempotency_key: input.idempotency_key,

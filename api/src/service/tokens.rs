@@ -186,6 +186,22 @@ impl Service {
         }))
     }
 
+    /// The partner of a token that authenticated earlier, checked again: a long-lived
+    /// connection asks before each operation (see `graphql::connection`). Read-only.
+    pub async fn recheck_token(&self, token_id: i64) -> ServiceResult<Actor> {
+        let user_id: Option<i64> = with_db!(&self.db, pool => {
+            sqlx::query_scalar("select user_id from api_tokens where id = $1 and revoked_at is null")
+                .bind(token_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let user_id = user_id.ok_or(ServiceError::Unauthenticated("the API token was revoked"))?;
+        Ok(Actor {
+            user_id,
+            method: AuthMethod::Token(token_id),
+        })
+    }
+
     /// Resolves a bearer secret to its partner. Unknown and revoked tokens are
     /// UNAUTHENTICATED.
     pub async fn authenticate_token(&self, secret: &str) -> ServiceResult<Actor> {

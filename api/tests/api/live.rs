@@ -84,7 +84,8 @@ dual_tests! {
         let other = app.sibling().await;
         let mut seller = app.partner("live_seller").await;
         let id = seller.create_product("Martabak", 10).await;
-        let watcher_id = user_id(&mut app.partner("live_watcher").await).await;
+        // The owner, who is sent every change (another partner only the newest).
+        let watcher_id = user_id(&mut seller).await;
         let mut events = subscribe(&other, watcher_id, STOCK, json!({"p": id})).await;
 
         let mut sent_at = Vec::new();
@@ -102,7 +103,7 @@ dual_tests! {
             assert!(event_id > last_id, "in ledger order");
             last_id = event_id;
             assert_eq!(event["productId"], id);
-            assert_eq!(event["movement"], json!(null), "the ledger row is the owner's");
+            assert!(event["movement"]["id"].is_string(), "the owner sees the ledger row");
             quantities.push(event["quantity"].as_i64().unwrap());
         }
         assert_eq!(quantities, [9, 7, 10, 6, 7]);
@@ -128,6 +129,47 @@ dual_tests! {
         let c = next_event(&mut events, Duration::from_secs(1)).await["stockChanged"].clone();
         assert_eq!(c["quantity"], 9);
         assert_quiet(&mut events).await;
+    }
+
+    async fn another_partner_sees_the_catalogue_not_the_sales_history(app) {
+        let mut seller = app.partner("history_owner").await;
+        let owner = user_id(&mut seller).await;
+        let kept = seller.create_product("Lemper", 10).await;
+        let gone = seller.create_product("Lumpia", 10).await;
+        seller.adjust(&kept, -3).await;
+        seller.adjust(&kept, -2).await;
+        seller.adjust(&gone, -4).await;
+        seller.ok("mutation($id: ID!) { deleteProduct(id: $id) { id } }", json!({"id": gone})).await;
+        let rival = user_id(&mut app.partner("history_rival").await).await;
+        const EVENT: &str = "subscription($o: ID, $a: ID) { stockChanged(ownerId: $o, afterId: $a) {
+            productId delta quantity inStock reason createdAt movement { id } product { id } } }";
+        let from_start = json!({"o": owner.to_string(), "a": "0"});
+
+        // Another partner replays from the start: the kept product's stock now, once,
+        // and nothing of the deleted one.
+        let mut theirs = subscription(&app, rival, EVENT, from_start.clone());
+        let only = next_event(&mut theirs, Duration::from_secs(1)).await["stockChanged"].clone();
+        assert_eq!(only, json!({"productId": kept, "delta": null, "quantity": 5, "inStock": true,
+            "reason": null, "createdAt": null, "movement": null, "product": {"id": kept}}));
+        assert_quiet(&mut theirs).await;
+        // Live: the stock after the change, not the change.
+        seller.adjust(&kept, -5).await;
+        let live = next_event(&mut theirs, Duration::from_secs(1)).await["stockChanged"].clone();
+        assert_eq!(
+            (&live["quantity"], &live["inStock"], &live["delta"], &live["reason"], &live["createdAt"]),
+            (&json!(0), &json!(false), &json!(null), &json!(null), &json!(null))
+        );
+
+        // The owner replays every change, with what it was.
+        let mut mine = subscription(&app, owner, EVENT, from_start);
+        let mut changes = Vec::new();
+        for _ in 0..6 {
+            let e = next_event(&mut mine, Duration::from_secs(1)).await["stockChanged"].clone();
+            assert!(e["movement"]["id"].is_string() && e["createdAt"].is_string(), "{e}");
+            changes.push((e["productId"] == json!(kept), e["delta"].as_i64().unwrap()));
+        }
+        assert_eq!(changes, [(true, 10), (false, 10), (true, -3), (true, -2), (false, -4), (true, -5)]);
+        assert_quiet(&mut mine).await;
     }
 
     async fn product_changes_are_announced(app) {
@@ -360,6 +402,177 @@ async fn a_cross_site_page_cannot_ride_the_session_cookie() {
     if let Some(message) = receive(&mut ws).await {
         assert_ne!(message["type"], "connection_ack", "{message}");
     }
+}
+
+/// Waits up to `within` for the server to close `ws`, passing over whatever else
+/// arrives: the close code, or `Err` when the socket stayed open.
+async fn close_code(ws: &mut Ws, within: Duration) -> Result<u16, &'static str> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Err("still open"),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Ok(frame.map_or(1005, |f| u16::from(f.code)))
+            }
+            Ok(None | Some(Err(_))) => return Err("dropped without a close frame"),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Opens a graphql-transport-ws socket with `payload` (and `cookie`), expects the ack,
+/// and starts a stock subscription on it.
+async fn open_subscribed(addr: std::net::SocketAddr, payload: Value, cookie: Option<&str>) -> Ws {
+    let mut ws = connect(addr, "graphql-transport-ws", cookie).await;
+    send(
+        &mut ws,
+        json!({"type": "connection_init", "payload": payload}),
+    )
+    .await;
+    assert_eq!(receive(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(
+        &mut ws,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { stockChanged { quantity } }"}}),
+    )
+    .await;
+    ws
+}
+
+/// The code of the error a subscribe message was answered with.
+async fn refusal_code(ws: &mut Ws) -> String {
+    let mut message = receive(ws).await.expect("an answer");
+    // The end of an earlier refused operation.
+    while message["type"] == "complete" {
+        message = receive(ws).await.expect("an answer");
+    }
+    let errors = match message["type"].as_str() {
+        Some("error") => message["payload"].clone(),
+        _ => message["payload"]["errors"].clone(),
+    };
+    errors[0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code: {message}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_closes_once_its_credential_is_revoked_logged_out_or_expired() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    let addr = serve_with(&db, |c| c.ws_recheck_ms = 200).await;
+    // Revocations and logouts go through another replica: the socket's learns of them
+    // from the database.
+    let app = TestApp::on(db.clone(), |_| {}).await;
+    let mut seller = app.partner("ws_revoked").await;
+    let minted = seller
+        .ok(
+            "mutation { createApiToken(name: \"till\") { token apiToken { id } } }",
+            json!({}),
+        )
+        .await;
+    let (token_id, token) = (
+        minted["createApiToken"]["apiToken"]["id"].clone(),
+        minted["createApiToken"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let spare = seller.api_token("spare").await;
+    let mut revoked = open_subscribed(addr, json!({"token": token}), None).await;
+    let mut kept = open_subscribed(addr, json!({"token": spare}), None).await;
+    let mut logged_out = open_subscribed(addr, json!({}), seller.cookie.as_deref()).await;
+    let other = app.partner("ws_expired").await;
+    let mut expired = open_subscribed(addr, json!({}), other.cookie.as_deref()).await;
+    assert_eq!(
+        close_code(&mut revoked, Duration::from_millis(500)).await,
+        Err("still open")
+    );
+
+    seller
+        .ok(
+            "mutation($id: ID!) { revokeApiToken(id: $id) { id } }",
+            json!({"id": token_id}),
+        )
+        .await;
+    assert_eq!(
+        close_code(&mut revoked, Duration::from_secs(2)).await,
+        Ok(4403)
+    );
+    seller.ok("mutation { logout }", json!({})).await;
+    assert_eq!(
+        close_code(&mut logged_out, Duration::from_secs(2)).await,
+        Ok(4403)
+    );
+    app.expire_sessions().await;
+    assert_eq!(
+        close_code(&mut expired, Duration::from_secs(2)).await,
+        Ok(4403)
+    );
+    // A credential still good keeps its socket.
+    assert_eq!(
+        close_code(&mut kept, Duration::from_millis(600)).await,
+        Err("still open")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_on_a_websocket_checks_its_credential_and_only_subscriptions_run() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    // No periodic check within the test: what is tested is the check per operation.
+    let addr = serve_with(&db, |c| c.ws_recheck_ms = 600_000).await;
+    let app = TestApp::on(db.clone(), |_| {}).await;
+    let mut seller = app.partner("ws_per_op").await;
+    let product = seller.create_product("Dawet", 10).await;
+    let minted = seller
+        .ok(
+            "mutation { createApiToken(name: \"till\") { token apiToken { id } } }",
+            json!({}),
+        )
+        .await;
+    let token = minted["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Queries and mutations are refused on a socket, whatever its credential: they
+    // belong to HTTP, with its rate limits, timeout and credential per request.
+    let mut ws = open_subscribed(addr, json!({"token": token}), None).await;
+    send(&mut ws, json!({"id": "2", "type": "subscribe", "payload": {
+        "query": "mutation($p: ID!) { adjustStock(input: {productId: $p, delta: -1}) { replayed } }",
+        "variables": {"p": product}}})).await;
+    assert_eq!(refusal_code(&mut ws).await, "BAD_USER_INPUT");
+    send(
+        &mut ws,
+        json!({"id": "3", "type": "subscribe", "payload": {"query": "{ me { id } }"}}),
+    )
+    .await;
+    assert_eq!(refusal_code(&mut ws).await, "BAD_USER_INPUT");
+    assert_eq!(seller.quantity(&product).await, 10, "nothing was written");
+
+    // Revoked, the token starts nothing more on the socket it opened.
+    seller
+        .ok(
+            "mutation($id: ID!) { revokeApiToken(id: $id) { id } }",
+            json!({"id": minted["createApiToken"]["apiToken"]["id"]}),
+        )
+        .await;
+    send(
+        &mut ws,
+        json!({"id": "4", "type": "subscribe", "payload": {
+        "query": "subscription { stockChanged { quantity } }"}}),
+    )
+    .await;
+    assert_eq!(refusal_code(&mut ws).await, "UNAUTHENTICATED");
+
+    // The same for a session, once logged out.
+    let mut cookie_ws = open_subscribed(addr, json!({}), seller.cookie.as_deref()).await;
+    seller.ok("mutation { logout }", json!({})).await;
+    send(
+        &mut cookie_ws,
+        json!({"id": "2", "type": "subscribe", "payload": {
+        "query": "subscription { productChanged { id } }"}}),
+    )
+    .await;
+    assert_eq!(refusal_code(&mut cookie_ws).await, "UNAUTHENTICATED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,19 @@ const LEDGER: &str =
     pageInfo { hasNextPage endCursor } edges { node { id delta quantityAfter reason } } } }";
 
 dual_tests! {
+    async fn a_change_without_a_reason_gets_the_same_default_on_both_apis(app) {
+        let mut c = app.partner("reasonless").await;
+        let id = c.create_product("Bakwan", 10).await;
+        for (delta, reason) in [(-2, "SALE"), (3, "RESTOCK")] {
+            let r = c.ok(ADJUST, json!({"i": {"productId": id, "delta": delta}})).await;
+            assert_eq!(r["adjustStock"]["movement"]["reason"], reason, "GraphQL, {delta}");
+            let r = c.rest("POST", &format!("/ecanteen/product/{id}/stock"), Some(json!({"delta": delta})), &[]).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let ledger = c.ok(LEDGER, json!({"id": id, "f": 1})).await;
+            assert_eq!(ledger["stockMovements"]["edges"][0]["node"]["reason"], reason, "REST, {delta}");
+        }
+    }
+
     async fn adjusting_stock_writes_one_ledger_row_per_change(app) {
         let mut c = app.partner("seller").await;
         let id = c.create_product("Mie Ayam", 10).await;

@@ -98,7 +98,7 @@ export function subscribeChanges(app, { ownerId, onStock, onProduct, onResync })
   const vars = ownerId ? { ownerId } : {};
   const args = ownerId ? '($ownerId: ID, $afterId: ID) { stockChanged(ownerId: $ownerId, afterId: $afterId)' : '($afterId: ID) { stockChanged(afterId: $afterId)';
   const stop1 = app.live.subscribe(
-    `subscription${args} { id productId quantity delta product { ${PRODUCT_FIELDS} } } }`,
+    `subscription${args} { id productId quantity product { ${PRODUCT_FIELDS} } } }`,
     vars, (data) => onStock(data.stockChanged), (data) => data.stockChanged?.id);
   const pargs = ownerId ? '($ownerId: ID, $afterId: ID) { productChanged(ownerId: $ownerId, afterId: $afterId)' : '($afterId: ID) { productChanged(afterId: $afterId)';
   const stop2 = app.live.subscribe(

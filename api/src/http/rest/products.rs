@@ -534,11 +534,11 @@ pub async fn adjust_stock(
     let actor = actor(&state, &headers, session).await?;
     let input: StockBody = body::json(&headers, body, state.settings.body_limit).await?;
     let delta = StockDelta::parse("delta", input.delta.0)?;
-    let reason = match input.reason.as_deref() {
-        Some(reason) => StockReason::parse("reason", reason)?,
-        None if delta.get() < 0 => StockReason::Sale,
-        None => StockReason::Restock,
-    };
+    let reason = input
+        .reason
+        .as_deref()
+        .map(|reason| StockReason::parse("reason", reason))
+        .transpose()?;
     let change = state
         .service
         .adjust_stock(

@@ -12,6 +12,7 @@ use super::actor;
 use super::body::{self, IdempotencyHeader};
 use super::error::{ErrorBody, RestError};
 use crate::domain::parse_id;
+use crate::error::ServiceError;
 use crate::http::session::PartnerSession;
 use crate::http::AppState;
 use crate::service::idempotency::Idempotency;
@@ -132,10 +133,26 @@ pub async fn logout(session: Session) -> Result<Json<&'static str>, RestError> {
     Ok(Json("logged out"))
 }
 
-/// `GET /ecanteen/logout`, as the original service had it.
+/// `GET /ecanteen/logout`, as the original service had it. A browser sends the session
+/// cookie with a link or a redirect from any site, so this route refuses a request from
+/// another site's page (by `Sec-Fetch-Site`, else `Origin`): an image or a link
+/// elsewhere must not log a partner out. `POST` is not reached cross-site with the
+/// cookie (`SameSite=Lax`).
 #[utoipa::path(get, path = "/ecanteen/logout", tag = "auth",
-    responses((status = 200, description = "\"logged out\"", body = String)))]
-pub async fn logout_get(session: Session) -> Result<Json<&'static str>, RestError> {
+    responses(
+        (status = 200, description = "\"logged out\"", body = String),
+        (status = 403, description = "FORBIDDEN: sent from another site's page", body = ErrorBody),
+    ))]
+pub async fn logout_get(
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Json<&'static str>, RestError> {
+    if !crate::http::origin::same_origin(&headers) {
+        return Err(ServiceError::Forbidden(
+            "a logout by GET from another site's page is refused; POST /ecanteen/logout",
+        )
+        .into());
+    }
     logout(session).await
 }
 

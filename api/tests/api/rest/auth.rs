@@ -97,6 +97,26 @@ dual_tests! {
         assert_eq!(r.status, 200);
     }
 
+    async fn a_logout_by_get_from_another_site_is_refused_and_the_session_lives(app) {
+        let mut c = rest_partner(&app, "kasirlintas").await;
+        for cross_site in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")][..],
+            &[("origin", "https://evil.example")][..],
+        ] {
+            let r = c.rest("GET", "/ecanteen/logout", None, cross_site).await;
+            assert_error(&r, 403, "FORBIDDEN");
+        }
+        let still = c.rest("POST", "/ecanteen/product",
+            Some(json!({"name": "Teh", "price": 1, "quantity": 1, "category": "minuman"})), &[]).await;
+        assert_eq!(still.status, 200, "{}", still.text());
+        // From the client's own page, or typed in the address bar, it still works.
+        for own in [[("sec-fetch-site", "same-origin")], [("sec-fetch-site", "none")]] {
+            let r = c.rest("GET", "/ecanteen/logout", None, &own).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+
     async fn api_tokens_are_created_used_and_revoked(app) {
         let mut c = rest_partner(&app, "saif").await;
         let anonymous = app.client().rest("POST", "/ecanteen/tokens", Some(json!({"name": "till"})), &[]).await;
