@@ -26,6 +26,11 @@ async fn replica() -> Replica {
     let mut config = Config::defaults();
     config.database_url = format!("sqlite://{}", dir.path().join("e.db").display());
     config.listen = "127.0.0.1:0".parse().expect("address");
+    // The scenario tests the journey, not overload: on a CI machine busy with other
+    // work, a login may wait longer for a password worker than the default allows, and
+    // its BUSY refusal (right under overload) would read as a failed journey here.
+    config.password_queue = 64;
+    config.password_wait_ms = 30_000;
     let app = Application::build(&config).await.expect("replica");
     let base = format!("http://{}", app.local_addr().expect("address"));
     tokio::spawn(app.run_until_stopped(std::future::pending()));
