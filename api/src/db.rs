@@ -2,11 +2,13 @@
 //!
 //! # How one code path serves both engines
 //!
-//! [`Db`] is an enum of the two concrete sqlx pools, and the [`with_db!`] and
-//! [`write_tx!`] macros expand a block of query code once per engine. The SQL is written
-//! once, in the dialect both engines accept: `$1`-style placeholders (sqlx binds them by
-//! number on SQLite too), `returning`, `on conflict do nothing`, and only `bigint`/`text`
-//! columns with times as epoch milliseconds, so every row type decodes from either.
+//! [`Db`] is an enum of the two concrete sqlx pools, and [`Tx`] one of their write
+//! transactions. Both run a [`Sql`] (a statement's text and its [`Arg`]s) with ordinary
+//! async methods that have one arm per engine inside, so a service function is written
+//! once, as the rule it is. The SQL is written once too, in the dialect both engines
+//! accept: `$1`-style placeholders (sqlx binds them by number on SQLite too), `returning`,
+//! `on conflict do nothing`, and only `bigint`/`text` columns with times as epoch
+//! milliseconds, so every row type decodes from either ([`Row`], [`Scalar`]).
 //!
 //! This was chosen over sqlx's `Any` driver because the concrete pools are still needed
 //! (tower-sessions' stores take a `SqlitePool` or a `PgPool`), because engine-specific
@@ -48,6 +50,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::service::admission::WaitingRoom;
+
+mod statement;
+mod tx;
+
+pub use statement::{Arg, Row, Scalar, Sql};
+pub use tx::Tx;
+
+use statement::BindArgs as _;
 
 /// A pool on one of the two supported engines.
 #[derive(Clone, Debug)]
@@ -183,7 +193,7 @@ impl WriteGate {
 }
 
 /// The transaction-scoped advisory lock every PostgreSQL writer takes before appending
-/// to a change feed (see [`feed_lock!`]).
+/// to a change feed (see [`Tx::feed_lock`]).
 pub const FEED_LOCK: i64 = 7_236_001;
 
 /// The pools' `after_release` check: keeps a connection only if it comes back outside
@@ -237,124 +247,6 @@ pub struct DbOptions {
     pub write_queue: usize,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of whichever engine `$db` is.
-#[macro_export]
-macro_rules! with_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($pool, _) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
-        }
-    };
-}
-
-/// Runs `$body` inside a write transaction bound to `$tx`, and commits when the body
-/// evaluates to `Ok`. A `?` or an `Err` inside leaves the transaction uncommitted, and
-/// dropping it rolls back. SQLite's transaction is `BEGIN IMMEDIATE`, entered once this
-/// process's [`WriteGate`] lets it; so a write transaction's body must not start another.
-#[macro_export]
-macro_rules! write_tx {
-    ($db:expr, $tx:ident => $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite(pool, gate) => {
-                let _turn = gate.enter().await?;
-                #[allow(unused_mut)]
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let out = $body;
-                if out.is_ok() {
-                    $tx.commit().await?;
-                }
-                out
-            }
-            $crate::db::Db::Postgres(pool) => {
-                #[allow(unused_mut)]
-                let mut $tx = pool.begin().await?;
-                let out = $body;
-                if out.is_ok() {
-                    $tx.commit().await?;
-                }
-                out
-            }
-        }
-    };
-}
-
-/// A value bound to a dynamically built statement (see [`Sql`]).
-#[derive(Clone, Debug)]
-pub enum Arg {
-    Int(i64),
-    Text(String),
-}
-
-/// A statement assembled at run time, with `$n` placeholders numbered as values are
-/// pushed, so it runs unchanged on both engines.
-#[derive(Debug, Default)]
-pub struct Sql {
-    pub text: String,
-    pub args: Vec<Arg>,
-}
-
-impl Sql {
-    pub fn new(text: &str) -> Self {
-        Self {
-            text: text.to_owned(),
-            args: Vec::new(),
-        }
-    }
-
-    pub fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends a placeholder for `arg`.
-    pub fn bind(&mut self, arg: Arg) -> &mut Self {
-        self.args.push(arg);
-        self.text.push_str(&format!("${}", self.args.len()));
-        self
-    }
-}
-
-/// Binds every [`Arg`] of a [`Sql`] to a `sqlx::query_as` (or `query_scalar`).
-#[macro_export]
-macro_rules! bind_args {
-    ($query:expr, $args:expr) => {{
-        let mut q = $query;
-        for arg in $args {
-            q = match arg {
-                $crate::db::Arg::Int(v) => q.bind(*v),
-                $crate::db::Arg::Text(v) => q.bind(v.as_str()),
-            };
-        }
-        q
-    }};
-}
-
-/// Takes the feed lock inside a write transaction, just before appending to a change
-/// feed (`stock_movements` or `product_events`), on PostgreSQL.
-///
-/// Subscribers tail the feeds by id, so ids must become visible in increasing order. A
-/// sequence hands out ids at insert time, not commit time, so two concurrent
-/// transactions could commit ids 11 then 10, and a tailer that had read up to 11 would
-/// never see 10. Serialising the appends with one transaction-scoped advisory lock makes
-/// id order equal commit order. The same statement queues a NOTIFY, delivered at
-/// commit, which wakes every replica's tailer. No transaction takes a row lock after
-/// this lock, so it cannot deadlock. SQLite needs neither: its writers are serialised.
-#[macro_export]
-macro_rules! feed_lock {
-    ($executor:expr, $is_postgres:expr) => {
-        if $is_postgres {
-            sqlx::query("select pg_advisory_xact_lock($1), pg_notify('ecanteen_feed', '')")
-                .bind($crate::db::FEED_LOCK)
-                .execute($executor)
-                .await
-                .map(|_| ())
-        } else {
-            Ok(())
-        }
-    };
-}
-
 /// Milliseconds since the Unix epoch: the one time representation in the database.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -367,6 +259,125 @@ static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 impl Db {
+    /// Opens a write transaction (see [`Tx`]): on SQLite after this process's turn at
+    /// the write gate (bounded by the write deadline and queue), with `BEGIN IMMEDIATE`.
+    pub async fn begin_write(&self) -> sqlx::Result<Tx> {
+        match self {
+            Self::Sqlite(pool, gate) => {
+                let turn = gate.enter().await?;
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Tx::sqlite(tx, turn))
+            }
+            Self::Postgres(pool) => Ok(Tx::postgres(pool.begin().await?)),
+        }
+    }
+
+    /// Runs a statement outside a transaction; the number of rows it changed.
+    pub async fn execute(&self, sql: &Sql) -> sqlx::Result<u64> {
+        Ok(match self {
+            Self::Sqlite(pool, _) => sqlx::query(&sql.text)
+                .bind_all(&sql.args)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Self::Postgres(pool) => sqlx::query(&sql.text)
+                .bind_all(&sql.args)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Every row a statement returns.
+    pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> sqlx::Result<Vec<T>> {
+        match self {
+            Self::Sqlite(pool, _) => {
+                sqlx::query_as(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_all(pool)
+                    .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_as(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    }
+
+    /// The one row a statement returns (an error when there is none).
+    pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> sqlx::Result<T> {
+        match self {
+            Self::Sqlite(pool, _) => {
+                sqlx::query_as(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_as(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+    }
+
+    /// The row a statement returns, if any.
+    pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
+        match self {
+            Self::Sqlite(pool, _) => {
+                sqlx::query_as(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_as(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
+    }
+
+    /// The first column of the one row a statement returns.
+    pub async fn scalar<T: Scalar>(&self, sql: &Sql) -> sqlx::Result<T> {
+        match self {
+            Self::Sqlite(pool, _) => {
+                sqlx::query_scalar(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+    }
+
+    /// The first column of the row a statement returns, if any.
+    pub async fn scalar_optional<T: Scalar>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
+        match self {
+            Self::Sqlite(pool, _) => {
+                sqlx::query_scalar(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(&sql.text)
+                    .bind_all(&sql.args)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
+    }
+
     /// Opens a pool for `sqlite://…` (the file is created if missing) or
     /// `postgres://…`/`postgresql://…`.
     pub async fn connect(options: &DbOptions) -> anyhow::Result<Self> {
@@ -509,10 +520,10 @@ impl Db {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        let ok: Result<i64, sqlx::Error> =
-                        // `cast`, since a bare `1` is an int4 on PostgreSQL, which is not an i64.
-            with_db!(self, pool => sqlx::query_scalar("select cast(1 as bigint)").fetch_one(pool).await);
-        ok.is_ok()
+        // `cast`, since a bare `1` is an int4 on PostgreSQL, which is not an i64.
+        self.scalar::<i64>(&Sql::new("select cast(1 as bigint)"))
+            .await
+            .is_ok()
     }
 
     /// Takes the lock every write takes, and lets it go at once: whether a write could
@@ -538,7 +549,10 @@ impl Db {
 
     /// Pool statistics for `/metrics`: (open connections, idle connections).
     pub fn pool_stats(&self) -> (u32, usize) {
-        with_db!(self, pool => (pool.size(), pool.num_idle()))
+        match self {
+            Self::Sqlite(pool, _) => (pool.size(), pool.num_idle()),
+            Self::Postgres(pool) => (pool.size(), pool.num_idle()),
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -546,7 +560,10 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        with_db!(self, pool => pool.close().await)
+        match self {
+            Self::Sqlite(pool, _) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! Reading the change feeds: the stock ledger and the product events, by id.
 //!
-//! Ids become visible in increasing order (see `feed_lock!` in `db`), so "everything
+//! Ids become visible in increasing order (see `Tx::feed_lock` in `db`), so "everything
 //! after id N" is a complete answer: a subscriber that reconnects with the last id it
 //! saw misses nothing.
 
+use crate::db::Sql;
 use crate::error::ServiceResult;
 use crate::service::stock::StockMovement;
 use crate::service::{Actor, Service};
-use crate::with_db;
 
 /// A ledger row with what subscribers filter and alert on, as it stood when it was read.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -102,21 +102,18 @@ impl Service {
         after_id: i64,
         limit: i64,
     ) -> ServiceResult<Vec<StockFeedItem>> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, StockFeedItem>(
-                "select m.id, m.product_id, m.actor_id, m.delta, m.quantity_after, m.reason, m.note,
+        let sql = Sql::new(
+            "select m.id, m.product_id, m.actor_id, m.delta, m.quantity_after, m.reason, m.note,
                         m.idempotency_key, m.created_at, p.owner_id, p.low_stock_threshold,
                         m.id = (select max(n.id) from stock_movements n
                                 where n.product_id = m.product_id) as latest,
                         p.deleted_at is not null as product_deleted
                  from stock_movements m join products p on p.id = m.product_id
                  where m.id > $1 order by m.id limit $2",
-            )
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        }))
+        )
+        .arg(after_id)
+        .arg(limit);
+        Ok(self.db.fetch_all(&sql).await?)
     }
 
     /// Product events after `after_id`, oldest first, at most `limit`.
@@ -125,27 +122,21 @@ impl Service {
         after_id: i64,
         limit: i64,
     ) -> ServiceResult<Vec<ProductEvent>> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ProductEvent>(
-                "select id, product_id, owner_id, kind, version, created_at from product_events
-                 where id > $1 order by id limit $2",
-            )
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        }))
+        let sql = Sql::new(
+            "select id, product_id, owner_id, kind, version, created_at from product_events
+             where id > $1 order by id limit $2",
+        )
+        .arg(after_id)
+        .arg(limit);
+        Ok(self.db.fetch_all(&sql).await?)
     }
 
     /// The newest ids of both feeds: where a fresh tailer starts.
     pub async fn feed_heads(&self) -> ServiceResult<(i64, i64)> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, (i64, i64)>(
-                "select coalesce((select max(id) from stock_movements), 0),
-                        coalesce((select max(id) from product_events), 0)",
-            )
-            .fetch_one(pool)
-            .await?
-        }))
+        let sql = Sql::new(
+            "select coalesce((select max(id) from stock_movements), 0),
+                    coalesce((select max(id) from product_events), 0)",
+        );
+        Ok(self.db.fetch_one(&sql).await?)
     }
 }

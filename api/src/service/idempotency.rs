@@ -1,7 +1,7 @@
 //! Idempotency keys: a retried write returns its first result instead of running again.
 //!
 //! Keys are unique per partner. A write claims its key inside its own transaction
-//! ([`claim_key!`]) and stores its result there too ([`record_key!`]), so the claim and
+//! ([`Tx::claim_key`]) and stores its result there too ([`Tx::record_key`]), so the claim and
 //! the change commit together or not at all: a retry either finds the first result or
 //! applies the change itself, never both. A write that fails rolls its claim back, so a
 //! failed attempt does not burn the key.
@@ -11,7 +11,9 @@
 
 use sha2::{Digest as _, Sha256};
 
+use crate::db::{Sql, Tx};
 use crate::domain::IdempotencyKey;
+use crate::error::{ServiceError, ServiceResult};
 
 /// An idempotency key and the fingerprint of the request that carries it.
 #[derive(Clone, Debug)]
@@ -43,69 +45,75 @@ pub fn fingerprint<S: AsRef<str>>(parts: &[S]) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// Claims an idempotency key inside the caller's transaction. Evaluates to
-/// `Ok(None)` when the key is new (the write goes ahead and must [`record_key!`] its
-/// result), `Ok(Some(result))` when the same request ran before, and an error when the
-/// key was used for another request.
-///
-/// A concurrent claim of the same key blocks on the insert until the other transaction
-/// ends (a row lock on PostgreSQL, the write lock on SQLite), then sees its committed
-/// row. A macro, not a function generic over the executor: such a function's
-/// higher-ranked bounds defeat the `Send` inference of the async callers.
-macro_rules! claim_key {
-    ($tx:expr, $user_id:expr, $operation:expr, $idempotency:expr, $now:expr) => {{
-        let idem: &$crate::service::idempotency::Idempotency = $idempotency;
-        let inserted = sqlx::query(
-            "insert into idempotency_keys (user_id, key, operation, request_hash, response, created_at)
-             values ($1, $2, $3, $4, '', $5) on conflict do nothing",
-        )
-        .bind($user_id)
-        .bind(idem.key.as_str())
-        .bind($operation)
-        .bind(idem.fingerprint.as_str())
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            Ok::<Option<String>, $crate::error::ServiceError>(None)
-        } else {
-            let (operation, hash, response): (String, String, String) = sqlx::query_as(
-                "select operation, request_hash, response from idempotency_keys
-                 where user_id = $1 and key = $2",
+impl Tx {
+    /// Claims an idempotency key for `user_id`'s `operation` inside this transaction.
+    /// `Ok(None)` when the key is new (the write goes ahead and must
+    /// [`record_key`](Self::record_key) its result), `Ok(Some(result))` when the same
+    /// request ran before, and an error when the key was used for another request.
+    ///
+    /// A concurrent claim of the same key blocks on the insert until the other
+    /// transaction ends (a row lock on PostgreSQL, the write lock on SQLite), then sees
+    /// its committed row.
+    pub(crate) async fn claim_key(
+        &mut self,
+        user_id: i64,
+        operation: &str,
+        idem: &Idempotency,
+        now: i64,
+    ) -> ServiceResult<Option<String>> {
+        let inserted = self
+            .execute(
+                &Sql::new(
+                    "insert into idempotency_keys (user_id, key, operation, request_hash, response, created_at)
+                     values ($1, $2, $3, $4, '', $5) on conflict do nothing",
+                )
+                .arg(user_id)
+                .arg(idem.key.as_str())
+                .arg(operation)
+                .arg(idem.fingerprint.as_str())
+                .arg(now),
             )
-            .bind($user_id)
-            .bind(idem.key.as_str())
-            .fetch_one(&mut *$tx)
             .await?;
-            if operation == $operation && hash == idem.fingerprint {
-                Ok(Some(response))
-            } else {
-                Err($crate::error::ServiceError::IdempotencyKeyReused)
-            }
+        if inserted == 1 {
+            return Ok(None);
         }
-    }};
-}
-pub(crate) use claim_key;
+        let (first_operation, hash, response): (String, String, String) = self
+            .fetch_one(
+                &Sql::new(
+                    "select operation, request_hash, response from idempotency_keys
+                     where user_id = $1 and key = $2",
+                )
+                .arg(user_id)
+                .arg(idem.key.as_str()),
+            )
+            .await?;
+        if first_operation == operation && hash == idem.fingerprint {
+            Ok(Some(response))
+        } else {
+            Err(ServiceError::IdempotencyKeyReused)
+        }
+    }
 
-/// Stores the result of a write under the key it claimed, in the same transaction.
-macro_rules! record_key {
-    ($tx:expr, $user_id:expr, $idempotency:expr, $result:expr) => {{
-        let idem: &$crate::service::idempotency::Idempotency = $idempotency;
-        let stored = serde_json::to_string($result)
-            .map_err(|e| $crate::error::ServiceError::Internal(e.into()))?;
-        sqlx::query("update idempotency_keys set response = $1 where user_id = $2 and key = $3")
-            .bind(stored)
-            .bind($user_id)
-            .bind(idem.key.as_str())
-            .execute(&mut *$tx)
-            .await
-            .map(|_| ())
-    }};
+    /// Stores the result of a write under the key it claimed, in this transaction.
+    pub(crate) async fn record_key<T: serde::Serialize>(
+        &mut self,
+        user_id: i64,
+        idem: &Idempotency,
+        result: &T,
+    ) -> ServiceResult<()> {
+        let stored = serde_json::to_string(result).map_err(|e| ServiceError::Internal(e.into()))?;
+        self.execute(
+            &Sql::new("update idempotency_keys set response = $1 where user_id = $2 and key = $3")
+                .arg(stored)
+                .arg(user_id)
+                .arg(idem.key.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
 }
-pub(crate) use record_key;
 
-/// Reads back a result stored by [`record_key!`].
+/// Reads back a result stored by [`Tx::record_key`].
 pub(crate) fn stored_result<T: serde::de::DeserializeOwned>(
     response: &str,
 ) -> crate::error::ServiceResult<T> {

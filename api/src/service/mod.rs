@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::db::Db;
+use crate::db::{Db, Sql};
 use crate::domain::PictureLimits;
 use crate::error::{ServiceError, ServiceResult};
 
@@ -162,18 +162,16 @@ impl Service {
         let now = crate::db::now_ms();
         let failures_before = now - duration_ms(self.throttle.window);
         let keys_before = now - duration_ms(idempotency_ttl);
-        crate::with_db!(&self.logins, pool => {
-            sqlx::query("delete from login_failures where failed_at < $1")
-                .bind(failures_before)
-                .execute(pool)
-                .await?;
-        });
-        crate::with_db!(&self.db, pool => {
-            sqlx::query("delete from idempotency_keys where created_at < $1")
-                .bind(keys_before)
-                .execute(pool)
-                .await?;
-        });
+        self.logins
+            .execute(
+                &Sql::new("delete from login_failures where failed_at < $1").arg(failures_before),
+            )
+            .await?;
+        self.db
+            .execute(
+                &Sql::new("delete from idempotency_keys where created_at < $1").arg(keys_before),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -8,12 +8,11 @@
 //! that races a new reference fails (and is ignored) rather than leaving the new one
 //! dangling, and a reference that races a cleanup fails and is retried.
 
-use crate::db::now_ms;
+use crate::db::{now_ms, Sql, Tx};
 use crate::domain::picture::{kind_of_ext, THUMBNAIL_CONTENT_TYPE};
 use crate::domain::{Picture, PictureLimits};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::Service;
-use crate::with_db;
 
 /// A stored file, ready to serve.
 #[derive(Clone, Debug)]
@@ -35,54 +34,59 @@ pub fn thumbnail_url(hash: &str) -> String {
     )
 }
 
-/// Inserts a picture for a product of `owner`'s (`product`: its id, none for a new one)
-/// unless the same content is already stored, inside the caller's transaction, so the
-/// picture and its first reference commit together.
-///
-/// First it checks the partner's quota: the pictures their other live products show
-/// (each distinct picture once; pictures are stored once per content) plus this one,
-/// with thumbnails, may take at most `quota` bytes. Over it, the write is refused with a
-/// clear error and nothing is stored.
-macro_rules! store_picture {
-    ($tx:expr, $picture:expr, $owner:expr, $product:expr, $quota:expr) => {{
-        let p: &$crate::domain::Picture = $picture;
-        let quota: u64 = $quota;
-        let others: i64 = sqlx::query_scalar(
-            "select coalesce(sum(length(bytes) + length(thumb_bytes)), 0) from images
-             where hash <> $3 and hash in (
-                 select image_ref from products
-                 where owner_id = $1 and deleted_at is null and id <> $2 and image_ref is not null)",
-        )
-        .bind($owner)
-        .bind($product.unwrap_or(0))
-        .bind(p.hash.as_str())
-        .fetch_one(&mut *$tx)
-        .await?;
+impl Tx {
+    /// Inserts a picture for a product of `owner`'s (`product`: its id, none for a new
+    /// one) unless the same content is already stored, inside this transaction, so the
+    /// picture and its first reference commit together.
+    ///
+    /// First it checks the partner's quota: the pictures their other live products
+    /// show (each distinct picture once; pictures are stored once per content) plus
+    /// this one, with thumbnails, may take at most `quota` bytes. Over it, the write is
+    /// refused with a clear error and nothing is stored.
+    pub(crate) async fn store_picture(
+        &mut self,
+        p: &Picture,
+        owner: i64,
+        product: Option<i64>,
+        quota: u64,
+    ) -> ServiceResult<()> {
+        let others: i64 = self
+            .scalar_one(
+                &Sql::new(
+                    "select coalesce(sum(length(bytes) + length(thumb_bytes)), 0) from images
+                     where hash <> $3 and hash in (
+                         select image_ref from products
+                         where owner_id = $1 and deleted_at is null and id <> $2
+                           and image_ref is not null)",
+                )
+                .arg(owner)
+                .arg(product.unwrap_or(0))
+                .arg(p.hash.as_str()),
+            )
+            .await?;
         let this = u64::try_from(p.bytes.len() + p.thumbnail.len()).unwrap_or(u64::MAX);
         let used = u64::try_from(others).unwrap_or(0).saturating_add(this);
         if used > quota {
-            Err($crate::service::pictures::over_quota(used, quota))
-        } else {
-            sqlx::query(
+            return Err(over_quota(used, quota));
+        }
+        self.execute(
+            &Sql::new(
                 "insert into images (hash, content_type, ext, width, height, bytes, thumb_bytes, created_at)
                  values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (hash) do nothing",
             )
-            .bind(p.hash.as_str())
-            .bind(p.content_type)
-            .bind(p.ext)
-            .bind(i64::from(p.width))
-            .bind(i64::from(p.height))
-            .bind(p.bytes.as_slice())
-            .bind(p.thumbnail.as_slice())
-            .bind($crate::db::now_ms())
-            .execute(&mut *$tx)
-            .await
-            .map(|_| ())
-            .map_err($crate::error::ServiceError::from)
-        }
-    }};
+            .arg(p.hash.as_str())
+            .arg(p.content_type)
+            .arg(p.ext)
+            .arg(i64::from(p.width))
+            .arg(i64::from(p.height))
+            .arg(p.bytes.as_slice())
+            .arg(p.thumbnail.as_slice())
+            .arg(now_ms()),
+        )
+        .await?;
+        Ok(())
+    }
 }
-pub(crate) use store_picture;
 
 /// The error of a picture write past its partner's quota.
 pub(crate) fn over_quota(used: u64, quota: u64) -> ServiceError {
@@ -128,13 +132,14 @@ impl Service {
 
     /// A stored picture by hash, with the extension it was stored under.
     pub async fn picture_file(&self, hash: &str, ext: &str) -> ServiceResult<Option<StoredFile>> {
-        let row: Option<(String, Vec<u8>)> = with_db!(&self.db, pool => {
-            sqlx::query_as("select content_type, bytes from images where hash = $1 and ext = $2")
-                .bind(hash)
-                .bind(ext)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String, Vec<u8>)> = self
+            .db
+            .fetch_optional(
+                &Sql::new("select content_type, bytes from images where hash = $1 and ext = $2")
+                    .arg(hash)
+                    .arg(ext),
+            )
+            .await?;
         Ok(row.map(|(content_type, bytes)| StoredFile {
             content_type,
             bytes,
@@ -154,15 +159,16 @@ impl Service {
         let Some((ext, content_type)) = kind_of_ext(ext) else {
             return Ok(None);
         };
-        let row: Option<(i64, i64, Vec<u8>, Vec<u8>)> = with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "select width, height, bytes, thumb_bytes from images where hash = $1 and ext = $2",
+        let row: Option<(i64, i64, Vec<u8>, Vec<u8>)> = self
+            .db
+            .fetch_optional(
+                &Sql::new(
+                    "select width, height, bytes, thumb_bytes from images where hash = $1 and ext = $2",
+                )
+                .arg(hash)
+                .arg(ext),
             )
-            .bind(hash)
-            .bind(ext)
-            .fetch_optional(pool)
-            .await?
-        });
+            .await?;
         Ok(row.map(|(width, height, bytes, thumbnail)| Picture {
             hash: hash.to_owned(),
             content_type,
@@ -176,12 +182,10 @@ impl Service {
 
     /// A stored picture's thumbnail.
     pub async fn thumbnail_file(&self, hash: &str) -> ServiceResult<Option<StoredFile>> {
-        let row: Option<Vec<u8>> = with_db!(&self.db, pool => {
-            sqlx::query_scalar("select thumb_bytes from images where hash = $1")
-                .bind(hash)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<Vec<u8>> = self
+            .db
+            .scalar_optional(&Sql::new("select thumb_bytes from images where hash = $1").arg(hash))
+            .await?;
         Ok(row.map(|bytes| StoredFile {
             content_type: THUMBNAIL_CONTENT_TYPE.to_owned(),
             bytes,
@@ -192,16 +196,16 @@ impl Service {
     /// has just become) referenced again stays.
     pub(crate) async fn release_picture(&self, hash: Option<&str>) {
         let Some(hash) = hash else { return };
-        let result: Result<_, sqlx::Error> = with_db!(&self.db, pool => {
-            sqlx::query(
-                "delete from images where hash = $1
-                 and not exists (select 1 from products where image_ref = $1)",
+        let result = self
+            .db
+            .execute(
+                &Sql::new(
+                    "delete from images where hash = $1
+                     and not exists (select 1 from products where image_ref = $1)",
+                )
+                .arg(hash),
             )
-            .bind(hash)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        });
+            .await;
         if let Err(err) = result {
             // A foreign-key refusal means a new reference won the race: keep it.
             if !err
@@ -217,16 +221,16 @@ impl Service {
     /// release was interrupted, e.g. by a crash between commit and cleanup).
     pub async fn sweep_pictures(&self) -> ServiceResult<u64> {
         let cutoff = now_ms() - 60_000;
-        let result: Result<u64, sqlx::Error> = with_db!(&self.db, pool => {
-            sqlx::query(
-                "delete from images where created_at < $1
-                 and not exists (select 1 from products where image_ref = images.hash)",
+        let result = self
+            .db
+            .execute(
+                &Sql::new(
+                    "delete from images where created_at < $1
+                     and not exists (select 1 from products where image_ref = images.hash)",
+                )
+                .arg(cutoff),
             )
-            .bind(cutoff)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        });
+            .await;
         match result {
             Ok(n) => Ok(n),
             Err(err)

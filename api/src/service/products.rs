@@ -6,13 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{now_ms, Arg, Sql};
+use crate::db::{now_ms, Arg, Sql, Tx};
 use crate::domain::{Category, Description, Picture, Price, ProductName, Quantity, StockReason};
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
-use crate::service::pictures::{picture_url, retry_picture_race, store_picture, thumbnail_url};
+use crate::service::idempotency::{stored_result, Idempotency};
+use crate::service::pictures::{picture_url, retry_picture_race, thumbnail_url};
+use crate::service::stock::NewMovement;
 use crate::service::{ownership_error, Actor, Service};
-use crate::{bind_args, with_db, write_tx};
 
 /// The most products one listing returns, and how many it returns when not told.
 pub const MAX_LISTING: i64 = 1000;
@@ -207,11 +207,10 @@ fn like_contains(needle: &str) -> String {
 fn filter_sql(sql: &mut Sql, filter: &ProductFilter) {
     sql.push(" where deleted_at is null");
     if let Some(owner) = filter.owner_id {
-        sql.push(" and owner_id = ").bind(Arg::Int(owner));
+        sql.push(" and owner_id = ").bind(owner);
     }
     if let Some(category) = &filter.category {
-        sql.push(" and category = ")
-            .bind(Arg::Text(category.as_str().to_owned()));
+        sql.push(" and category = ").bind(category.as_str());
     }
     if let Some(search) = filter
         .search
@@ -220,7 +219,7 @@ fn filter_sql(sql: &mut Sql, filter: &ProductFilter) {
         .filter(|s| !s.is_empty())
     {
         sql.push(" and name_key like ")
-            .bind(Arg::Text(like_contains(search)))
+            .bind(like_contains(search))
             .push(" escape '\\'");
     }
     match filter.in_stock {
@@ -243,68 +242,83 @@ fn filter_sql(sql: &mut Sql, filter: &ProductFilter) {
     }
 }
 
-/// Appends to the product change feed inside the caller's transaction.
-macro_rules! append_product_event {
-    ($tx:expr, $is_postgres:expr, $product:expr, $kind:expr) => {{
-        let p: &Product = $product;
-        $crate::feed_lock!(&mut *$tx, $is_postgres)?;
-        sqlx::query(
-            "insert into product_events (product_id, owner_id, kind, version, created_at)
-             values ($1, $2, $3, $4, $5)",
+const CHANGED_CONCURRENTLY: &str = "the product was changed concurrently; reload and retry";
+
+impl Tx {
+    /// Appends to the product change feed inside this transaction, after the feed lock.
+    async fn append_product_event(&mut self, p: &Product, kind: &str) -> ServiceResult<()> {
+        self.feed_lock().await?;
+        self.execute(
+            &Sql::new(
+                "insert into product_events (product_id, owner_id, kind, version, created_at)
+                 values ($1, $2, $3, $4, $5)",
+            )
+            .arg(p.id)
+            .arg(p.owner_id)
+            .arg(kind)
+            .arg(p.version)
+            .arg(p.updated_at),
         )
-        .bind(p.id)
-        .bind(p.owner_id)
-        .bind($kind)
-        .bind(p.version)
-        .bind(p.updated_at)
-        .execute(&mut *$tx)
-        .await
-    }};
-}
-
-/// Claims an idempotency key for a product write; evaluates to the product the first
-/// attempt returned when this is a retry.
-macro_rules! claim_product {
-    ($tx:expr, $actor:expr, $operation:expr, $idempotency:expr, $now:expr) => {
-        match $idempotency {
-            None => None,
-            Some(idem) => claim_key!($tx, $actor.user_id, $operation, idem, $now)?
-                .map(|response| stored_result::<Product>(&response))
-                .transpose()?,
-        }
-    };
-}
-
-/// Stores the product a write returns under its idempotency key, if it has one.
-macro_rules! record_product {
-    ($tx:expr, $actor:expr, $idempotency:expr, $product:expr) => {
-        if let Some(idem) = $idempotency {
-            record_key!($tx, $actor.user_id, idem, $product)?;
-        }
-    };
-}
-
-/// Loads a live product for a write by `actor`: NOT_FOUND or FORBIDDEN otherwise, and a
-/// CONFLICT when the guard's expectations are stale.
-macro_rules! load_for_write {
-    ($tx:expr, $id:expr, $actor:expr, $guard:expr) => {{
-        let current = sqlx::query_as::<_, Product>(&format!(
-            "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
-        ))
-        .bind($id)
-        .fetch_optional(&mut *$tx)
         .await?;
-        match current {
-            Some(p) if p.owner_id == $actor.user_id => {
-                check_guard(&p, $guard)?;
-                p
-            }
-            other => {
-                return Err(ownership_error(other.map(|p| p.owner_id), $actor)
-                    .unwrap_or(ServiceError::NotFound("product")))
-            }
+        Ok(())
+    }
+
+    /// Claims an idempotency key for a product write, if it has one: the product the
+    /// first attempt returned when this is a retry.
+    async fn claim_product(
+        &mut self,
+        actor: &Actor,
+        operation: &str,
+        idempotency: Option<&Idempotency>,
+        now: i64,
+    ) -> ServiceResult<Option<Product>> {
+        let Some(idem) = idempotency else {
+            return Ok(None);
+        };
+        self.claim_key(actor.user_id, operation, idem, now)
+            .await?
+            .map(|response| stored_result::<Product>(&response))
+            .transpose()
+    }
+
+    /// Stores the product a write returns under its idempotency key, if it has one.
+    async fn record_product(
+        &mut self,
+        actor: &Actor,
+        idempotency: Option<&Idempotency>,
+        product: &Product,
+    ) -> ServiceResult<()> {
+        match idempotency {
+            Some(idem) => self.record_key(actor.user_id, idem, product).await,
+            None => Ok(()),
         }
-    }};
+    }
+
+    /// Loads a live product for a write by `actor`: NOT_FOUND or FORBIDDEN otherwise,
+    /// and a CONFLICT when the guard's expectations are stale.
+    async fn load_for_write(
+        &mut self,
+        id: i64,
+        actor: &Actor,
+        guard: EditGuard,
+    ) -> ServiceResult<Product> {
+        let current: Option<Product> = self
+            .fetch_optional(
+                &Sql::new(format!(
+                    "select {PRODUCT_COLUMNS} from products where id = $1 and deleted_at is null"
+                ))
+                .arg(id),
+            )
+            .await?;
+        match current {
+            Some(p) if p.owner_id == actor.user_id => {
+                check_guard(&p, guard)?;
+                Ok(p)
+            }
+            other => Err(ownership_error(other.map(|p| p.owner_id), actor)
+                .unwrap_or(ServiceError::NotFound("product"))),
+        }
+    }
 }
 
 impl Service {
@@ -334,53 +348,55 @@ impl Service {
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
         let now = now_ms();
-        let pg = self.db.is_postgres();
-        write_tx!(&self.db, tx => {
-            if let Some(first) = claim_product!(tx, actor, "createProduct", idempotency, now) {
-                return Ok(first);
-            }
-            if let Some(picture) = &new.picture {
-                store_picture!(tx, picture, actor.user_id, None::<i64>, self.pictures.quota_bytes)?;
-            }
-            let product = sqlx::query_as::<_, Product>(&format!(
-                "insert into products (owner_id, name, name_key, description, price, quantity,
-                     category, low_stock_threshold, image_ref, image_ext, created_at, updated_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
-                 returning {PRODUCT_COLUMNS}"
-            ))
-            .bind(actor.user_id)
-            .bind(new.name.as_str())
-            .bind(new.name.key())
-            .bind(new.description.as_str())
-            .bind(new.price.get())
-            .bind(new.quantity.get())
-            .bind(new.category.as_str())
-            .bind(new.low_stock_threshold.map(Quantity::get))
-            .bind(new.picture.as_ref().map(|p| p.hash.as_str()))
-            .bind(new.picture.as_ref().map(|p| p.ext))
-            .bind(now)
-            .fetch_one(&mut *tx)
+        let mut tx = self.db.begin_write().await?;
+        if let Some(first) = tx
+            .claim_product(actor, "createProduct", idempotency, now)
+            .await?
+        {
+            return Ok(first);
+        }
+        if let Some(picture) = &new.picture {
+            tx.store_picture(picture, actor.user_id, None, self.pictures.quota_bytes)
+                .await?;
+        }
+        let product: Product = tx
+            .fetch_one(
+                &Sql::new(format!(
+                    "insert into products (owner_id, name, name_key, description, price, quantity,
+                         category, low_stock_threshold, image_ref, image_ext, created_at, updated_at)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                     returning {PRODUCT_COLUMNS}"
+                ))
+                .arg(actor.user_id)
+                .arg(new.name.as_str())
+                .arg(new.name.key())
+                .arg(new.description.as_str())
+                .arg(new.price.get())
+                .arg(new.quantity.get())
+                .arg(new.category.as_str())
+                .arg(new.low_stock_threshold.map(Quantity::get))
+                .arg(new.picture.as_ref().map(|p| p.hash.as_str()))
+                .arg(new.picture.as_ref().map(|p| p.ext))
+                .arg(now),
+            )
             .await?;
-            if product.quantity > 0 {
-                crate::service::stock::append_movement!(
-                    tx,
-                    pg,
-                    &crate::service::stock::NewMovement {
-                        product_id: product.id,
-                        actor_id: actor.user_id,
-                        delta: product.quantity,
-                        quantity_after: product.quantity,
-                        reason: StockReason::Restock,
-                        note: Some("initial stock"),
-                        idempotency_key: None,
-                        at: now,
-                    }
-                )?;
-            }
-            append_product_event!(tx, pg, &product, "CREATED")?;
-            record_product!(tx, actor, idempotency, &product);
-            Ok::<_, ServiceError>(product)
-        })
+        if product.quantity > 0 {
+            tx.append_movement(&NewMovement {
+                product_id: product.id,
+                actor_id: actor.user_id,
+                delta: product.quantity,
+                quantity_after: product.quantity,
+                reason: StockReason::Restock,
+                note: Some("initial stock"),
+                idempotency_key: None,
+                at: now,
+            })
+            .await?;
+        }
+        tx.append_product_event(&product, "CREATED").await?;
+        tx.record_product(actor, idempotency, &product).await?;
+        tx.commit().await?;
+        Ok(product)
     }
 
     /// Edits a product of the actor's. The write is guarded by the version it read, so
@@ -428,70 +444,84 @@ impl Service {
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<(Product, Option<String>)> {
         let now = now_ms();
-        let pg = self.db.is_postgres();
-        write_tx!(&self.db, tx => {
-            if let Some(first) = claim_product!(tx, actor, "updateProduct", idempotency, now) {
-                return Ok((first, None));
-            }
-            let current = load_for_write!(tx, id, actor, guard);
-            if let Some(Some(picture)) = &patch.picture {
-                store_picture!(tx, picture, actor.user_id, Some(id), self.pictures.quota_bytes)?;
-            }
-            let name = patch.name.as_ref().map_or(current.name.clone(), |n| n.as_str().to_owned());
-            let quantity = patch.quantity.map_or(current.quantity, Quantity::get);
-            let (image_ref, image_ext) = match &patch.picture {
-                Some(Some(p)) => (Some(p.hash.clone()), Some(p.ext.to_owned())),
-                Some(None) => (None, None),
-                None => (current.image_ref.clone(), current.image_ext.clone()),
-            };
-            let updated = sqlx::query_as::<_, Product>(&format!(
-                "update products set name = $1, name_key = $2, description = $3, price = $4,
-                     category = $5, low_stock_threshold = $6, quantity = $7, image_ref = $8,
-                     image_ext = $9, version = version + 1, updated_at = $10
-                 where id = $11 and version = $12
-                 returning {PRODUCT_COLUMNS}"
-            ))
-            .bind(&name)
-            .bind(name.to_lowercase())
-            .bind(patch.description.as_ref().map_or(current.description.as_str(), |d| d.as_str()))
-            .bind(patch.price.map_or(current.price, Price::get))
-            .bind(patch.category.as_ref().map_or(current.category.as_str(), |c| c.as_str()))
-            .bind(match patch.low_stock_threshold {
-                Some(t) => t.map(Quantity::get),
-                None => current.low_stock_threshold,
-            })
-            .bind(quantity)
-            .bind(image_ref)
-            .bind(image_ext)
-            .bind(now)
-            .bind(id)
-            .bind(current.version)
-            .fetch_optional(&mut *tx)
+        let mut tx = self.db.begin_write().await?;
+        if let Some(first) = tx
+            .claim_product(actor, "updateProduct", idempotency, now)
+            .await?
+        {
+            return Ok((first, None));
+        }
+        let current = tx.load_for_write(id, actor, guard).await?;
+        if let Some(Some(picture)) = &patch.picture {
+            tx.store_picture(picture, actor.user_id, Some(id), self.pictures.quota_bytes)
+                .await?;
+        }
+        let name = patch
+            .name
+            .as_ref()
+            .map_or(current.name.clone(), |n| n.as_str().to_owned());
+        let quantity = patch.quantity.map_or(current.quantity, Quantity::get);
+        let (image_ref, image_ext) = match &patch.picture {
+            Some(Some(p)) => (Some(p.hash.clone()), Some(p.ext.to_owned())),
+            Some(None) => (None, None),
+            None => (current.image_ref.clone(), current.image_ext.clone()),
+        };
+        let updated: Product = tx
+            .fetch_optional(
+                &Sql::new(format!(
+                    "update products set name = $1, name_key = $2, description = $3, price = $4,
+                         category = $5, low_stock_threshold = $6, quantity = $7, image_ref = $8,
+                         image_ext = $9, version = version + 1, updated_at = $10
+                     where id = $11 and version = $12
+                     returning {PRODUCT_COLUMNS}"
+                ))
+                .arg(name.as_str())
+                .arg(name.to_lowercase())
+                .arg(
+                    patch
+                        .description
+                        .as_ref()
+                        .map_or(current.description.as_str(), |d| d.as_str()),
+                )
+                .arg(patch.price.map_or(current.price, Price::get))
+                .arg(
+                    patch
+                        .category
+                        .as_ref()
+                        .map_or(current.category.as_str(), |c| c.as_str()),
+                )
+                .arg(match patch.low_stock_threshold {
+                    Some(t) => t.map(Quantity::get),
+                    None => current.low_stock_threshold,
+                })
+                .arg(quantity)
+                .arg(image_ref)
+                .arg(image_ext)
+                .arg(now)
+                .arg(id)
+                .arg(current.version),
+            )
             .await?
             // Only PostgreSQL can get here: another transaction changed the row between
             // our read and our write (SQLite's BEGIN IMMEDIATE rules that out).
-            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
-
-            if quantity != current.quantity {
-                crate::service::stock::append_movement!(
-                    tx,
-                    pg,
-                    &crate::service::stock::NewMovement {
-                        product_id: id,
-                        actor_id: actor.user_id,
-                        delta: quantity - current.quantity,
-                        quantity_after: quantity,
-                        reason: StockReason::Correction,
-                        note: Some("edited"),
-                        idempotency_key: None,
-                        at: now,
-                    }
-                )?;
-            }
-            append_product_event!(tx, pg, &updated, "UPDATED")?;
-            record_product!(tx, actor, idempotency, &updated);
-            Ok((updated, current.image_ref))
-        })
+            .ok_or_else(|| ServiceError::conflict(CHANGED_CONCURRENTLY, None))?;
+        if quantity != current.quantity {
+            tx.append_movement(&NewMovement {
+                product_id: id,
+                actor_id: actor.user_id,
+                delta: quantity - current.quantity,
+                quantity_after: quantity,
+                reason: StockReason::Correction,
+                note: Some("edited"),
+                idempotency_key: None,
+                at: now,
+            })
+            .await?;
+        }
+        tx.append_product_event(&updated, "UPDATED").await?;
+        tx.record_product(actor, idempotency, &updated).await?;
+        tx.commit().await?;
+        Ok((updated, current.image_ref))
     }
 
     /// Replaces (or, with `None`, removes) the picture of a product of the actor's.
@@ -529,31 +559,37 @@ impl Service {
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<(Product, Option<String>)> {
         let now = now_ms();
-        let pg = self.db.is_postgres();
-        write_tx!(&self.db, tx => {
-            if let Some(first) = claim_product!(tx, actor, "setProductImage", idempotency, now) {
-                return Ok((first, None));
-            }
-            let current = load_for_write!(tx, id, actor, guard);
-            if let Some(picture) = picture {
-                store_picture!(tx, picture, actor.user_id, Some(id), self.pictures.quota_bytes)?;
-            }
-            let updated = sqlx::query_as::<_, Product>(&format!(
-                "update products set image_ref = $1, image_ext = $2, version = version + 1, updated_at = $3
-                 where id = $4 and version = $5 returning {PRODUCT_COLUMNS}"
-            ))
-            .bind(picture.map(|p| p.hash.as_str()))
-            .bind(picture.map(|p| p.ext))
-            .bind(now)
-            .bind(id)
-            .bind(current.version)
-            .fetch_optional(&mut *tx)
+        let mut tx = self.db.begin_write().await?;
+        if let Some(first) = tx
+            .claim_product(actor, "setProductImage", idempotency, now)
             .await?
-            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
-            append_product_event!(tx, pg, &updated, "UPDATED")?;
-            record_product!(tx, actor, idempotency, &updated);
-            Ok((updated, current.image_ref))
-        })
+        {
+            return Ok((first, None));
+        }
+        let current = tx.load_for_write(id, actor, guard).await?;
+        if let Some(picture) = picture {
+            tx.store_picture(picture, actor.user_id, Some(id), self.pictures.quota_bytes)
+                .await?;
+        }
+        let updated: Product = tx
+            .fetch_optional(
+                &Sql::new(format!(
+                    "update products set image_ref = $1, image_ext = $2, version = version + 1,
+                         updated_at = $3
+                     where id = $4 and version = $5 returning {PRODUCT_COLUMNS}"
+                ))
+                .arg(picture.map(|p| p.hash.as_str()))
+                .arg(picture.map(|p| p.ext))
+                .arg(now)
+                .arg(id)
+                .arg(current.version),
+            )
+            .await?
+            .ok_or_else(|| ServiceError::conflict(CHANGED_CONCURRENTLY, None))?;
+        tx.append_product_event(&updated, "UPDATED").await?;
+        tx.record_product(actor, idempotency, &updated).await?;
+        tx.commit().await?;
+        Ok((updated, current.image_ref))
     }
 
     /// Deletes a product of the actor's, keeping its row for the stock history. Its
@@ -582,28 +618,32 @@ impl Service {
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<Product> {
         let now = now_ms();
-        let pg = self.db.is_postgres();
-        let (deleted, picture) = write_tx!(&self.db, tx => {
-            if let Some(first) = claim_product!(tx, actor, "deleteProduct", idempotency, now) {
-                // A retry: nothing to write, nothing to release.
-                return Ok(first);
-            }
-            let current = load_for_write!(tx, id, actor, guard);
-            let deleted = sqlx::query_as::<_, Product>(&format!(
-                "update products set deleted_at = $1, updated_at = $1, version = version + 1,
-                     image_ref = null, image_ext = null
-                 where id = $2 and version = $3 returning {PRODUCT_COLUMNS}"
-            ))
-            .bind(now)
-            .bind(id)
-            .bind(current.version)
-            .fetch_optional(&mut *tx)
+        let mut tx = self.db.begin_write().await?;
+        if let Some(first) = tx
+            .claim_product(actor, "deleteProduct", idempotency, now)
             .await?
-            .ok_or_else(|| ServiceError::conflict("the product was changed concurrently; reload and retry", None))?;
-            append_product_event!(tx, pg, &deleted, "DELETED")?;
-            record_product!(tx, actor, idempotency, &deleted);
-            Ok::<_, ServiceError>((deleted, current.image_ref))
-        })?;
+        {
+            // A retry: nothing to write, nothing to release.
+            return Ok(first);
+        }
+        let current = tx.load_for_write(id, actor, guard).await?;
+        let deleted: Product = tx
+            .fetch_optional(
+                &Sql::new(format!(
+                    "update products set deleted_at = $1, updated_at = $1, version = version + 1,
+                         image_ref = null, image_ext = null
+                     where id = $2 and version = $3 returning {PRODUCT_COLUMNS}"
+                ))
+                .arg(now)
+                .arg(id)
+                .arg(current.version),
+            )
+            .await?
+            .ok_or_else(|| ServiceError::conflict(CHANGED_CONCURRENTLY, None))?;
+        tx.append_product_event(&deleted, "DELETED").await?;
+        tx.record_product(actor, idempotency, &deleted).await?;
+        tx.commit().await?;
+        let picture = current.image_ref;
         self.release_picture(picture.as_deref()).await;
         Ok(deleted)
     }
@@ -618,14 +658,15 @@ impl Service {
 
     /// A product, deleted or not (stock history refers to deleted ones too).
     pub async fn product_any(&self, id: i64) -> ServiceResult<Option<Product>> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, Product>(&format!(
-                "select {PRODUCT_COLUMNS} from products where id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
-        }))
+        Ok(self
+            .db
+            .fetch_optional(
+                &Sql::new(format!(
+                    "select {PRODUCT_COLUMNS} from products where id = $1"
+                ))
+                .arg(id),
+            )
+            .await?)
     }
 
     /// One page of live products, in a stable order (ties broken by id).
@@ -636,7 +677,7 @@ impl Service {
         first: i64,
         after: Option<&ProductCursor>,
     ) -> ServiceResult<Page<Product>> {
-        let mut sql = Sql::new(&format!("select {PRODUCT_COLUMNS} from products"));
+        let mut sql = Sql::new(format!("select {PRODUCT_COLUMNS} from products"));
         filter_sql(&mut sql, filter);
         let column = order.field.column();
         let (cmp, dir) = if order.descending {
@@ -652,24 +693,20 @@ impl Service {
                 ));
             }
             let value = match &cursor.value {
-                CursorValue::Int(v) => Arg::Int(*v),
-                CursorValue::Text(v) => Arg::Text(v.clone()),
+                CursorValue::Int(v) => Arg::from(*v),
+                CursorValue::Text(v) => Arg::from(v.as_str()),
             };
             sql.push(&format!(" and ({column} {cmp} "))
                 .bind(value.clone())
                 .push(&format!(" or ({column} = "))
                 .bind(value)
                 .push(&format!(" and id {cmp} "))
-                .bind(Arg::Int(cursor.id))
+                .bind(cursor.id)
                 .push("))");
         }
         sql.push(&format!(" order by {column} {dir}, id {dir} limit "))
-            .bind(Arg::Int(first + 1));
-        let items: Vec<Product> = with_db!(&self.db, pool => {
-            bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
-                .fetch_all(pool)
-                .await?
-        });
+            .bind(first + 1);
+        let items: Vec<Product> = self.db.fetch_all(&sql).await?;
         Ok(Page::of_one_more(items, first))
     }
 
@@ -684,17 +721,13 @@ impl Service {
         offset: i64,
     ) -> ServiceResult<Page<Product>> {
         let limit = limit.unwrap_or(MAX_LISTING).clamp(0, MAX_LISTING);
-        let mut sql = Sql::new(&format!("select {PRODUCT_COLUMNS} from products"));
+        let mut sql = Sql::new(format!("select {PRODUCT_COLUMNS} from products"));
         filter_sql(&mut sql, filter);
         sql.push(" order by id limit ")
-            .bind(Arg::Int(limit + 1))
+            .bind(limit + 1)
             .push(" offset ")
-            .bind(Arg::Int(offset));
-        let items: Vec<Product> = with_db!(&self.db, pool => {
-            bind_args!(sqlx::query_as::<_, Product>(&sql.text), &sql.args)
-                .fetch_all(pool)
-                .await?
-        });
+            .bind(offset);
+        let items: Vec<Product> = self.db.fetch_all(&sql).await?;
         Ok(Page::of_one_more(items, limit))
     }
 
@@ -702,11 +735,7 @@ impl Service {
     pub async fn count_products(&self, filter: &ProductFilter) -> ServiceResult<i64> {
         let mut sql = Sql::new("select count(*) from products");
         filter_sql(&mut sql, filter);
-        Ok(with_db!(&self.db, pool => {
-            bind_args!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.args)
-                .fetch_one(pool)
-                .await?
-        }))
+        Ok(self.db.scalar(&sql).await?)
     }
 }
 

@@ -11,13 +11,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::now_ms;
+use crate::db::{now_ms, Sql, Tx};
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
+use crate::service::idempotency::{stored_result, Idempotency};
 use crate::service::products::{Page, Product, PRODUCT_COLUMNS};
 use crate::service::{ownership_error, Actor, Service};
-use crate::{with_db, write_tx};
 
 /// One row of the ledger.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -95,30 +94,30 @@ pub(crate) struct NewMovement<'a> {
     pub at: i64,
 }
 
-/// Appends one ledger row (a [`NewMovement`]) inside the caller's transaction.
-///
-/// A macro rather than a function generic over the executor: such a function's
-/// higher-ranked bounds defeat the `Send` inference of the async resolvers that call it.
-macro_rules! append_movement {
-    ($executor:expr, $is_postgres:expr, $m:expr) => {{
-        let m: &$crate::service::stock::NewMovement<'_> = $m;
-        $crate::feed_lock!(&mut *$executor, $is_postgres)?;
-        sqlx::query_as::<_, $crate::service::stock::StockMovement>(
-            $crate::service::stock::INSERT_MOVEMENT,
-        )
-        .bind(m.product_id)
-        .bind(m.actor_id)
-        .bind(m.delta)
-        .bind(m.quantity_after)
-        .bind(m.reason.as_str())
-        .bind(m.note)
-        .bind(m.idempotency_key)
-        .bind(m.at)
-        .fetch_one(&mut *$executor)
-        .await
-    }};
+impl Tx {
+    /// Appends one ledger row inside this transaction, after the feed lock (see
+    /// [`Tx::feed_lock`]).
+    pub(crate) async fn append_movement(
+        &mut self,
+        m: &NewMovement<'_>,
+    ) -> ServiceResult<StockMovement> {
+        self.feed_lock().await?;
+        let row = self
+            .fetch_one(
+                &Sql::new(INSERT_MOVEMENT)
+                    .arg(m.product_id)
+                    .arg(m.actor_id)
+                    .arg(m.delta)
+                    .arg(m.quantity_after)
+                    .arg(m.reason.as_str())
+                    .arg(m.note)
+                    .arg(m.idempotency_key)
+                    .arg(m.at),
+            )
+            .await?;
+        Ok(row)
+    }
 }
-pub(crate) use append_movement;
 
 pub(crate) const INSERT_MOVEMENT: &str = "insert into stock_movements
          (product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at)
@@ -222,126 +221,33 @@ impl Service {
             .idempotency_key
             .as_ref()
             .map(|key| Idempotency::new(key.clone(), &change.fingerprint_parts()));
-        let (result, replayed) = write_tx!(&self.db, tx => {
-            let claim = match &idempotency {
-                None => None,
-                Some(idem) => claim_key!(tx, actor.user_id, change.operation, idem, now)?
-                    .map(|response| stored_result::<StoredStockResult>(&response))
-                    .transpose()?,
-            };
-            match claim {
-                Some(first) => Ok::<_, ServiceError>((first, true)),
-                None => {
-                    // The guarded write. For a set, the previous quantity is needed for
-                    // the ledger's delta, so it is read first and the write is guarded
-                    // by it (compare-and-set); a concurrent change makes the guard fail
-                    // and is reported as a conflict.
-                    let (delta, guard_quantity) = match change.delta {
-                        Some(d) => (d, change.expected_quantity),
-                        None => {
-                            let current: Option<(i64, i64)> = sqlx::query_as(
-                                OWNER_AND_QUANTITY,
-                            )
-                            .bind(change.product_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                            if let Some(err) = ownership_error(current.map(|c| c.0), actor) {
-                                return Err(err);
-                            }
-                            let before = current.map_or(0, |c| c.1);
-                            if let Some(expected) = change.expected_quantity {
-                                if expected != before {
-                                    return Err(stale_quantity(before, expected));
-                                }
-                            }
-                            (change.target - before, Some(before))
-                        }
-                    };
-                    // The product as this change leaves it, in the same statement: the
-                    // write lock is held for one statement less.
-                    let updated: Option<Product> = sqlx::query_as(&format!(
-                        "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
-                         where id = $3 and owner_id = $4 and deleted_at is null
-                           and quantity + $1 >= 0 and quantity + $1 <= $5
-                           and ($6 < 0 or quantity = $6)
-                         returning {PRODUCT_COLUMNS}"
-                    ))
-                    .bind(delta)
-                    .bind(now)
-                    .bind(change.product_id)
-                    .bind(actor.user_id)
-                    .bind(MAX_QUANTITY)
-                    .bind(guard_quantity.unwrap_or(-1))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(product) = updated else {
-                        // Nothing matched: find out which guard failed, for a precise error.
-                        let current: Option<(i64, i64)> = sqlx::query_as(
-                            OWNER_AND_QUANTITY,
-                        )
-                        .bind(change.product_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if let Some(err) = ownership_error(current.map(|c| c.0), actor) {
-                            return Err(err);
-                        }
-                        let quantity = current.map_or(0, |c| c.1);
-                        return Err(match guard_quantity {
-                            Some(expected) if expected != quantity => stale_quantity(quantity, expected),
-                            _ if quantity + delta < 0 => ServiceError::InsufficientStock {
-                                available: quantity,
-                                requested: -delta,
-                            },
-                            _ => ServiceError::invalid(
-                                "delta",
-                                format!("would take the stock above {MAX_QUANTITY}"),
-                            ),
-                        });
-                    };
-                    let movement = append_movement!(
-                        tx,
-                        self.db.is_postgres(),
-                        &NewMovement {
-                            product_id: change.product_id,
-                            actor_id: actor.user_id,
-                            delta,
-                            quantity_after: product.quantity,
-                            reason: change.reason,
-                            note: change.note.as_ref().map(Note::as_str),
-                            idempotency_key: change.idempotency_key.as_ref().map(IdempotencyKey::as_str),
-                            at: now,
-                        }
-                    )?;
-                    let result = StoredStockResult { movement_id: movement.id, product: Some(product) };
-                    if let Some(idem) = &idempotency {
-                        record_key!(tx, actor.user_id, idem, &result)?;
-                    }
-                    Ok((result, false))
-                }
-            }
-        })?;
-
-        let (movement, current) = with_db!(&self.db, pool => {
-            let movement = sqlx::query_as::<_, StockMovement>(&format!(
-                "select {MOVEMENT_COLUMNS} from stock_movements where id = $1"
-            ))
-            .bind(result.movement_id)
-            .fetch_one(pool)
+        let (result, replayed) = self
+            .write_change(actor, &change, idempotency.as_ref(), now)
             .await?;
-            // Records written before snapshots were stored: the product as it is now.
-            let current = match result.product {
-                Some(_) => None,
-                None => Some(
-                    sqlx::query_as::<_, Product>(&format!(
-                        "select {PRODUCT_COLUMNS} from products where id = $1"
-                    ))
-                    .bind(movement.product_id)
-                    .fetch_one(pool)
+
+        let movement: StockMovement = self
+            .db
+            .fetch_one(
+                &Sql::new(format!(
+                    "select {MOVEMENT_COLUMNS} from stock_movements where id = $1"
+                ))
+                .arg(result.movement_id),
+            )
+            .await?;
+        // Records written before snapshots were stored: the product as it is now.
+        let current: Option<Product> = match result.product {
+            Some(_) => None,
+            None => Some(
+                self.db
+                    .fetch_one(
+                        &Sql::new(format!(
+                            "select {PRODUCT_COLUMNS} from products where id = $1"
+                        ))
+                        .arg(movement.product_id),
+                    )
                     .await?,
-                ),
-            };
-            (movement, current)
-        });
+            ),
+        };
         let product = match (result.product, current) {
             (Some(product), _) | (None, Some(product)) => product,
             (None, None) => return Err(ServiceError::NotFound("product")),
@@ -353,6 +259,97 @@ impl Service {
         })
     }
 
+    /// The transaction of a stock change: the first result of its key, or the guarded
+    /// update and its ledger row (and the result stored under the key). `true` with a
+    /// replayed result.
+    async fn write_change(
+        &self,
+        actor: &Actor,
+        change: &Change,
+        idempotency: Option<&Idempotency>,
+        now: i64,
+    ) -> ServiceResult<(StoredStockResult, bool)> {
+        let mut tx = self.db.begin_write().await?;
+        if let Some(idem) = idempotency {
+            if let Some(first) = tx
+                .claim_key(actor.user_id, change.operation, idem, now)
+                .await?
+            {
+                return Ok((stored_result(&first)?, true));
+            }
+        }
+        // For a set, the previous quantity is needed for the ledger's delta, so it is
+        // read first and the write is guarded by it (compare-and-set); a concurrent
+        // change makes the guard fail and is reported as a conflict.
+        let (delta, guard_quantity) = match change.delta {
+            Some(d) => (d, change.expected_quantity),
+            None => {
+                let before = owned_quantity(&mut tx, change.product_id, actor).await?;
+                if let Some(expected) = change.expected_quantity {
+                    if expected != before {
+                        return Err(stale_quantity(before, expected));
+                    }
+                }
+                (change.target - before, Some(before))
+            }
+        };
+        // The product as this change leaves it, in the same statement: the write lock is
+        // held for one statement less.
+        let updated: Option<Product> = tx
+            .fetch_optional(
+                &Sql::new(format!(
+                    "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
+                     where id = $3 and owner_id = $4 and deleted_at is null
+                       and quantity + $1 >= 0 and quantity + $1 <= $5
+                       and ($6 < 0 or quantity = $6)
+                     returning {PRODUCT_COLUMNS}"
+                ))
+                .arg(delta)
+                .arg(now)
+                .arg(change.product_id)
+                .arg(actor.user_id)
+                .arg(MAX_QUANTITY)
+                .arg(guard_quantity.unwrap_or(-1)),
+            )
+            .await?;
+        let Some(product) = updated else {
+            // Nothing matched: find out which guard failed, for a precise error.
+            let quantity = owned_quantity(&mut tx, change.product_id, actor).await?;
+            return Err(match guard_quantity {
+                Some(expected) if expected != quantity => stale_quantity(quantity, expected),
+                _ if quantity + delta < 0 => ServiceError::InsufficientStock {
+                    available: quantity,
+                    requested: -delta,
+                },
+                _ => ServiceError::invalid(
+                    "delta",
+                    format!("would take the stock above {MAX_QUANTITY}"),
+                ),
+            });
+        };
+        let movement = tx
+            .append_movement(&NewMovement {
+                product_id: change.product_id,
+                actor_id: actor.user_id,
+                delta,
+                quantity_after: product.quantity,
+                reason: change.reason,
+                note: change.note.as_ref().map(Note::as_str),
+                idempotency_key: change.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+                at: now,
+            })
+            .await?;
+        let result = StoredStockResult {
+            movement_id: movement.id,
+            product: Some(product),
+        };
+        if let Some(idem) = idempotency {
+            tx.record_key(actor.user_id, idem, &result).await?;
+        }
+        tx.commit().await?;
+        Ok((result, false))
+    }
+
     /// A product's ledger, newest first; only its owner may read it, also after the
     /// product was deleted.
     pub async fn stock_movements(
@@ -362,28 +359,41 @@ impl Service {
         first: i64,
         before_id: Option<i64>,
     ) -> ServiceResult<Page<StockMovement>> {
-        let owner: Option<i64> = with_db!(&self.db, pool => {
-            sqlx::query_scalar("select owner_id from products where id = $1")
-                .bind(product_id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let owner: Option<i64> = self
+            .db
+            .scalar_optional(
+                &Sql::new("select owner_id from products where id = $1").arg(product_id),
+            )
+            .await?;
         if let Some(err) = ownership_error(owner, actor) {
             return Err(err);
         }
-        let items: Vec<StockMovement> = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, StockMovement>(&format!(
-                "select {MOVEMENT_COLUMNS} from stock_movements
-                 where product_id = $1 and id < $2 order by id desc limit $3"
-            ))
-            .bind(product_id)
-            .bind(before_id.unwrap_or(i64::MAX))
-            .bind(first + 1)
-            .fetch_all(pool)
-            .await?
-        });
+        let items: Vec<StockMovement> = self
+            .db
+            .fetch_all(
+                &Sql::new(format!(
+                    "select {MOVEMENT_COLUMNS} from stock_movements
+                     where product_id = $1 and id < $2 order by id desc limit $3"
+                ))
+                .arg(product_id)
+                .arg(before_id.unwrap_or(i64::MAX))
+                .arg(first + 1),
+            )
+            .await?;
         Ok(Page::of_one_more(items, first))
     }
+}
+
+/// The stock of a product of the actor's, read inside the change's transaction:
+/// NOT_FOUND or FORBIDDEN when it is not theirs.
+async fn owned_quantity(tx: &mut Tx, product_id: i64, actor: &Actor) -> ServiceResult<i64> {
+    let current: Option<(i64, i64)> = tx
+        .fetch_optional(&Sql::new(OWNER_AND_QUANTITY).arg(product_id))
+        .await?;
+    if let Some(err) = ownership_error(current.map(|c| c.0), actor) {
+        return Err(err);
+    }
+    Ok(current.map_or(0, |c| c.1))
 }
 
 fn stale_quantity(current: i64, expected: i64) -> ServiceError {

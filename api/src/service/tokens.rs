@@ -7,12 +7,11 @@
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::db::now_ms;
+use crate::db::{now_ms, Sql};
 use crate::domain::TokenName;
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
+use crate::service::idempotency::{stored_result, Idempotency};
 use crate::service::{Actor, AuthMethod, Service};
-use crate::{with_db, write_tx};
 
 /// An API token as its owner may see it (never the secret, never the hash).
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -88,35 +87,40 @@ impl Service {
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<ApiToken> {
         let now = now_ms();
-        write_tx!(&self.db, tx => {
-            if let Some(idem) = idempotency {
-                if let Some(first) = claim_key!(tx, actor.user_id, "createApiToken", idem, now)? {
-                    let first: ApiToken = stored_result(&first)?;
-                    return Err(ServiceError::conflict(
-                        format!(
-                            "API token {} was already created with this Idempotency-Key, and its \
-                             secret is shown only once; revoke it and create another if it was lost",
-                            first.id
-                        ),
-                        Some(first.id),
-                    ));
-                }
+        let mut tx = self.db.begin_write().await?;
+        if let Some(idem) = idempotency {
+            if let Some(first) = tx
+                .claim_key(actor.user_id, "createApiToken", idem, now)
+                .await?
+            {
+                let first: ApiToken = stored_result(&first)?;
+                return Err(ServiceError::conflict(
+                    format!(
+                        "API token {} was already created with this Idempotency-Key, and its \
+                         secret is shown only once; revoke it and create another if it was lost",
+                        first.id
+                    ),
+                    Some(first.id),
+                ));
             }
-            let token = sqlx::query_as::<_, ApiToken>(&format!(
-                "insert into api_tokens (user_id, name, token_hash, created_at)
-                 values ($1, $2, $3, $4) returning {COLUMNS}"
-            ))
-            .bind(actor.user_id)
-            .bind(name.as_str())
-            .bind(secret_hash)
-            .bind(now)
-            .fetch_one(&mut *tx)
+        }
+        let token: ApiToken = tx
+            .fetch_one(
+                &Sql::new(format!(
+                    "insert into api_tokens (user_id, name, token_hash, created_at)
+                     values ($1, $2, $3, $4) returning {COLUMNS}"
+                ))
+                .arg(actor.user_id)
+                .arg(name.as_str())
+                .arg(secret_hash)
+                .arg(now),
+            )
             .await?;
-            if let Some(idem) = idempotency {
-                record_key!(tx, actor.user_id, idem, &token)?;
-            }
-            Ok::<_, ServiceError>(token)
-        })
+        if let Some(idem) = idempotency {
+            tx.record_key(actor.user_id, idem, &token).await?;
+        }
+        tx.commit().await?;
+        Ok(token)
     }
 
     /// Revokes one of the actor's tokens. Revoking a revoked token is a no-op.
@@ -143,58 +147,67 @@ impl Service {
         idempotency: Option<&Idempotency>,
     ) -> ServiceResult<ApiToken> {
         let now = now_ms();
-        write_tx!(&self.db, tx => {
-            if let Some(idem) = idempotency {
-                if let Some(first) = claim_key!(tx, actor.user_id, "revokeApiToken", idem, now)? {
-                    return stored_result(&first);
-                }
+        let mut tx = self.db.begin_write().await?;
+        if let Some(idem) = idempotency {
+            if let Some(first) = tx
+                .claim_key(actor.user_id, "revokeApiToken", idem, now)
+                .await?
+            {
+                return stored_result(&first);
             }
-            let token = sqlx::query_as::<_, ApiToken>(&format!(
-                "select {COLUMNS} from api_tokens where id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
+        }
+        let token: Option<ApiToken> = tx
+            .fetch_optional(
+                &Sql::new(format!("select {COLUMNS} from api_tokens where id = $1")).arg(id),
+            )
             .await?;
-            let revoked = match token {
-                None => return Err(ServiceError::NotFound("API token")),
-                Some(t) if t.user_id != actor.user_id => return Err(ServiceError::NotFound("API token")),
-                Some(t) if t.revoked_at.is_some() => t,
-                Some(_) => sqlx::query_as::<_, ApiToken>(&format!(
-                    "update api_tokens set revoked_at = $1 where id = $2 returning {COLUMNS}"
-                ))
-                .bind(now)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?,
-            };
-            if let Some(idem) = idempotency {
-                record_key!(tx, actor.user_id, idem, &revoked)?;
+        let revoked = match token {
+            Some(t) if t.user_id != actor.user_id => {
+                return Err(ServiceError::NotFound("API token"))
             }
-            Ok(revoked)
-        })
+            None => return Err(ServiceError::NotFound("API token")),
+            Some(t) if t.revoked_at.is_some() => t,
+            Some(_) => {
+                tx.fetch_one(
+                    &Sql::new(format!(
+                        "update api_tokens set revoked_at = $1 where id = $2 returning {COLUMNS}"
+                    ))
+                    .arg(now)
+                    .arg(id),
+                )
+                .await?
+            }
+        };
+        if let Some(idem) = idempotency {
+            tx.record_key(actor.user_id, idem, &revoked).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// The actor's tokens, newest first, revoked ones included.
     pub async fn api_tokens(&self, user_id: i64) -> ServiceResult<Vec<ApiToken>> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ApiToken>(&format!(
-                "select {COLUMNS} from api_tokens where user_id = $1 order by id desc"
-            ))
-            .bind(user_id)
-            .fetch_all(pool)
-            .await?
-        }))
+        Ok(self
+            .db
+            .fetch_all(
+                &Sql::new(format!(
+                    "select {COLUMNS} from api_tokens where user_id = $1 order by id desc"
+                ))
+                .arg(user_id),
+            )
+            .await?)
     }
 
     /// The partner of a token that authenticated earlier, checked again: a long-lived
     /// connection asks before each operation (see `graphql::connection`). Read-only.
     pub async fn recheck_token(&self, token_id: i64) -> ServiceResult<Actor> {
-        let user_id: Option<i64> = with_db!(&self.db, pool => {
-            sqlx::query_scalar("select user_id from api_tokens where id = $1 and revoked_at is null")
-                .bind(token_id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let user_id: Option<i64> = self
+            .db
+            .scalar_optional(
+                &Sql::new("select user_id from api_tokens where id = $1 and revoked_at is null")
+                    .arg(token_id),
+            )
+            .await?;
         let user_id = user_id.ok_or(ServiceError::Unauthenticated("the API token was revoked"))?;
         Ok(Actor {
             user_id,
@@ -211,30 +224,33 @@ impl Service {
         }
         let hash = token_hash(secret);
         let now = now_ms();
-        let found: Option<(i64, i64)> = with_db!(&self.db, pool => {
-            let found: Option<(i64, i64, Option<i64>)> = sqlx::query_as(
-                "select id, user_id, last_used_at from api_tokens
-                 where token_hash = $1 and revoked_at is null",
-            )
-            .bind(&hash)
-            .fetch_optional(pool)
-            .await?;
-            let stale = |used: Option<i64>| used.is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS);
-            // Written only when it is stale: an UPDATE, even of no row, takes SQLite's
-            // write lock, and a busy till would queue behind every stock change.
-            if let Some((id, _, _)) = found.filter(|f| stale(f.2)) {
-                sqlx::query(
-                    "update api_tokens set last_used_at = $1
-                     where id = $2 and (last_used_at is null or last_used_at < $3)",
+        let found: Option<(i64, i64, Option<i64>)> = self
+            .db
+            .fetch_optional(
+                &Sql::new(
+                    "select id, user_id, last_used_at from api_tokens
+                     where token_hash = $1 and revoked_at is null",
                 )
-                .bind(now)
-                .bind(id)
-                .bind(now - LAST_USED_RESOLUTION_MS)
-                .execute(pool)
+                .arg(&hash),
+            )
+            .await?;
+        let stale = |used: Option<i64>| used.is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS);
+        // Written only when it is stale: an UPDATE, even of no row, takes SQLite's write
+        // lock, and a busy till would queue behind every stock change.
+        if let Some((id, _, _)) = found.filter(|f| stale(f.2)) {
+            self.db
+                .execute(
+                    &Sql::new(
+                        "update api_tokens set last_used_at = $1
+                         where id = $2 and (last_used_at is null or last_used_at < $3)",
+                    )
+                    .arg(now)
+                    .arg(id)
+                    .arg(now - LAST_USED_RESOLUTION_MS),
+                )
                 .await?;
-            }
-            found.map(|(id, user_id, _)| (id, user_id))
-        });
+        }
+        let found = found.map(|(id, user_id, _)| (id, user_id));
         let (id, user_id) = found.ok_or(REFUSED)?;
         Ok(Actor {
             user_id,

@@ -3,13 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::db::now_ms;
+use crate::db::{now_ms, Arg, Sql};
 use crate::domain::{IdempotencyKey, Password, Username};
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::idempotency::{claim_key, record_key, stored_result, Idempotency};
+use crate::service::idempotency::{stored_result, Idempotency};
 use crate::service::password::Admitted;
 use crate::service::{duration_ms, Service};
-use crate::{with_db, write_tx};
 
 /// A partner account. The password hash never leaves [`Service`].
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -24,7 +23,7 @@ const WRONG_CREDENTIALS: &str = "wrong username or password";
 /// The first key of the per-username advisory lock that serialises login attempts on
 /// PostgreSQL (the second is the username's hash); a two-key lock never collides with
 /// the one-key feed lock.
-const LOGIN_LOCK: i32 = 7_236_002;
+const LOGIN_LOCK: i64 = 7_236_002;
 
 impl Service {
     /// Creates a partner account. A taken username (in any letter case) is a CONFLICT,
@@ -58,38 +57,40 @@ impl Service {
         idempotency: Option<Idempotency>,
     ) -> ServiceResult<User> {
         let now = now_ms();
-        let created: Option<User> = write_tx!(&self.db, tx => {
-            let user = sqlx::query_as::<_, User>(
-                "insert into users (username, password_hash, created_at) values ($1, $2, $3)
-                 on conflict do nothing returning id, username, created_at",
+        let mut tx = self.db.begin_write().await?;
+        let created: Option<User> = tx
+            .fetch_optional(
+                &Sql::new(
+                    "insert into users (username, password_hash, created_at) values ($1, $2, $3)
+                     on conflict do nothing returning id, username, created_at",
+                )
+                .arg(username.as_str())
+                .arg(&hash)
+                .arg(now),
             )
-            .bind(username.as_str())
-            .bind(&hash)
-            .bind(now)
-            .fetch_optional(&mut *tx)
             .await?;
-            if let (Some(user), Some(idem)) = (&user, &idempotency) {
-                claim_key!(tx, user.id, "register", idem, now)?;
-                record_key!(tx, user.id, idem, user)?;
-            }
-            Ok::<_, ServiceError>(user)
-        })?;
+        if let (Some(user), Some(idem)) = (&created, &idempotency) {
+            tx.claim_key(user.id, "register", idem, now).await?;
+            tx.record_key(user.id, idem, user).await?;
+        }
+        tx.commit().await?;
         if let Some(user) = created {
             return Ok(user);
         }
         if let Some(idem) = &idempotency {
-            let first: Option<String> = with_db!(&self.db, pool => {
-                sqlx::query_scalar(
-                    "select k.response from idempotency_keys k join users u on u.id = k.user_id
-                     where u.username = $1 and k.key = $2 and k.operation = 'register'
-                       and k.request_hash = $3",
+            let first: Option<String> = self
+                .db
+                .scalar_optional(
+                    &Sql::new(
+                        "select k.response from idempotency_keys k join users u on u.id = k.user_id
+                         where u.username = $1 and k.key = $2 and k.operation = 'register'
+                           and k.request_hash = $3",
+                    )
+                    .arg(username.as_str())
+                    .arg(idem.key.as_str())
+                    .arg(idem.fingerprint.as_str()),
                 )
-                .bind(username.as_str())
-                .bind(idem.key.as_str())
-                .bind(idem.fingerprint.as_str())
-                .fetch_optional(pool)
-                .await?
-            });
+                .await?;
             if let Some(first) = first {
                 return stored_result(&first);
             }
@@ -150,12 +151,9 @@ impl Service {
 
         match stored {
             Some((user, _)) if verified => {
-                with_db!(&self.logins, pool => {
-                    sqlx::query("delete from login_failures where username = $1")
-                        .bind(&key)
-                        .execute(pool)
-                        .await?;
-                });
+                self.logins
+                    .execute(&Sql::new("delete from login_failures where username = $1").arg(&key))
+                    .await?;
                 Ok(user)
             }
             // The attempt is already counted.
@@ -176,50 +174,55 @@ impl Service {
         let pg = self.logins.is_postgres();
         // On SQLite a file of its own, lock and gate: no turn taken from the stock
         // writer (see `Db::open_login_ledger`).
-        write_tx!(&self.logins, tx => {
-                if pg {
-                    sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
-                        .bind(LOGIN_LOCK)
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                // The newest `max_failures` failures in the window; the oldest of them
-                // decides when the lock lifts.
-                let recent: Vec<i64> = sqlx::query_scalar(
+        let mut tx = self.logins.begin_write().await?;
+        if pg {
+            tx.execute(
+                &Sql::new("select pg_advisory_xact_lock(cast($1 as integer), hashtext($2))")
+                    .arg(LOGIN_LOCK)
+                    .arg(key),
+            )
+            .await?;
+        }
+        // The newest `max_failures` failures in the window; the oldest of them decides
+        // when the lock lifts.
+        let recent: Vec<(i64,)> = tx
+            .fetch_all(
+                &Sql::new(
                     "select failed_at from login_failures where username = $1 and failed_at > $2
                      order by failed_at desc limit $3",
                 )
-                .bind(key)
-                .bind(now - window)
-                .bind(self.throttle.max_failures)
-                .fetch_all(&mut *tx)
-                .await?;
-                if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= self.throttle.max_failures {
-                    let oldest = recent.last().copied().unwrap_or(now - window);
-                    let wait_ms = (oldest + window - now).max(1000);
-                    return Err(ServiceError::TooManyRequests {
-                        retry_after: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000)),
-                    });
-                }
-                sqlx::query("insert into login_failures (username, failed_at) values ($1, $2)")
-                    .bind(key)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok::<_, ServiceError>(())
-        })
+                .arg(key)
+                .arg(now - window)
+                .arg(self.throttle.max_failures),
+            )
+            .await?;
+        if i64::try_from(recent.len()).unwrap_or(i64::MAX) >= self.throttle.max_failures {
+            let oldest = recent.last().map_or(now - window, |r| r.0);
+            let wait_ms = (oldest + window - now).max(1000);
+            return Err(ServiceError::TooManyRequests {
+                retry_after: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000)),
+            });
+        }
+        tx.execute(
+            &Sql::new("insert into login_failures (username, failed_at) values ($1, $2)")
+                .arg(key)
+                .arg(now),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn user_with_hash(&self, username: &Username) -> ServiceResult<Option<(User, String)>> {
-        let row: Option<(i64, String, i64, String)> = with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "select id, username, created_at, password_hash from users where username = $1",
+        let row: Option<(i64, String, i64, String)> = self
+            .db
+            .fetch_optional(
+                &Sql::new(
+                    "select id, username, created_at, password_hash from users where username = $1",
+                )
+                .arg(username.as_str()),
             )
-            .bind(username.as_str())
-            .fetch_optional(pool)
-            .await?
-        });
+            .await?;
         Ok(row.map(|(id, username, created_at, hash)| {
             (
                 User {
@@ -233,24 +236,25 @@ impl Service {
     }
 
     pub async fn user(&self, id: i64) -> ServiceResult<Option<User>> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, User>("select id, username, created_at from users where id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        }))
+        Ok(self
+            .db
+            .fetch_optional(
+                &Sql::new("select id, username, created_at from users where id = $1").arg(id),
+            )
+            .await?)
     }
 
     pub async fn user_by_username(&self, username: &str) -> ServiceResult<Option<User>> {
         let Ok(name) = Username::parse("username", username) else {
             return Ok(None);
         };
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, User>("select id, username, created_at from users where username = $1")
-                .bind(name.as_str())
-                .fetch_optional(pool)
-                .await?
-        }))
+        Ok(self
+            .db
+            .fetch_optional(
+                &Sql::new("select id, username, created_at from users where username = $1")
+                    .arg(name.as_str()),
+            )
+            .await?)
     }
 
     /// Loads many users in one query (the GraphQL owner DataLoader's batch).
@@ -258,20 +262,15 @@ impl Service {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut sql =
-            crate::db::Sql::new("select id, username, created_at from users where id in (");
+        let mut sql = Sql::new("select id, username, created_at from users where id in (");
         for (i, id) in ids.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.bind(crate::db::Arg::Int(*id));
+            sql.bind(Arg::from(*id));
         }
         sql.push(")");
-        let users: Vec<User> = with_db!(&self.db, pool => {
-            crate::bind_args!(sqlx::query_as::<_, User>(&sql.text), &sql.args)
-                .fetch_all(pool)
-                .await?
-        });
+        let users: Vec<User> = self.db.fetch_all(&sql).await?;
         Ok(users.into_iter().map(|u| (u.id, u)).collect())
     }
 }

@@ -35,10 +35,15 @@ async fn hammer(apps: &[TestApp]) {
     }
     assert_eq!(ok, 100, "exactly the stock was sold");
     assert_eq!(owner.quantity(&id).await, 0);
-    let sales: i64 = ecanteen_api::with_db!(apps[0].state.service.db(), pool => {
-        sqlx::query_scalar("select count(*) from stock_movements where delta = -1")
-            .fetch_one(pool).await.unwrap()
-    });
+    let sales: i64 = apps[0]
+        .state
+        .service
+        .db()
+        .scalar(&Sql::new(
+            "select count(*) from stock_movements where delta = -1",
+        ))
+        .await
+        .unwrap();
     assert_eq!(sales, 100, "one ledger row per sale");
 }
 

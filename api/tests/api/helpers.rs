@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use ecanteen_api::config::Config;
+pub use ecanteen_api::db::Sql;
 use ecanteen_api::http::{router, AppState};
 use ecanteen_api::startup::build_state;
 use http_body_util::BodyExt as _;
@@ -182,14 +183,18 @@ impl TestApp {
 
     /// Lets every session's time run out, as inactivity would.
     pub async fn expire_sessions(&self) {
-        ecanteen_api::with_db!(self.state.service.db(), pool => {
-            match self.engine() {
-                Engine::Sqlite => sqlx::query("update tower_sessions set expiry_date = '2000-01-01T00:00:00Z'")
-                    .execute(pool).await.map(|_| ()).expect("expire sessions"),
-                Engine::Postgres => sqlx::query("update tower_sessions.session set expiry_date = now() - interval '1 second'")
-                    .execute(pool).await.map(|_| ()).expect("expire sessions"),
+        let statement = match self.engine() {
+            Engine::Sqlite => "update tower_sessions set expiry_date = '2000-01-01T00:00:00Z'",
+            Engine::Postgres => {
+                "update tower_sessions.session set expiry_date = now() - interval '1 second'"
             }
-        });
+        };
+        self.state
+            .service
+            .db()
+            .execute(&Sql::new(statement))
+            .await
+            .expect("expire sessions");
     }
 }
 

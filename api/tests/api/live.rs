@@ -583,16 +583,13 @@ async fn a_subscriber_that_falls_behind_is_dropped_not_buffered() {
     let id: i64 = seller.create_product("Air", 1).await.parse().unwrap();
     let mut events = subscribe(&app, owner, STOCK, json!({})).await;
     // Far more changes than a subscriber may fall behind, while it reads none of them.
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
-        let mut tx = pool.begin().await.unwrap();
-        for n in 0..1500_i64 {
-            sqlx::query("insert into stock_movements (product_id, actor_id, delta, quantity_after, reason, created_at)
-                         values ($1, $2, 1, $3, 'RESTOCK', 0)")
-                .bind(id).bind(owner).bind(n + 2)
-                .execute(&mut *tx).await.unwrap();
-        }
-        tx.commit().await.unwrap();
-    });
+    let mut tx = app.state.service.db().begin_write().await.unwrap();
+    for n in 0..1500_i64 {
+        tx.execute(&Sql::new("insert into stock_movements (product_id, actor_id, delta, quantity_after, reason, created_at)
+                              values ($1, $2, 1, $3, 'RESTOCK', 0)").arg(id).arg(owner).arg(n + 2))
+            .await.unwrap();
+    }
+    tx.commit().await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ended_with_error = false;
     while let Ok(Some(response)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await
@@ -709,21 +706,19 @@ async fn a_replay_is_bounded_and_says_where_to_resume() {
     // Its initial stock is the ledger's first row: the replay starts after it.
     let product = seller.create_product("Onde-onde", 1).await;
     let me = user_id(&mut seller).await;
-    let first_row: i64 = ecanteen_api::with_db!(app.state.service.db(), pool => {
-        sqlx::query_scalar("select max(id) from stock_movements").fetch_one(pool).await.unwrap()
-    });
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
-        sqlx::query(
-            "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < 1200)
-             insert into stock_movements (product_id, actor_id, delta, quantity_after, reason, created_at)
-             select $1, $2, 1, i, 'RESTOCK', 0 from seq",
-        )
-        .bind(product.parse::<i64>().unwrap())
-        .bind(me)
-        .execute(pool)
+    let db = app.state.service.db();
+    let first_row: i64 = db
+        .scalar(&Sql::new("select max(id) from stock_movements"))
         .await
         .unwrap();
-    });
+    let sql = Sql::new(
+        "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < 1200)
+         insert into stock_movements (product_id, actor_id, delta, quantity_after, reason, created_at)
+         select $1, $2, 1, i, 'RESTOCK', 0 from seq",
+    )
+    .arg(product.parse::<i64>().unwrap())
+    .arg(me);
+    db.execute(&sql).await.unwrap();
     let mut stream = subscription(
         &app,
         me,

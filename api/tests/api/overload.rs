@@ -21,18 +21,14 @@ async fn tight_app(engine: Engine) -> TestApp {
 
 /// Makes `n` products for the partner `owner_id` in one statement.
 async fn many_products(app: &TestApp, owner_id: i64, n: i64) {
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
-        sqlx::query(
-            "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < $2)
-             insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
-             select $1, 'Kerupuk ' || i, 'kerupuk ' || i, 500, 1, 'makanan', 0, 0 from seq",
-        )
-        .bind(owner_id)
-        .bind(n)
-        .execute(pool)
-        .await
-        .unwrap();
-    });
+    let sql = Sql::new(
+        "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < $2)
+         insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
+         select $1, 'Kerupuk ' || i, 'kerupuk ' || i, 500, 1, 'makanan', 0, 0 from seq",
+    )
+    .arg(owner_id)
+    .arg(n);
+    app.state.service.db().execute(&sql).await.unwrap();
 }
 
 dual_tests! {

@@ -38,9 +38,12 @@ async fn create_with(c: &mut Client, name: &str, bytes: Vec<u8>) -> Value {
 }
 
 async fn count(app: &TestApp, table: &str) -> i64 {
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
-        sqlx::query_scalar(&format!("select count(*) from {table}")).fetch_one(pool).await.unwrap()
-    })
+    app.state
+        .service
+        .db()
+        .scalar(&Sql::new(format!("select count(*) from {table}")))
+        .await
+        .unwrap()
 }
 
 dual_tests! {

@@ -178,15 +178,11 @@ dual_tests! {
         let mut c = app.partner("bulk").await;
         let db = app.state.service.db();
         // Insert 120 products directly: the cap, not the API, is under test.
-        let owner: i64 = ecanteen_api::with_db!(db, pool => {
-            sqlx::query_scalar("select id from users").fetch_one(pool).await.unwrap()
-        });
+        let owner: i64 = db.scalar(&Sql::new("select id from users")).await.unwrap();
         for i in 0..120 {
-            ecanteen_api::with_db!(db, pool => {
-                sqlx::query("insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
-                             values ($1, $2, $2, 1, 1, 'makanan', 0, 0)")
-                    .bind(owner).bind(format!("p{i:03}")).execute(pool).await.unwrap();
-            });
+            db.execute(&Sql::new("insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
+                                  values ($1, $2, $2, 1, 1, 'makanan', 0, 0)").arg(owner).arg(format!("p{i:03}")))
+                .await.unwrap();
         }
         let r = c.ok("{ products(first: 1000) { totalCount pageInfo { hasNextPage } edges { node { id } } } }", json!({})).await;
         assert_eq!(r["products"]["edges"].as_array().unwrap().len(), 100);

@@ -9,9 +9,12 @@ use crate::helpers::*;
 const CREATE: &str = r#"{"query":"mutation { createProduct(input: {name: \"csrf\", price: 1, category: \"c\"}) { id } }"}"#;
 
 async fn product_count(app: &TestApp) -> i64 {
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
-        sqlx::query_scalar("select count(*) from products").fetch_one(pool).await.unwrap()
-    })
+    app.state
+        .service
+        .db()
+        .scalar(&Sql::new("select count(*) from products"))
+        .await
+        .unwrap()
 }
 
 dual_tests! {
@@ -51,9 +54,7 @@ dual_tests! {
     async fn internal_errors_show_no_sql(app) {
         let mut c = app.partner("unlucky").await;
         // Break the schema under the app: the failure is ours, not the client's.
-        ecanteen_api::with_db!(app.state.service.db(), pool => {
-            sqlx::query("drop table api_tokens").execute(pool).await.unwrap();
-        });
+        app.state.service.db().execute(&Sql::new("drop table api_tokens")).await.unwrap();
         let response = c.post_raw("application/json", json!({"query": "mutation { createApiToken(name: \"t\") { token } }"}).to_string()).await;
         let body = response.text();
         assert_eq!(first_code(&response.json()).as_deref(), Some("INTERNAL"));

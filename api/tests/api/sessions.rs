@@ -106,10 +106,8 @@ dual_tests! {
         assert_eq!(c.ok(ME, json!({})).await["me"], json!(null));
         use tower_sessions::ExpiredDeletion as _;
         app.state.service.db().session_store().delete_expired().await.unwrap();
-        let left: i64 = ecanteen_api::with_db!(app.state.service.db(), pool => {
-            let table = if app.engine() == Engine::Sqlite { "tower_sessions" } else { "tower_sessions.session" };
-            sqlx::query_scalar(&format!("select count(*) from {table}")).fetch_one(pool).await.unwrap()
-        });
+        let table = if app.engine() == Engine::Sqlite { "tower_sessions" } else { "tower_sessions.session" };
+        let left: i64 = app.state.service.db().scalar(&Sql::new(format!("select count(*) from {table}"))).await.unwrap();
         assert_eq!(left, 0);
     }
 }
@@ -134,10 +132,12 @@ async fn secure_cookies_when_configured() {
 /// Makes every new session fail to be stored, as a database that cannot take the write
 /// would.
 async fn refuse_session_inserts(app: &TestApp) {
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
+    {
         let statements: &[&str] = match app.engine() {
-            Engine::Sqlite => &["create trigger refuse_sessions before insert on tower_sessions
-                 begin select raise(abort, 'sessions refused'); end"],
+            Engine::Sqlite => &[
+                "create trigger refuse_sessions before insert on tower_sessions
+                 begin select raise(abort, 'sessions refused'); end",
+            ],
             Engine::Postgres => &[
                 "create function refuse_sessions() returns trigger language plpgsql
                  as $$ begin raise exception 'sessions refused'; end $$",
@@ -146,9 +146,14 @@ async fn refuse_session_inserts(app: &TestApp) {
             ],
         };
         for statement in statements {
-            sqlx::query(statement).execute(pool).await.unwrap();
+            app.state
+                .service
+                .db()
+                .execute(&Sql::new(*statement))
+                .await
+                .unwrap();
         }
-    });
+    }
 }
 
 /// On SQLite a session write takes its turn at the write gate like every other write,

@@ -163,16 +163,10 @@ dual_tests! {
         let mut c = app.partner("auditor").await;
         c.create_product("Susu", 3).await;
         let db = app.state.service.db();
-        let update = ecanteen_api::with_db!(db, pool => {
-            sqlx::query("update stock_movements set delta = 100").execute(pool).await.map(|_| ())
-        });
-        let delete = ecanteen_api::with_db!(db, pool => {
-            sqlx::query("delete from stock_movements").execute(pool).await.map(|_| ())
-        });
+        let update = db.execute(&Sql::new("update stock_movements set delta = 100")).await;
+        let delete = db.execute(&Sql::new("delete from stock_movements")).await;
         assert!(update.is_err() && delete.is_err());
-        let quantity_check = ecanteen_api::with_db!(db, pool => {
-            sqlx::query("update products set quantity = -1").execute(pool).await.map(|_| ())
-        });
+        let quantity_check = db.execute(&Sql::new("update products set quantity = -1")).await;
         assert!(quantity_check.is_err(), "the CHECK constraint backs the guard");
     }
 }

@@ -35,9 +35,7 @@ dual_tests! {
         let mut owner = app.partner("hashy").await;
         let token = owner.ok(CREATE, json!({"n": "t"})).await["createApiToken"]["token"]
             .as_str().unwrap().to_owned();
-        let stored: String = ecanteen_api::with_db!(app.state.service.db(), pool => {
-            sqlx::query_scalar("select token_hash from api_tokens").fetch_one(pool).await.unwrap()
-        });
+        let stored: String = app.state.service.db().scalar(&Sql::new("select token_hash from api_tokens")).await.unwrap();
         assert_eq!(stored.len(), 64);
         assert!(!stored.contains(&token[4..]));
         let listed = owner.ok("{ me { apiTokens { name lastUsedAt } } }", json!({})).await;

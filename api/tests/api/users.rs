@@ -35,17 +35,13 @@ dual_tests! {
             assert_eq!(response["errors"][0]["extensions"]["field"], field);
         }
         // Nothing was written.
-        let count: i64 = ecanteen_api::with_db!(app.state.service.db(), pool => {
-            sqlx::query_scalar("select count(*) from users").fetch_one(pool).await.unwrap()
-        });
+        let count: i64 = app.state.service.db().scalar(&Sql::new("select count(*) from users")).await.unwrap();
         assert_eq!(count, 0);
     }
 
     async fn passwords_are_stored_only_as_argon2id_hashes(app) {
         app.client().register("hasher", PASSWORD).await;
-        let hash: String = ecanteen_api::with_db!(app.state.service.db(), pool => {
-            sqlx::query_scalar("select password_hash from users").fetch_one(pool).await.unwrap()
-        });
+        let hash: String = app.state.service.db().scalar(&Sql::new("select password_hash from users")).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         assert!(!hash.contains(PASSWORD));
     }

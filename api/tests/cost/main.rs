@@ -95,17 +95,13 @@ async fn bounds_hold(engine: Engine) {
     let mut c = app.client();
     let owner = c.register("hitung", PASSWORD).await;
     let owner_id: i64 = owner["id"].as_str().unwrap().parse().unwrap();
-    ecanteen_api::with_db!(app.state.service.db(), pool => {
-        sqlx::query(
-            "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < 1005)
-             insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
-             select $1, 'Kerupuk ' || i, 'kerupuk ' || i, 500, 1, 'makanan', 0, 0 from seq",
-        )
-        .bind(owner_id)
-        .execute(pool)
-        .await
-        .unwrap();
-    });
+    let sql = Sql::new(
+        "with recursive seq(i) as (select 1 union all select i + 1 from seq where i < 1005)
+         insert into products (owner_id, name, name_key, price, quantity, category, created_at, updated_at)
+         select $1, 'Kerupuk ' || i, 'kerupuk ' || i, 500, 1, 'makanan', 0, 0 from seq",
+    )
+    .arg(owner_id);
+    app.state.service.db().execute(&sql).await.unwrap();
     let mut anonymous = app.client();
 
     // The most root fields an operation may have, each a page and a count: two
