@@ -228,7 +228,7 @@ impl ProductQuery {
     ) -> async_graphql::Result<ProductConnection> {
         let service = service(ctx)?;
         let first = page_size(first)?;
-        let filter = product_filter(service, filter.unwrap_or_default()).await?;
+        let filter = product_filter(filter.unwrap_or_default())?;
         let order_by = order_by.unwrap_or_default();
         let order = ProductOrder {
             field: match order_by.field {
@@ -245,24 +245,12 @@ impl ProductQuery {
             .map(|c| OpaqueCursor::<ProductCursor>::decode_cursor(&c))
             .transpose()
             .map_err(|_| ServiceError::invalid("after", "is not a valid cursor"))?;
-        let page = match &filter {
-            Some(filter) => {
-                service
-                    .list_products(filter, order, first, after.as_ref().map(|c| &c.0))
-                    .await?
-            }
-            None => crate::service::products::Page {
-                items: Vec::new(),
-                has_next: false,
-            },
-        };
+        let page = service
+            .list_products(&filter, order, first, after.as_ref().map(|c| &c.0))
+            .await?;
         let info = ProductListInfo {
             service: service.clone(),
-            // A filter on a partner that does not exist matches nothing.
-            filter: filter.unwrap_or(ProductFilter {
-                owner_id: Some(0),
-                ..ProductFilter::default()
-            }),
+            filter,
         };
         // When the page's owners are asked for, load them all in one batch now, into the
         // request's loader cache: left to the `owner` fields, a page's hundred lookups
@@ -292,24 +280,15 @@ impl ProductQuery {
     }
 }
 
-/// Parses a filter; `None` when it names a partner that does not exist.
-async fn product_filter(
-    service: &Service,
-    input: ProductFilterInput,
-) -> Result<Option<ProductFilter>, ServiceError> {
-    let mut owner_id = input
-        .owner_id
-        .as_ref()
-        .map(|id| id_arg("filter.ownerId", id))
-        .transpose()?;
-    if let Some(username) = &input.owner_username {
-        match service.user_by_username(username).await? {
-            Some(user) if owner_id.is_none_or(|id| id == user.id) => owner_id = Some(user.id),
-            _ => return Ok(None),
-        }
-    }
-    Ok(Some(ProductFilter {
-        owner_id,
+/// Parses a filter (the service resolves `ownerUsername`).
+fn product_filter(input: ProductFilterInput) -> Result<ProductFilter, ServiceError> {
+    Ok(ProductFilter {
+        owner_id: input
+            .owner_id
+            .as_ref()
+            .map(|id| id_arg("filter.ownerId", id))
+            .transpose()?,
+        owner_username: input.owner_username,
         category: input
             .category
             .as_deref()
@@ -318,7 +297,7 @@ async fn product_filter(
         search: input.search,
         in_stock: input.in_stock,
         low_stock: input.low_stock,
-    }))
+    })
 }
 
 /// Reads and checks an uploaded picture (off the async runtime: it is file I/O and

@@ -44,11 +44,7 @@ impl UserNode {
     /// This partner's API tokens, newest first. Only the partner may see them.
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiTokenNode>> {
-        let actor = actor(ctx)?;
-        if actor.user_id != self.0.id {
-            return Err(ServiceError::Forbidden("only the partner may see its API tokens").into());
-        }
-        let tokens = service(ctx)?.api_tokens(self.0.id).await?;
+        let tokens = service(ctx)?.api_tokens(&actor(ctx)?, self.0.id).await?;
         Ok(tokens.into_iter().map(ApiTokenNode).collect())
     }
 }

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{now_ms, Arg, Sql, Tx};
-use crate::domain::{Category, Description, Picture, Price, ProductName, Quantity, StockReason};
+use crate::domain::{
+    Category, Description, IdempotencyKey, Picture, Price, ProductName, Quantity, StockReason,
+};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
 use crate::service::pictures::{picture_url, retry_picture_race, thumbnail_url};
@@ -96,10 +98,76 @@ pub struct EditGuard {
     pub expected_quantity: Option<i64>,
 }
 
+/// A field of a fingerprint: `-` when absent, `=value` when given, so an absent field
+/// and an empty one differ.
+fn part(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("={}", v.to_string()))
+}
+
+impl NewProduct {
+    /// What tells a genuine retry from a key reused for another product: every field,
+    /// the picture by its hash. The same on every transport.
+    fn fingerprint_parts(&self) -> Vec<String> {
+        vec![
+            self.name.as_str().to_owned(),
+            self.description.as_str().to_owned(),
+            self.price.get().to_string(),
+            self.quantity.get().to_string(),
+            self.category.as_str().to_owned(),
+            part(self.low_stock_threshold.map(Quantity::get)),
+            part(self.picture.as_ref().map(|p| p.hash.as_str())),
+        ]
+    }
+}
+
+impl ProductPatch {
+    /// What tells a genuine retry of an edit from another edit under the same key.
+    fn fingerprint_parts(&self) -> Vec<String> {
+        vec![
+            part(self.name.as_ref().map(ProductName::as_str)),
+            part(self.description.as_ref().map(Description::as_str)),
+            part(self.price.map(Price::get)),
+            part(self.category.as_ref().map(Category::as_str)),
+            part(self.low_stock_threshold.map(|t| part(t.map(Quantity::get)))),
+            part(self.quantity.map(Quantity::get)),
+            part(
+                self.picture
+                    .as_ref()
+                    .map(|p| part(p.as_ref().map(|p| p.hash.as_str()))),
+            ),
+        ]
+    }
+}
+
+impl EditGuard {
+    fn fingerprint_parts(self) -> [String; 2] {
+        [part(self.expected_version), part(self.expected_quantity)]
+    }
+}
+
+/// The idempotency of a product write: its key, fingerprinted by the operation, the
+/// product and the request's own parts.
+fn keyed(
+    key: Option<IdempotencyKey>,
+    operation: &str,
+    id: Option<i64>,
+    parts: &[String],
+) -> Option<Idempotency> {
+    key.map(|key| {
+        let mut all = vec![operation.to_owned(), part(id)];
+        all.extend_from_slice(parts);
+        Idempotency::new(key, &all)
+    })
+}
+
 /// Which products a listing shows.
 #[derive(Clone, Debug, Default)]
 pub struct ProductFilter {
     pub owner_id: Option<i64>,
+    /// Only this partner's products, by username. A username no partner has (or a
+    /// partner other than `owner_id`) matches nothing: the rule is here, so both APIs
+    /// answer it alike.
+    pub owner_username: Option<String>,
     pub category: Option<Category>,
     /// Matched case-insensitively anywhere in the name.
     pub search: Option<String>,
@@ -182,6 +250,13 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    pub(crate) fn empty() -> Self {
+        Self {
+            items: Vec::new(),
+            has_next: false,
+        }
+    }
+
     /// A page of at most `size` items from a read that asked for one more: the extra
     /// row, if it came, only says that another page follows.
     pub(crate) fn of_one_more(mut items: Vec<T>, size: i64) -> Self {
@@ -331,9 +406,10 @@ impl Service {
         &self,
         actor: &Actor,
         new: NewProduct,
-        idempotency: Option<&Idempotency>,
+        key: Option<IdempotencyKey>,
     ) -> ServiceResult<Product> {
-        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let idempotency = keyed(key, "createProduct", None, &new.fingerprint_parts());
+        let (service, actor) = (self.clone(), *actor);
         self.detached(async move {
             retry_picture_race(|| service.try_create_product(&actor, &new, idempotency.as_ref()))
                 .await
@@ -407,9 +483,12 @@ impl Service {
         id: i64,
         patch: ProductPatch,
         guard: EditGuard,
-        idempotency: Option<&Idempotency>,
+        key: Option<IdempotencyKey>,
     ) -> ServiceResult<Product> {
-        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let mut parts = patch.fingerprint_parts();
+        parts.extend(guard.fingerprint_parts());
+        let idempotency = keyed(key, "updateProduct", Some(id), &parts);
+        let (service, actor) = (self.clone(), *actor);
         self.detached(async move {
             service
                 .replacing_picture(|| {
@@ -531,9 +610,12 @@ impl Service {
         id: i64,
         picture: Option<Picture>,
         guard: EditGuard,
-        idempotency: Option<&Idempotency>,
+        key: Option<IdempotencyKey>,
     ) -> ServiceResult<Product> {
-        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let mut parts = vec![part(picture.as_ref().map(|p| p.hash.as_str()))];
+        parts.extend(guard.fingerprint_parts());
+        let idempotency = keyed(key, "setProductImage", Some(id), &parts);
+        let (service, actor) = (self.clone(), *actor);
         self.detached(async move {
             service
                 .replacing_picture(|| {
@@ -599,9 +681,10 @@ impl Service {
         actor: &Actor,
         id: i64,
         guard: EditGuard,
-        idempotency: Option<&Idempotency>,
+        key: Option<IdempotencyKey>,
     ) -> ServiceResult<Product> {
-        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let idempotency = keyed(key, "deleteProduct", Some(id), &guard.fingerprint_parts());
+        let (service, actor) = (self.clone(), *actor);
         self.detached(async move {
             service
                 .try_delete_product(&actor, id, guard, idempotency.as_ref())
@@ -669,6 +752,22 @@ impl Service {
             .await?)
     }
 
+    /// The filter with its `owner_username` resolved into `owner_id`; `None` when it
+    /// names no partner (or another partner than `owner_id`), so nothing matches.
+    async fn resolve_owner(&self, filter: &ProductFilter) -> ServiceResult<Option<ProductFilter>> {
+        let Some(username) = &filter.owner_username else {
+            return Ok(Some(filter.clone()));
+        };
+        Ok(match self.user_by_username(username).await? {
+            Some(user) if filter.owner_id.is_none_or(|id| id == user.id) => Some(ProductFilter {
+                owner_id: Some(user.id),
+                owner_username: None,
+                ..filter.clone()
+            }),
+            _ => None,
+        })
+    }
+
     /// One page of live products, in a stable order (ties broken by id).
     pub async fn list_products(
         &self,
@@ -677,8 +776,11 @@ impl Service {
         first: i64,
         after: Option<&ProductCursor>,
     ) -> ServiceResult<Page<Product>> {
+        let Some(filter) = self.resolve_owner(filter).await? else {
+            return Ok(Page::empty());
+        };
         let mut sql = Sql::new(format!("select {PRODUCT_COLUMNS} from products"));
-        filter_sql(&mut sql, filter);
+        filter_sql(&mut sql, &filter);
         let column = order.field.column();
         let (cmp, dir) = if order.descending {
             ("<", "desc")
@@ -721,8 +823,11 @@ impl Service {
         offset: i64,
     ) -> ServiceResult<Page<Product>> {
         let limit = limit.unwrap_or(MAX_LISTING).clamp(0, MAX_LISTING);
+        let Some(filter) = self.resolve_owner(filter).await? else {
+            return Ok(Page::empty());
+        };
         let mut sql = Sql::new(format!("select {PRODUCT_COLUMNS} from products"));
-        filter_sql(&mut sql, filter);
+        filter_sql(&mut sql, &filter);
         sql.push(" order by id limit ")
             .bind(limit + 1)
             .push(" offset ")
@@ -733,8 +838,11 @@ impl Service {
 
     /// How many live products match a filter.
     pub async fn count_products(&self, filter: &ProductFilter) -> ServiceResult<i64> {
+        let Some(filter) = self.resolve_owner(filter).await? else {
+            return Ok(0);
+        };
         let mut sql = Sql::new("select count(*) from products");
-        filter_sql(&mut sql, filter);
+        filter_sql(&mut sql, &filter);
         Ok(self.db.scalar(&sql).await?)
     }
 }

@@ -8,7 +8,7 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::db::{now_ms, Sql};
-use crate::domain::TokenName;
+use crate::domain::{IdempotencyKey, TokenName};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
 use crate::service::{Actor, AuthMethod, Service};
@@ -57,10 +57,11 @@ impl Service {
         &self,
         actor: &Actor,
         name: &str,
-        idempotency: Option<&Idempotency>,
+        key: Option<IdempotencyKey>,
     ) -> ServiceResult<(ApiToken, String)> {
         managing_tokens(actor)?;
         let name = TokenName::parse("name", name)?;
+        let idempotency = key.map(|key| Idempotency::new(key, &["createApiToken", name.as_str()]));
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let secret = format!(
@@ -68,7 +69,7 @@ impl Service {
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
         let secret_hash = token_hash(&secret);
-        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let (service, actor) = (self.clone(), *actor);
         let token = self
             .detached(async move {
                 service
@@ -128,10 +129,12 @@ impl Service {
         &self,
         actor: &Actor,
         id: i64,
-        idempotency: Option<&Idempotency>,
+        key: Option<IdempotencyKey>,
     ) -> ServiceResult<ApiToken> {
         managing_tokens(actor)?;
-        let (service, actor, idempotency) = (self.clone(), *actor, idempotency.cloned());
+        let idempotency =
+            key.map(|key| Idempotency::new(key, &["revokeApiToken".to_owned(), id.to_string()]));
+        let (service, actor) = (self.clone(), *actor);
         self.detached(async move {
             service
                 .try_revoke_api_token(&actor, id, idempotency.as_ref())
@@ -185,8 +188,14 @@ impl Service {
         Ok(revoked)
     }
 
-    /// The actor's tokens, newest first, revoked ones included.
-    pub async fn api_tokens(&self, user_id: i64) -> ServiceResult<Vec<ApiToken>> {
+    /// A partner's tokens, newest first, revoked ones included. Only the partner may
+    /// list them (FORBIDDEN for anyone else), on every transport.
+    pub async fn api_tokens(&self, actor: &Actor, user_id: i64) -> ServiceResult<Vec<ApiToken>> {
+        if actor.user_id != user_id {
+            return Err(ServiceError::Forbidden(
+                "only the partner may see its API tokens",
+            ));
+        }
         Ok(self
             .db
             .fetch_all(

@@ -226,7 +226,7 @@ async fn serve(db: &TestDb) -> std::net::SocketAddr {
 }
 
 /// Starts a real replica on a socket, on `db`, configured by `tweak`.
-async fn serve_with(
+pub(crate) async fn serve_with(
     db: &TestDb,
     tweak: impl FnOnce(&mut ecanteen_api::config::Config),
 ) -> std::net::SocketAddr {
@@ -241,7 +241,7 @@ async fn serve_with(
     addr
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The handshake request for `/graphql/ws` on `addr`, speaking `protocol`.
@@ -258,7 +258,11 @@ fn ws_request(
     request
 }
 
-async fn connect(addr: std::net::SocketAddr, protocol: &str, cookie: Option<&str>) -> Ws {
+pub(crate) async fn connect(
+    addr: std::net::SocketAddr,
+    protocol: &str,
+    cookie: Option<&str>,
+) -> Ws {
     let mut request = ws_request(addr, protocol);
     if let Some(cookie) = cookie {
         request
@@ -270,12 +274,12 @@ async fn connect(addr: std::net::SocketAddr, protocol: &str, cookie: Option<&str
     ws
 }
 
-async fn send(ws: &mut Ws, message: Value) {
+pub(crate) async fn send(ws: &mut Ws, message: Value) {
     ws.send(Message::text(message.to_string())).await.unwrap();
 }
 
 /// The next JSON message, or `None` when the server closed the connection.
-async fn receive(ws: &mut Ws) -> Option<Value> {
+pub(crate) async fn receive(ws: &mut Ws) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(2), ws.next())
             .await

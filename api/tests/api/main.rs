@@ -12,6 +12,7 @@ mod fuzz;
 mod lifecycle;
 mod live;
 mod overload;
+mod parity;
 mod pictures;
 mod products;
 mod protection;

@@ -102,6 +102,24 @@ pub(crate) async fn actor(
     .ok_or_else(RestError::unauthenticated)
 }
 
+/// Who reads a public route: anyone, but a bearer token that is sent must be valid (401
+/// otherwise), as on `/graphql`: an integrator notices a revoked token at once, on
+/// either API.
+pub(crate) async fn reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: Session,
+) -> Result<Option<Actor>, RestError> {
+    let session = PartnerSession::new(session);
+    Ok(auth::resolve(
+        &state.service,
+        headers,
+        &session,
+        state.settings.session_refresh,
+    )
+    .await?)
+}
+
 /// A partner's username, by id.
 pub(crate) async fn username_of(state: &AppState, user_id: i64) -> Result<String, RestError> {
     state

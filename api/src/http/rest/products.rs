@@ -18,12 +18,11 @@ use super::body::{
     IdempotencyHeader, ImageField, Int,
 };
 use super::error::{BodyFailures, ErrorBody, OwnerFailures, RestError};
-use super::{actor, username_of};
+use super::{actor, reader, username_of};
 use crate::domain::{
     Category, Description, Note, Picture, Price, ProductName, Quantity, StockDelta, StockReason,
 };
 use crate::http::{content_essence, declared_length, is_preflighted, AppState};
-use crate::service::idempotency::Idempotency;
 use crate::service::products::{EditGuard, MAX_LISTING};
 use crate::service::{Actor, AdjustStock, NewProduct, Product, ProductFilter, ProductPatch};
 
@@ -142,20 +141,6 @@ async fn check_user_id(
     }
 }
 
-/// An idempotency key for a product write, fingerprinted by route and body.
-fn idempotency(
-    headers: &HeaderMap,
-    route: &str,
-    body: &impl Serialize,
-) -> Result<Option<Idempotency>, RestError> {
-    let Some(key) = body::idempotency_key(headers)? else {
-        return Ok(None);
-    };
-    let body = serde_json::to_string(body)
-        .map_err(|e| RestError::from(crate::error::ServiceError::Internal(e.into())))?;
-    Ok(Some(Idempotency::new(key, &[route, body.as_str()])))
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
@@ -180,13 +165,17 @@ const MAX_LIMIT: i64 = MAX_LISTING;
     responses(
         (status = 200, description = "The products, ordered by id; at most `limit` (1000 when absent), with a `Link: <…>; rel=\"next\"` header when more follow", body = [RestProduct]),
         (status = 400, description = "Bad paging or filter", body = ErrorBody),
+        (status = 401, description = "A bearer token was sent, and it is unknown or revoked (public reads need none)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
     // The full URL: a nested router's `Uri` has lost its `/ecanteen` prefix.
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, RestError> {
+    reader(&state, &headers, session).await?;
     let Query(params) =
         params.map_err(|e| RestError::bad_request(format!("query: {}", e.body_text())))?;
     let limit = params
@@ -214,12 +203,7 @@ pub async fn list(
     if let Some(category) = params.category.as_deref() {
         filter.category = Some(Category::parse("category", category)?);
     }
-    if let Some(username) = params.user_id.as_deref() {
-        match state.service.user_by_username(username).await? {
-            Some(user) => filter.owner_id = Some(user.id),
-            None => return Ok(Json(Vec::<RestProduct>::new()).into_response()),
-        }
-    }
+    filter.owner_username = params.user_id.clone();
     let page = state.service.products_by_id(&filter, limit, offset).await?;
     let shown = i64::try_from(page.items.len()).unwrap_or(i64::MAX);
     let mut response = Json(render_all(&state, page.items).await?).into_response();
@@ -251,12 +235,16 @@ fn next_page(uri: &axum::http::Uri, offset: i64) -> String {
     params(("id" = i64, Path, minimum = 1, description = "The product's id")),
     responses(
         (status = 200, body = RestProduct),
+        (status = 401, description = "A bearer token was sent, and it is unknown or revoked (public reads need none)", body = ErrorBody),
         (status = 404, description = "No such product", body = ErrorBody),
     ))]
 pub async fn show(
     State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<RestProduct>, RestError> {
+    reader(&state, &headers, session).await?;
     let id = product_id(&id)?;
     match state.service.product(id).await? {
         Some(product) => Ok(Json(render(&state, product).await?)),
@@ -307,7 +295,7 @@ pub async fn create(
     let actor = actor(&state, &headers, session).await?;
     let input: CreateProduct = body::json(&headers, body, product_body_limit(&state)).await?;
     check_user_id(&state, &actor, input.user_id.as_deref()).await?;
-    let idempotency = idempotency(&headers, "POST /ecanteen/product", &input)?;
+    let idempotency = body::idempotency_key(&headers)?;
     let new = NewProduct {
         name: ProductName::parse("name", &input.name)?,
         description: Description::parse("desc", input.desc.as_deref().unwrap_or(""))?,
@@ -319,7 +307,7 @@ pub async fn create(
     };
     let product = state
         .service
-        .create_product(&actor, new, idempotency.as_ref())
+        .create_product(&actor, new, idempotency)
         .await?;
     Ok(Json(render(&state, product).await?))
 }
@@ -415,7 +403,7 @@ async fn apply_update(
     input: UpdateProduct,
 ) -> Result<Json<String>, RestError> {
     check_user_id(state, actor, input.user_id.as_deref()).await?;
-    let idempotency = idempotency(headers, &format!("PUT /ecanteen/product/{id}"), &input)?;
+    let idempotency = body::idempotency_key(headers)?;
     let patch = ProductPatch {
         name: input
             .name
@@ -449,7 +437,7 @@ async fn apply_update(
     };
     match state
         .service
-        .update_product(actor, id, patch, guard, idempotency.as_ref())
+        .update_product(actor, id, patch, guard, idempotency)
         .await
     {
         Ok(_) => Ok(Json(format!("product {id} updated"))),
@@ -488,10 +476,10 @@ pub async fn delete(
 ) -> Result<Json<String>, RestError> {
     let id = product_id(&id)?;
     let actor = actor(&state, &headers, session).await?;
-    let idempotency = idempotency(&headers, &format!("DELETE /ecanteen/product/{id}"), &())?;
+    let idempotency = body::idempotency_key(&headers)?;
     state
         .service
-        .delete_product(&actor, id, EditGuard::default(), idempotency.as_ref())
+        .delete_product(&actor, id, EditGuard::default(), idempotency)
         .await?;
     Ok(Json(format!("product {id} deleted")))
 }
@@ -598,25 +586,11 @@ pub async fn replace_image(
     }
     let bytes = read_image_field(&state, request).await?;
     let picture = state.service.parse_picture("image", bytes).await?;
-    // The picture's hash is the SHA-256 of its bytes: a retry sends the same.
-    let idempotency = body::idempotency_key(&headers)?.map(|key| {
-        Idempotency::new(
-            key,
-            &[
-                format!("PUT /ecanteen/product/{id}/image"),
-                picture.hash.clone(),
-            ],
-        )
-    });
+    // The service fingerprints the picture by its hash: a retry sends the same bytes.
+    let idempotency = body::idempotency_key(&headers)?;
     let product = state
         .service
-        .set_product_image(
-            &actor,
-            id,
-            Some(picture),
-            EditGuard::default(),
-            idempotency.as_ref(),
-        )
+        .set_product_image(&actor, id, Some(picture), EditGuard::default(), idempotency)
         .await?;
     Ok(Json(render(&state, product).await?))
 }

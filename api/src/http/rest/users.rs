@@ -15,7 +15,6 @@ use crate::domain::parse_id;
 use crate::error::ServiceError;
 use crate::http::session::PartnerSession;
 use crate::http::AppState;
-use crate::service::idempotency::Idempotency;
 
 /// A username and password, as JSON or as a form.
 #[derive(Deserialize, ToSchema)]
@@ -193,11 +192,9 @@ pub async fn create_token(
 ) -> Result<Json<CreatedToken>, RestError> {
     let actor = actor(&state, &headers, session).await?;
     let input: NewToken = body::json(&headers, body, state.settings.body_limit).await?;
-    let idempotency = body::idempotency_key(&headers)?
-        .map(|key| Idempotency::new(key, &["POST /ecanteen/tokens", input.name.as_str()]));
     let (token, secret) = state
         .service
-        .create_api_token(&actor, &input.name, idempotency.as_ref())
+        .create_api_token(&actor, &input.name, body::idempotency_key(&headers)?)
         .await?;
     Ok(Json(CreatedToken {
         id: token.id,
@@ -223,11 +220,10 @@ pub async fn revoke_token(
 ) -> Result<Json<String>, RestError> {
     let actor = actor(&state, &headers, session).await?;
     let id = parse_id("id", &id).map_err(|_| RestError::not_found("API token not found"))?;
-    let idempotency = body::idempotency_key(&headers)?
-        .map(|key| Idempotency::new(key, &[format!("DELETE /ecanteen/tokens/{id}")]));
+    let idempotency = body::idempotency_key(&headers)?;
     state
         .service
-        .revoke_api_token(&actor, id, idempotency.as_ref())
+        .revoke_api_token(&actor, id, idempotency)
         .await?;
     Ok(Json(format!("token {id} revoked")))
 }
