@@ -49,13 +49,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::service::admission::WaitingRoom;
-
 mod statement;
 mod tx;
+mod waiting;
 
 pub use statement::{Arg, Row, Scalar, Sql};
 pub use tx::Tx;
+pub use waiting::{Place, WaitingRoom};
 
 use statement::BindArgs as _;
 
@@ -428,7 +428,8 @@ impl Db {
         }
     }
 
-    /// Applies the embedded migrations of this engine, then the session store's table.
+    /// Applies the embedded migrations of this engine. (The session store's table is
+    /// the store's own: `sessions::Store::migrate`.)
     ///
     /// Replicas started together race to migrate a fresh database. PostgreSQL's migrator
     /// serialises them with an advisory lock; SQLite's has no lock, so a loser of that
@@ -450,10 +451,6 @@ impl Db {
                 Err(err) => return Err(err).context("database migration failed"),
             }
         }
-        self.session_store()
-            .migrate()
-            .await
-            .context("session table migration failed")?;
         Ok(())
     }
 
@@ -511,11 +508,6 @@ impl Db {
             ledger,
             WriteGate::new(Some(PathBuf::from(lock)), options.acquire_timeout),
         ))
-    }
-
-    /// The tower-sessions store on this database, so every replica sees every session.
-    pub fn session_store(&self) -> crate::http::session::Store {
-        crate::http::session::Store::new(self)
     }
 
     /// Whether the database answers a trivial query.

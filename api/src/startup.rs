@@ -41,6 +41,10 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     };
     let db = Db::connect(&options).await?;
     db.migrate().await?;
+    crate::sessions::Store::new(&db)
+        .migrate()
+        .await
+        .context("session table migration failed")?;
     let logins = db.open_login_ledger(&options).await?;
     let hasher = PasswordHasher::new(
         config.argon2_memory_kib,
@@ -247,7 +251,7 @@ async fn serve(
 }
 
 async fn maintenance(service: Service) {
-    let store = service.db().session_store();
+    let store = crate::sessions::Store::new(service.db());
     let mut interval = tokio::time::interval(MAINTENANCE_PERIOD);
     loop {
         interval.tick().await;

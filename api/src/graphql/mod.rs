@@ -26,8 +26,8 @@ use futures_util::StreamExt as _;
 use crate::domain::parse_id;
 use crate::error::ServiceError;
 use crate::events::EventHub;
-use crate::http::session::PartnerSession;
 use crate::service::{Actor, Service};
+use crate::sessions::PartnerSession;
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]

@@ -12,8 +12,8 @@ use tower_sessions::session::Id;
 use crate::error::{ServiceError, ServiceResult};
 use crate::graphql::connection::ConnectionCredential;
 use crate::http::partner_tag;
-use crate::http::session::{PartnerSession, Store};
 use crate::service::{Actor, AuthMethod, Service};
+use crate::sessions::{PartnerSession, Store};
 
 /// The bearer secret of an `Authorization: Bearer …` header, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {

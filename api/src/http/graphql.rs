@@ -35,7 +35,7 @@ use super::{
 use crate::error::ServiceError;
 use crate::graphql::limits::{may_have_password_fields, password_fields, ONE_PASSWORD_FIELD};
 use crate::graphql::{request_data, RequestAuth};
-use crate::http::session::PartnerSession;
+use crate::sessions::PartnerSession;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/graphql", get(get_graphql).post(post_graphql))

@@ -12,7 +12,7 @@
 //! - [`auth`]: who a request is (bearer token or cookie session);
 //! - [`origin`]: whether a browser request comes from a page of this server;
 //! - [`partner_tag`]: names that partner to the balancer (for its rate limits);
-//! - [`session`]: the database-backed session store and the typed session.
+//! - [`session`]: a session that could not be saved is answered 503, not a bare 500.
 
 pub mod auth;
 pub mod client;
@@ -78,7 +78,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let session_ttl =
         time::Duration::try_from(state.settings.session_ttl).unwrap_or(time::Duration::hours(12));
-    let sessions = SessionManagerLayer::new(state.service.db().session_store())
+    let sessions = SessionManagerLayer::new(crate::sessions::Store::new(state.service.db()))
         .with_name("ecanteen_session")
         .with_http_only(true)
         .with_same_site(SameSite::Lax)

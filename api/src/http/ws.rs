@@ -43,13 +43,13 @@ use tower_sessions::session::Id;
 use tower_sessions::Session;
 
 use super::auth::SocketCredential;
-use super::session::PartnerSession;
 use super::{json_error, with_retry_after, AppState};
 use crate::error::ServiceError;
 use crate::graphql::connection::{ConnectionAuth, ConnectionCredential as _};
 use crate::graphql::live::SubscriptionSlots;
 use crate::graphql::{request_data, RequestAuth};
 use crate::service::{AuthMethod, Service};
+use crate::sessions::PartnerSession;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/graphql/ws", get(upgrade))
@@ -236,7 +236,7 @@ async fn init_credential(
     }
     cookie_session
         .map(|id| SocketCredential::Session {
-            store: service.db().session_store(),
+            store: crate::sessions::Store::new(service.db()),
             id,
         })
         .ok_or_else(|| {

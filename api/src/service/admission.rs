@@ -21,13 +21,13 @@
 //! one, so password work uses the cores that nothing else wants, and yields them as
 //! soon as a request needs one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::anyhow;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::db::WaitingRoom;
 use crate::error::{ServiceError, ServiceResult};
 
 /// The nice value of the admitted work's threads: the lowest priority there is.
@@ -179,49 +179,6 @@ fn lower_this_threads_priority(class: &'static str) {
     let this_thread = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(this_thread), WORKER_NICE) {
         tracing::warn!(class, error = %e, "cannot lower a worker thread's priority");
-    }
-}
-
-/// A bounded count of those waiting: password jobs for a worker, writes for SQLite's
-/// writer (`db::WriteGate`).
-#[derive(Debug)]
-pub struct WaitingRoom {
-    waiting: AtomicUsize,
-    limit: usize,
-}
-
-impl WaitingRoom {
-    /// At most `limit` wait at once.
-    pub fn new(limit: usize) -> Self {
-        Self {
-            waiting: AtomicUsize::new(0),
-            limit,
-        }
-    }
-
-    /// A place, or `None` when all `limit` are taken. The place is given back when it is
-    /// dropped, however the wait ends, a cancelled request's included.
-    pub fn join(&self) -> Option<Place<'_>> {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.limit {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Place(&self.waiting))
-    }
-
-    /// How many wait now.
-    pub fn count(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
-    }
-}
-
-/// One place in a [`WaitingRoom`], held while waiting.
-#[derive(Debug)]
-pub struct Place<'a>(&'a AtomicUsize);
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -105,7 +105,7 @@ dual_tests! {
         app.expire_sessions().await;
         assert_eq!(c.ok(ME, json!({})).await["me"], json!(null));
         use tower_sessions::ExpiredDeletion as _;
-        app.state.service.db().session_store().delete_expired().await.unwrap();
+        ecanteen_api::sessions::Store::new(app.state.service.db()).delete_expired().await.unwrap();
         let table = if app.engine() == Engine::Sqlite { "tower_sessions" } else { "tower_sessions.session" };
         let left: i64 = app.state.service.db().scalar(&Sql::new(format!("select count(*) from {table}"))).await.unwrap();
         assert_eq!(left, 0);

@@ -31,9 +31,9 @@ use axum::Router;
 use tower_sessions::Session;
 
 use self::error::RestError;
-use crate::http::session::PartnerSession;
 use crate::http::{auth, AppState};
 use crate::service::Actor;
+use crate::sessions::PartnerSession;
 
 /// The routes, to be nested under `/ecanteen`.
 pub fn router() -> Router<AppState> {

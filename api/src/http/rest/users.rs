@@ -13,8 +13,8 @@ use super::body::{self, IdempotencyHeader};
 use super::error::{ErrorBody, RestError};
 use crate::domain::parse_id;
 use crate::error::ServiceError;
-use crate::http::session::PartnerSession;
 use crate::http::AppState;
+use crate::sessions::PartnerSession;
 
 /// A username and password, as JSON or as a form.
 #[derive(Deserialize, ToSchema)]
