@@ -12,6 +12,7 @@ mod fuzz;
 mod layers;
 mod lifecycle;
 mod live;
+mod migrations;
 mod overload;
 mod parity;
 mod pictures;
