@@ -1,10 +1,15 @@
 //! The one error type of the service layer, with stable codes.
 //!
-//! Every variant maps to one code that clients may rely on. GraphQL puts it in
-//! `extensions.code`; the HTTP layer picks a status from it. Internal causes are logged
-//! once, where the error leaves the service, and never shown to a client.
+//! Every variant maps to one code that clients may rely on, one HTTP status, and
+//! whether and when to retry; all of it is here ([`ServiceError::code`],
+//! [`ServiceError::http_status`], [`ServiceError::rest_code`],
+//! [`ServiceError::retry_after`]), so a new variant is one edit. GraphQL puts the code in
+//! `extensions.code`; REST and the HTTP layer answer with the status. Internal causes are
+//! logged once, where the error leaves the service, and never shown to a client.
 
 use std::time::Duration;
+
+use axum::http::StatusCode;
 
 /// What went wrong, as the client is allowed to see it.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,33 @@ impl ServiceError {
         }
     }
 
+    /// The HTTP status this error is answered with, on every transport (REST, and
+    /// GraphQL's errors answered before execution).
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } | Self::InsufficientStock { .. } => StatusCode::CONFLICT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Busy { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code of the REST contract (shared/specs/rest-compat.md), whose fixed list
+    /// names some errors otherwise: a bad field is `BAD_REQUEST`, and a 503 is
+    /// `INTERNAL` whatever made the service unavailable (it has no `BUSY`).
+    pub fn rest_code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } | Self::IdempotencyKeyReused => "BAD_REQUEST",
+            Self::Busy { .. } => "INTERNAL",
+            other => other.code(),
+        }
+    }
+
     /// Whether the same request may succeed if simply sent again later.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -147,3 +179,83 @@ impl From<tower_sessions::session::Error> for ServiceError {
 
 /// The result type of the service layer.
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant: a new variant that is not added here fails to compile in
+    /// `kind` below.
+    fn one_of_each() -> Vec<ServiceError> {
+        let every = vec![
+            ServiceError::invalid("name", "empty"),
+            ServiceError::IdempotencyKeyReused,
+            ServiceError::Unauthenticated("who"),
+            ServiceError::Forbidden("not yours"),
+            ServiceError::NotFound("product"),
+            ServiceError::conflict("stale", Some(2)),
+            ServiceError::InsufficientStock {
+                available: 1,
+                requested: 2,
+            },
+            ServiceError::TooManyRequests {
+                retry_after: Duration::from_secs(7),
+            },
+            ServiceError::Busy {
+                retry_after: Duration::from_secs(2),
+            },
+            ServiceError::Unavailable(anyhow::anyhow!("pool")),
+            ServiceError::Internal(anyhow::anyhow!("bug")),
+        ];
+        for err in &every {
+            // Exhaustive: a variant missing above is a compile error here.
+            match err {
+                ServiceError::Invalid { .. }
+                | ServiceError::IdempotencyKeyReused
+                | ServiceError::Unauthenticated(_)
+                | ServiceError::Forbidden(_)
+                | ServiceError::NotFound(_)
+                | ServiceError::Conflict { .. }
+                | ServiceError::InsufficientStock { .. }
+                | ServiceError::TooManyRequests { .. }
+                | ServiceError::Busy { .. }
+                | ServiceError::Unavailable(_)
+                | ServiceError::Internal(_) => {}
+            }
+        }
+        every
+    }
+
+    #[test]
+    fn every_error_has_one_status_one_code_and_says_when_to_retry() {
+        const REST_CODES: [&str; 10] = [
+            "BAD_REQUEST",
+            "UNAUTHENTICATED",
+            "FORBIDDEN",
+            "NOT_FOUND",
+            "CONFLICT",
+            "INSUFFICIENT_STOCK",
+            "PAYLOAD_TOO_LARGE",
+            "UNSUPPORTED_MEDIA_TYPE",
+            "TOO_MANY_REQUESTS",
+            "INTERNAL",
+        ];
+        for err in one_of_each() {
+            let status = err.http_status().as_u16();
+            assert!(REST_CODES.contains(&err.rest_code()), "{err:?}");
+            // A client mistake is never a 5xx, and only a failure of ours is a 500.
+            assert_eq!(
+                status == 500,
+                matches!(err, ServiceError::Internal(_)),
+                "{err:?}"
+            );
+            // What may be retried says when, and is a 429 or a 503; nothing else is.
+            assert_eq!(err.is_retryable(), err.retry_after().is_some(), "{err:?}");
+            assert_eq!(err.is_retryable(), matches!(status, 429 | 503), "{err:?}");
+        }
+        let busy = ServiceError::Busy {
+            retry_after: Duration::from_secs(2),
+        };
+        assert_eq!((busy.code(), busy.rest_code()), ("BUSY", "INTERNAL"));
+    }
+}

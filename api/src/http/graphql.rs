@@ -330,40 +330,53 @@ async fn execute(
     // A single operation that failed only because the database is unavailable or the
     // service is busy is a 503 with Retry-After, so balancers and clients know to try
     // again.
-    let unavailable = matches!(&response, BatchResponse::Single(r)
-        if r.data == async_graphql::Value::Null
-            && !r.errors.is_empty()
-            && r.errors.iter().all(is_unavailable));
+    // The wait is the longest the errors ask for (their `retryAfter`, which the
+    // service error set: see `ServiceError::retry_after`).
+    let unavailable = match &response {
+        BatchResponse::Single(r)
+            if r.data == async_graphql::Value::Null && !r.errors.is_empty() =>
+        {
+            r.errors
+                .iter()
+                .map(unavailable_for)
+                .collect::<Option<Vec<u64>>>()
+                .and_then(|waits| waits.into_iter().max())
+        }
+        _ => None,
+    };
     let json = Json(response).into_response();
-    if unavailable {
+    if let Some(wait) = unavailable {
         let (mut parts, body) = json.into_parts();
         parts.status = StatusCode::SERVICE_UNAVAILABLE;
-        return with_retry_after(Response::from_parts(parts, body), 1);
+        return with_retry_after(Response::from_parts(parts, body), wait);
     }
     json
 }
 
-fn is_unavailable(err: &ServerError) -> bool {
-    err.extensions.as_ref().is_some_and(|ext| {
-        let code = ext.get("code");
-        (code == Some(&async_graphql::Value::from("INTERNAL"))
-            || code == Some(&async_graphql::Value::from("BUSY")))
-            && ext.get("retryable") == Some(&async_graphql::Value::from(true))
+/// How long to wait before sending again, when an error says the service is unavailable
+/// or busy (a retryable `INTERNAL` or `BUSY`); `None` for any other error.
+fn unavailable_for(err: &ServerError) -> Option<u64> {
+    let ext = err.extensions.as_ref()?;
+    let code = ext.get("code");
+    let unavailable = (code == Some(&async_graphql::Value::from("INTERNAL"))
+        || code == Some(&async_graphql::Value::from("BUSY")))
+        && ext.get("retryable") == Some(&async_graphql::Value::from(true));
+    if !unavailable {
+        return None;
+    }
+    Some(match ext.get("retryAfter") {
+        Some(async_graphql::Value::Number(n)) => n.as_u64().unwrap_or(1).max(1),
+        _ => 1,
     })
 }
 
-/// An authentication failure before execution, as a GraphQL-shaped error.
+/// A failure before execution (authentication, a session that cannot be saved), as a
+/// GraphQL-shaped error with the service error's own status and `Retry-After`.
 pub(crate) fn service_error_response(err: ServiceError) -> Response {
     err.log();
-    let status = match &err {
-        ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let response = json_error(status, err.code(), &err.to_string());
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        with_retry_after(response, 1)
-    } else {
-        response
+    let response = json_error(err.http_status(), err.code(), &err.to_string());
+    match err.retry_after() {
+        Some(wait) => with_retry_after(response, wait.as_secs().max(1)),
+        None => response,
     }
 }

@@ -141,42 +141,19 @@ impl RestError {
 }
 
 impl From<ServiceError> for RestError {
+    /// The mapping itself is the service error's (`ServiceError::http_status`,
+    /// `rest_code`, `retry_after`); only the message of a reused key names REST's header.
     fn from(err: ServiceError) -> Self {
         err.log();
-        let message = err.to_string();
-        match err {
-            ServiceError::Invalid { .. } => Self::bad_request(message),
-            ServiceError::IdempotencyKeyReused => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "BAD_REQUEST",
-                "Idempotency-Key: was already used for a different request",
-            ),
-            ServiceError::Unauthenticated(_) => {
-                Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+        let message = match err {
+            ServiceError::IdempotencyKeyReused => {
+                "Idempotency-Key: was already used for a different request".to_owned()
             }
-            ServiceError::Forbidden(_) => Self::forbidden(message),
-            ServiceError::NotFound(_) => Self::not_found(message),
-            ServiceError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "CONFLICT", message),
-            ServiceError::InsufficientStock { .. } => {
-                Self::new(StatusCode::CONFLICT, "INSUFFICIENT_STOCK", message)
-            }
-            ServiceError::TooManyRequests { retry_after } => Self {
-                retry_after: Some(retry_after.as_secs().max(1)),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", message)
-            },
-            // The contract's codes (shared/specs/rest-compat.md) have no BUSY: a 503
-            // with Retry-After is INTERNAL there, whatever made the service unavailable.
-            ServiceError::Busy { retry_after } => Self {
-                retry_after: Some(retry_after.as_secs().max(1)),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", message)
-            },
-            ServiceError::Unavailable(_) => Self {
-                retry_after: Some(1),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", message)
-            },
-            ServiceError::Internal(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
-            }
+            ref other => other.to_string(),
+        };
+        Self {
+            retry_after: err.retry_after().map(|wait| wait.as_secs().max(1)),
+            ..Self::new(err.http_status(), err.rest_code(), message)
         }
     }
 }
