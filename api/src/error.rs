@@ -38,6 +38,11 @@ pub enum ServiceError {
         /// The value the client should have expected (current version or quantity).
         current: Option<i64>,
     },
+    /// `CONFLICT` (409): the write lost a race it could not wait for (a picture removed
+    /// by a cleanup while it was given to a product), and was tried again a few times
+    /// first. Nothing was written; sent again, it may succeed.
+    #[error("{0}")]
+    Raced(&'static str),
     /// `INSUFFICIENT_STOCK` (409): the change would take stock below zero.
     #[error("insufficient stock: {available} available, {requested} requested")]
     InsufficientStock { available: i64, requested: i64 },
@@ -78,7 +83,7 @@ impl ServiceError {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
-            Self::Conflict { .. } => "CONFLICT",
+            Self::Conflict { .. } | Self::Raced(_) => "CONFLICT",
             Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
             Self::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Self::Busy { .. } => "BUSY",
@@ -95,7 +100,9 @@ impl ServiceError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } | Self::InsufficientStock { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::Raced(_) | Self::InsufficientStock { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Busy { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -177,6 +184,26 @@ impl From<tower_sessions::session::Error> for ServiceError {
     }
 }
 
+/// Names what a database constraint's refusal means, at the statement that may meet it:
+/// no racy pre-check `SELECT`, and no digging the database error back out of
+/// `Internal` afterwards. Any other failure maps as `From<sqlx::Error>` does.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, name: &str, meaning: impl FnOnce() -> ServiceError) -> ServiceResult<T>;
+}
+
+impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, meaning: impl FnOnce() -> ServiceError) -> ServiceResult<T> {
+        self.map_err(|err| {
+            let refused_by = err.as_database_error().and_then(|e| e.constraint());
+            if refused_by == Some(name) {
+                meaning()
+            } else {
+                ServiceError::from(err)
+            }
+        })
+    }
+}
+
 /// The result type of the service layer.
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
@@ -194,6 +221,7 @@ mod tests {
             ServiceError::Forbidden("not yours"),
             ServiceError::NotFound("product"),
             ServiceError::conflict("stale", Some(2)),
+            ServiceError::Raced("a picture was removed"),
             ServiceError::InsufficientStock {
                 available: 1,
                 requested: 2,
@@ -216,6 +244,7 @@ mod tests {
                 | ServiceError::Forbidden(_)
                 | ServiceError::NotFound(_)
                 | ServiceError::Conflict { .. }
+                | ServiceError::Raced(_)
                 | ServiceError::InsufficientStock { .. }
                 | ServiceError::TooManyRequests { .. }
                 | ServiceError::Busy { .. }

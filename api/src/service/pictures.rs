@@ -102,16 +102,14 @@ pub(crate) fn over_quota(used: u64, quota: u64) -> ServiceError {
     )
 }
 
-/// Whether an error is PostgreSQL's foreign key refusing a reference to a picture that
-/// a concurrent cleanup just deleted: the write is safe to retry.
-pub(crate) fn is_picture_race(err: &ServiceError) -> bool {
-    let ServiceError::Internal(cause) = err else {
-        return false;
-    };
-    cause
-        .downcast_ref::<sqlx::Error>()
-        .and_then(|e| e.as_database_error())
-        .is_some_and(|e| e.constraint() == Some("products_image_ref_fkey"))
+/// PostgreSQL's foreign key from `products.image_ref`: it refuses a reference to a
+/// picture that a concurrent cleanup just deleted.
+pub(crate) const PICTURE_REFERENCE: &str = "products_image_ref_fkey";
+
+/// What a product write that met [`PICTURE_REFERENCE`] answers: it is tried again
+/// ([`retry_picture_race`]), and after a few losses the client is told to send it again.
+pub(crate) fn picture_raced() -> ServiceError {
+    ServiceError::Raced("the picture was removed while it was being stored; send the request again")
 }
 
 impl Service {
@@ -255,7 +253,7 @@ where
     let mut tries = 0;
     loop {
         match attempt().await {
-            Err(err) if tries < 3 && is_picture_race(&err) => tries += 1,
+            Err(ServiceError::Raced(_)) if tries < 3 => tries += 1,
             other => return other,
         }
     }

@@ -309,3 +309,26 @@ dual_tests! {
         assert!(theirs.get("errors").is_none(), "{theirs}");
     }
 }
+
+/// `on_constraint` turns the named constraint's refusal into what the call site says it
+/// means (a product write that met a picture's cleanup is `Raced`, and tried again),
+/// and leaves any other failure as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constraint_refusal_means_what_the_call_site_says() {
+    use ecanteen_api::error::{OnConstraint as _, ServiceError};
+    let app = TestApp::new(Engine::Postgres).await;
+    let mut c = app.partner("constrained").await;
+    let id: i64 = c.create_product("Kue Lapis", 1).await.parse().unwrap();
+    let db = app.state.service.db();
+    let dangling = Sql::new("update products set image_ref = 'removed' where id = $1").arg(id);
+    let raced = db
+        .execute(&dangling)
+        .await
+        .on_constraint("products_image_ref_fkey", || ServiceError::Raced("removed"));
+    assert!(matches!(raced, Err(ServiceError::Raced(_))), "{raced:?}");
+    let other = db
+        .execute(&dangling)
+        .await
+        .on_constraint("another_constraint", || ServiceError::Raced("removed"));
+    assert!(matches!(other, Err(ServiceError::Internal(_))), "{other:?}");
+}

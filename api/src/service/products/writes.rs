@@ -7,9 +7,9 @@ use crate::db::{now_ms, Sql, Tx};
 use crate::domain::{
     Category, Description, IdempotencyKey, Picture, Price, ProductName, Quantity, StockReason,
 };
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{OnConstraint as _, ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
-use crate::service::pictures::retry_picture_race;
+use crate::service::pictures::{picture_raced, retry_picture_race, PICTURE_REFERENCE};
 use crate::service::stock::NewMovement;
 use crate::service::{ownership_error, Actor, Service};
 
@@ -213,7 +213,8 @@ impl Service {
                 .arg(new.picture.as_ref().map(|p| p.ext))
                 .arg(now),
             )
-            .await?;
+            .await
+            .on_constraint(PICTURE_REFERENCE, picture_raced)?;
         if product.quantity > 0 {
             tx.append_movement(&NewMovement {
                 product_id: product.id,
@@ -338,7 +339,8 @@ impl Service {
                 .arg(id)
                 .arg(current.version),
             )
-            .await?
+            .await
+            .on_constraint(PICTURE_REFERENCE, picture_raced)?
             // Only PostgreSQL can get here: another transaction changed the row between
             // our read and our write (SQLite's BEGIN IMMEDIATE rules that out).
             .ok_or_else(|| ServiceError::conflict(CHANGED_CONCURRENTLY, None))?;
@@ -424,7 +426,8 @@ impl Service {
                 .arg(id)
                 .arg(current.version),
             )
-            .await?
+            .await
+            .on_constraint(PICTURE_REFERENCE, picture_raced)?
             .ok_or_else(|| ServiceError::conflict(CHANGED_CONCURRENTLY, None))?;
         tx.append_product_event(&updated, "UPDATED").await?;
         tx.record_product(actor, idempotency, &updated).await?;
