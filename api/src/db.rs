@@ -57,7 +57,8 @@ pub use statement::{Arg, Row, Scalar, Sql};
 pub use tx::Tx;
 pub use waiting::{Place, WaitingRoom};
 
-use statement::BindArgs as _;
+use sqlx::{Postgres, Sqlite};
+use statement::arguments;
 
 /// A pool on one of the two supported engines.
 #[derive(Clone, Debug)]
@@ -275,13 +276,11 @@ impl Db {
     /// Runs a statement outside a transaction; the number of rows it changed.
     pub async fn execute(&self, sql: &Sql) -> sqlx::Result<u64> {
         Ok(match self {
-            Self::Sqlite(pool, _) => sqlx::query(&sql.text)
-                .bind_all(&sql.args)
+            Self::Sqlite(pool, _) => sqlx::query_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Self::Postgres(pool) => sqlx::query(&sql.text)
-                .bind_all(&sql.args)
+            Self::Postgres(pool) => sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -292,14 +291,12 @@ impl Db {
     pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> sqlx::Result<Vec<T>> {
         match self {
             Self::Sqlite(pool, _) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_all(pool)
                     .await
             }
             Self::Postgres(pool) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_all(pool)
                     .await
             }
@@ -310,14 +307,12 @@ impl Db {
     pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> sqlx::Result<T> {
         match self {
             Self::Sqlite(pool, _) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_one(pool)
                     .await
             }
             Self::Postgres(pool) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_one(pool)
                     .await
             }
@@ -328,14 +323,12 @@ impl Db {
     pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match self {
             Self::Sqlite(pool, _) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
             }
             Self::Postgres(pool) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
             }
@@ -346,14 +339,12 @@ impl Db {
     pub async fn scalar<T: Scalar>(&self, sql: &Sql) -> sqlx::Result<T> {
         match self {
             Self::Sqlite(pool, _) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_one(pool)
                     .await
             }
             Self::Postgres(pool) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_one(pool)
                     .await
             }
@@ -364,14 +355,12 @@ impl Db {
     pub async fn scalar_optional<T: Scalar>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match self {
             Self::Sqlite(pool, _) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
             }
             Self::Postgres(pool) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
             }

@@ -7,7 +7,7 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Type};
+use sqlx::{Arguments as _, Database, Decode, Encode, Postgres, Sqlite, Type};
 
 /// A value bound to a statement: the column types the schema uses (`bigint`, `text`
 /// and, for pictures, `blob`/`bytea`), any of which may be null.
@@ -146,56 +146,22 @@ impl<T> Scalar for T where
 {
 }
 
-/// What binds an [`Arg`] on one engine: each of sqlx's query kinds, for each engine.
-pub(crate) trait BindArgs<'q>: Sized {
-    fn bind_arg(self, arg: &'q Arg) -> Self;
-
-    fn bind_all(self, args: &'q [Arg]) -> Self {
-        args.iter().fold(self, Self::bind_arg)
-    }
-}
-
-impl<'q, DB: Database> BindArgs<'q> for sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+/// The values of a statement as one engine's arguments, for sqlx's `query_with`,
+/// `query_as_with` and `query_scalar_with`.
+pub(crate) fn arguments<'q, DB: Database>(args: &'q [Arg]) -> sqlx::Result<DB::Arguments<'q>>
 where
     Option<i64>: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
 {
-    fn bind_arg(self, arg: &'q Arg) -> Self {
+    let mut out = DB::Arguments::default();
+    for arg in args {
         match arg {
-            Arg::Int(v) => self.bind(*v),
-            Arg::Text(v) => self.bind(v.as_deref()),
-            Arg::Bytes(v) => self.bind(v.as_deref()),
+            Arg::Int(v) => out.add(*v),
+            Arg::Text(v) => out.add(v.as_deref()),
+            Arg::Bytes(v) => out.add(v.as_deref()),
         }
+        .map_err(sqlx::Error::Encode)?;
     }
-}
-
-impl<'q, DB: Database, O> BindArgs<'q> for sqlx::query::QueryAs<'q, DB, O, DB::Arguments<'q>>
-where
-    Option<i64>: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
-{
-    fn bind_arg(self, arg: &'q Arg) -> Self {
-        match arg {
-            Arg::Int(v) => self.bind(*v),
-            Arg::Text(v) => self.bind(v.as_deref()),
-            Arg::Bytes(v) => self.bind(v.as_deref()),
-        }
-    }
-}
-
-impl<'q, DB: Database, O> BindArgs<'q> for sqlx::query::QueryScalar<'q, DB, O, DB::Arguments<'q>>
-where
-    Option<i64>: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
-{
-    fn bind_arg(self, arg: &'q Arg) -> Self {
-        match arg {
-            Arg::Int(v) => self.bind(*v),
-            Arg::Text(v) => self.bind(v.as_deref()),
-            Arg::Bytes(v) => self.bind(v.as_deref()),
-        }
-    }
+    Ok(out)
 }

@@ -13,7 +13,7 @@
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::statement::{BindArgs as _, Row, Scalar, Sql};
+use super::statement::{arguments, Row, Scalar, Sql};
 use super::WriteTurn;
 
 /// An open write transaction on either engine.
@@ -65,13 +65,11 @@ impl Tx {
     /// Runs a statement; the number of rows it changed.
     pub async fn execute(&mut self, sql: &Sql) -> sqlx::Result<u64> {
         Ok(match &mut self.inner {
-            Inner::Sqlite(tx, _) => sqlx::query(&sql.text)
-                .bind_all(&sql.args)
+            Inner::Sqlite(tx, _) => sqlx::query_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Inner::Postgres(tx) => sqlx::query(&sql.text)
-                .bind_all(&sql.args)
+            Inner::Postgres(tx) => sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
@@ -82,14 +80,12 @@ impl Tx {
     pub async fn fetch_one<T: Row>(&mut self, sql: &Sql) -> sqlx::Result<T> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_one(&mut **tx)
                     .await
             }
             Inner::Postgres(tx) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_one(&mut **tx)
                     .await
             }
@@ -100,14 +96,12 @@ impl Tx {
     pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> sqlx::Result<Vec<T>> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_all(&mut **tx)
                     .await
             }
             Inner::Postgres(tx) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_all(&mut **tx)
                     .await
             }
@@ -118,14 +112,12 @@ impl Tx {
     pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_optional(&mut **tx)
                     .await
             }
             Inner::Postgres(tx) => {
-                sqlx::query_as(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(&mut **tx)
                     .await
             }
@@ -136,14 +128,12 @@ impl Tx {
     pub async fn scalar_one<T: Scalar>(&mut self, sql: &Sql) -> sqlx::Result<T> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_one(&mut **tx)
                     .await
             }
             Inner::Postgres(tx) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_one(&mut **tx)
                     .await
             }
@@ -154,14 +144,12 @@ impl Tx {
     pub async fn scalar_optional<T: Scalar>(&mut self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_optional(&mut **tx)
                     .await
             }
             Inner::Postgres(tx) => {
-                sqlx::query_scalar(&sql.text)
-                    .bind_all(&sql.args)
+                sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(&mut **tx)
                     .await
             }
