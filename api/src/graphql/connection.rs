@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
 };
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Request, ServerError, ServerResult, Variables};
 
 use super::RequestAuth;
@@ -59,12 +59,7 @@ fn request_error(err: ServiceError) -> ServerError {
 }
 
 fn only_subscriptions(doc: &ExecutableDocument) -> bool {
-    match &doc.operations {
-        DocumentOperations::Single(op) => op.node.ty == OperationType::Subscription,
-        DocumentOperations::Multiple(ops) => ops
-            .values()
-            .all(|op| op.node.ty == OperationType::Subscription),
-    }
+    super::limits::operations(doc).all(|op| op.node.ty == OperationType::Subscription)
 }
 
 #[async_trait::async_trait]

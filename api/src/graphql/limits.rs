@@ -38,12 +38,7 @@ pub const ONE_PASSWORD_FIELD: &str =
 /// How many password fields the costliest mutation operation of `doc` selects at its
 /// root, through fragments and aliases.
 pub fn password_fields(doc: &ExecutableDocument) -> usize {
-    let operations: Vec<_> = match &doc.operations {
-        DocumentOperations::Single(op) => vec![op],
-        DocumentOperations::Multiple(ops) => ops.values().collect(),
-    };
-    operations
-        .into_iter()
+    operations(doc)
         .filter(|op| op.node.ty == OperationType::Mutation)
         .map(|op| {
             count_in(
@@ -132,7 +127,8 @@ pub fn too_many_aliases(doc: &ExecutableDocument, limit: usize) -> Option<Excess
     })
 }
 
-fn operations(
+/// Every operation of a document, however many it holds.
+pub(crate) fn operations(
     doc: &ExecutableDocument,
 ) -> Box<dyn Iterator<Item = &Positioned<async_graphql::parser::types::OperationDefinition>> + '_> {
     match &doc.operations {
