@@ -138,7 +138,6 @@ async fn upgrade(
             .on_connection_init(move |payload| async move {
                 let credential =
                     Arc::new(init_credential(&service, &payload, cookie_session).await?);
-                credential.check().await?;
                 let _ = initialised.send(credential.clone());
                 let (_, loader) = request_data(&service, RequestAuth::default());
                 // The connection's data lasts as long as the socket: its loader must
@@ -209,8 +208,9 @@ async fn guard(
     }
 }
 
-/// What the connection is opened with: the init payload's token (authenticated here),
-/// else the cookie's session.
+/// What the connection is opened with, valid now: the init payload's token
+/// (authenticated here), else the cookie's session (read at the upgrade, and checked
+/// again here: it may have been logged out since).
 async fn init_credential(
     service: &Service,
     payload: &serde_json::Value,
@@ -234,12 +234,16 @@ async fn init_credential(
             token_id,
         });
     }
-    cookie_session
-        .map(|id| SocketCredential::Session {
-            store: crate::sessions::Store::new(service.db()),
-            id,
-        })
-        .ok_or_else(|| {
-            ServiceError::Unauthenticated("log in or send an API token in connection_init").into()
-        })
+    let Some(id) = cookie_session else {
+        return Err(ServiceError::Unauthenticated(
+            "log in or send an API token in connection_init",
+        )
+        .into());
+    };
+    let credential = SocketCredential::Session {
+        store: crate::sessions::Store::new(service.db()),
+        id,
+    };
+    credential.check().await?;
+    Ok(credential)
 }
