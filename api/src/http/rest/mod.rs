@@ -91,15 +91,9 @@ pub(crate) async fn actor(
     headers: &HeaderMap,
     session: Session,
 ) -> Result<Actor, RestError> {
-    let session = PartnerSession::new(session);
-    auth::resolve(
-        &state.service,
-        headers,
-        &session,
-        state.settings.session_refresh,
-    )
-    .await?
-    .ok_or_else(RestError::unauthenticated)
+    reader(state, headers, session)
+        .await?
+        .ok_or_else(RestError::unauthenticated)
 }
 
 /// Who reads a public route: anyone, but a bearer token that is sent must be valid (401
