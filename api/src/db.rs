@@ -305,18 +305,9 @@ impl Db {
 
     /// The one row a statement returns (an error when there is none).
     pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> sqlx::Result<T> {
-        match self {
-            Self::Sqlite(pool, _) => {
-                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
-                    .fetch_one(pool)
-                    .await
-            }
-            Self::Postgres(pool) => {
-                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_one(pool)
-                    .await
-            }
-        }
+        self.fetch_optional(sql)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// The row a statement returns, if any.
@@ -337,18 +328,9 @@ impl Db {
 
     /// The first column of the one row a statement returns.
     pub async fn scalar<T: Scalar>(&self, sql: &Sql) -> sqlx::Result<T> {
-        match self {
-            Self::Sqlite(pool, _) => {
-                sqlx::query_scalar_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
-                    .fetch_one(pool)
-                    .await
-            }
-            Self::Postgres(pool) => {
-                sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_one(pool)
-                    .await
-            }
-        }
+        self.scalar_optional(sql)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// The first column of the row a statement returns, if any.

@@ -78,18 +78,9 @@ impl Tx {
 
     /// The one row a statement returns (an error when there is none).
     pub async fn fetch_one<T: Row>(&mut self, sql: &Sql) -> sqlx::Result<T> {
-        match &mut self.inner {
-            Inner::Sqlite(tx, _) => {
-                sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
-                    .fetch_one(&mut **tx)
-                    .await
-            }
-            Inner::Postgres(tx) => {
-                sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_one(&mut **tx)
-                    .await
-            }
-        }
+        self.fetch_optional(sql)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Every row a statement returns.
@@ -126,18 +117,9 @@ impl Tx {
 
     /// The first column of the one row a statement returns.
     pub async fn scalar_one<T: Scalar>(&mut self, sql: &Sql) -> sqlx::Result<T> {
-        match &mut self.inner {
-            Inner::Sqlite(tx, _) => {
-                sqlx::query_scalar_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
-                    .fetch_one(&mut **tx)
-                    .await
-            }
-            Inner::Postgres(tx) => {
-                sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_one(&mut **tx)
-                    .await
-            }
-        }
+        self.scalar_optional(sql)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// The first column of the row a statement returns, if any.
