@@ -251,7 +251,14 @@ impl Service {
         self.detached(async move {
             service
                 .replacing_picture(|| {
-                    service.try_update_product(&actor, id, &patch, guard, idempotency.as_ref())
+                    service.try_update_product(
+                        &actor,
+                        id,
+                        &patch,
+                        guard,
+                        idempotency.as_ref(),
+                        "updateProduct",
+                    )
                 })
                 .await
         })
@@ -272,7 +279,8 @@ impl Service {
         Ok(updated)
     }
 
-    /// Returns the updated product and the picture it had before.
+    /// Returns the updated product and the picture it had before. `operation` names
+    /// the write its idempotency key is claimed for (an edit, or a new picture).
     async fn try_update_product(
         &self,
         actor: &Actor,
@@ -280,13 +288,11 @@ impl Service {
         patch: &ProductPatch,
         guard: EditGuard,
         idempotency: Option<&Idempotency>,
+        operation: &'static str,
     ) -> ServiceResult<(Product, Option<String>)> {
         let now = now_ms();
         let mut tx = self.db.begin_write().await?;
-        if let Some(first) = tx
-            .claim_product(actor, "updateProduct", idempotency, now)
-            .await?
-        {
+        if let Some(first) = tx.claim_product(actor, operation, idempotency, now).await? {
             return Ok((first, None));
         }
         let current = tx.load_for_write(id, actor, guard).await?;
@@ -363,7 +369,8 @@ impl Service {
         Ok((updated, current.image_ref))
     }
 
-    /// Replaces (or, with `None`, removes) the picture of a product of the actor's.
+    /// Replaces (or, with `None`, removes) the picture of a product of the actor's: an
+    /// edit of its picture alone, under an idempotency key of its own operation.
     pub async fn set_product_image(
         &self,
         actor: &Actor,
@@ -375,64 +382,26 @@ impl Service {
         let mut parts = vec![part(picture.as_ref().map(|p| p.hash.as_str()))];
         parts.extend(guard.fingerprint_parts());
         let idempotency = keyed(key, "setProductImage", Some(id), &parts);
+        let patch = ProductPatch {
+            picture: Some(picture),
+            ..ProductPatch::default()
+        };
         let (service, actor) = (self.clone(), *actor);
         self.detached(async move {
             service
                 .replacing_picture(|| {
-                    service.try_set_product_image(
+                    service.try_update_product(
                         &actor,
                         id,
-                        picture.as_ref(),
+                        &patch,
                         guard,
                         idempotency.as_ref(),
+                        "setProductImage",
                     )
                 })
                 .await
         })
         .await
-    }
-
-    async fn try_set_product_image(
-        &self,
-        actor: &Actor,
-        id: i64,
-        picture: Option<&Picture>,
-        guard: EditGuard,
-        idempotency: Option<&Idempotency>,
-    ) -> ServiceResult<(Product, Option<String>)> {
-        let now = now_ms();
-        let mut tx = self.db.begin_write().await?;
-        if let Some(first) = tx
-            .claim_product(actor, "setProductImage", idempotency, now)
-            .await?
-        {
-            return Ok((first, None));
-        }
-        let current = tx.load_for_write(id, actor, guard).await?;
-        if let Some(picture) = picture {
-            tx.store_picture(picture, actor.user_id, Some(id), self.pictures.quota_bytes)
-                .await?;
-        }
-        let updated: Product = tx
-            .fetch_optional(
-                &Sql::new(format!(
-                    "update products set image_ref = $1, image_ext = $2, version = version + 1,
-                         updated_at = $3
-                     where id = $4 and version = $5 returning {PRODUCT_COLUMNS}"
-                ))
-                .arg(picture.map(|p| p.hash.as_str()))
-                .arg(picture.map(|p| p.ext))
-                .arg(now)
-                .arg(id)
-                .arg(current.version),
-            )
-            .await
-            .on_constraint(PICTURE_REFERENCE, picture_raced)?
-            .ok_or_else(|| ServiceError::conflict(CHANGED_CONCURRENTLY, None))?;
-        tx.append_product_event(&updated, "UPDATED").await?;
-        tx.record_product(actor, idempotency, &updated).await?;
-        tx.commit().await?;
-        Ok((updated, current.image_ref))
     }
 
     /// Deletes a product of the actor's, keeping its row for the stock history. Its
