@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use clap::ValueEnum;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use reqwest::{RequestBuilder, StatusCode};
+use ecanteen_test_client::{documents, requests, Client, Remote, UploadFile};
+use http::{Request, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::Mutex;
 
 use crate::metrics::{Recorder, Route, Sample};
 
@@ -93,12 +95,12 @@ pub mod routes {
 
 use routes::*;
 
-/// One simulated partner's connection to the stack, with its own cookie jar and
-/// connection pool, as a browser or a Locust user has.
-#[derive(Clone)]
+/// One simulated partner's connection to the stack, with its own credential and
+/// connection pool, as a browser or a Locust user has. It speaks through the one test
+/// client ([`ecanteen_test_client`]); what it adds is the load tester's own: each
+/// attempt timed and recorded under its route, and refusals waited out.
 pub struct Partner {
-    http: reqwest::Client,
-    base: String,
+    client: Mutex<Client<Remote>>,
     api: ApiKind,
     recorder: Arc<Recorder>,
     pub username: String,
@@ -134,9 +136,10 @@ impl Partner {
         timeout: Duration,
         recorder: Arc<Recorder>,
     ) -> anyhow::Result<Self> {
+        let mut client = Client::new(Remote::with_client(base, http_client(timeout)?));
+        client.bearer = token.map(str::to_owned);
         Ok(Self {
-            http: http_client(timeout, token)?,
-            base: base.trim_end_matches('/').to_owned(),
+            client: Mutex::new(client),
             api,
             recorder,
             username,
@@ -145,60 +148,55 @@ impl Partner {
 
     pub async fn register(&self, password: &str) -> Result<(), Failed> {
         match self.api {
-            ApiKind::Rest => self
-                .rest(
-                    REST_JOIN,
-                    self.post("/ecanteen/join")
-                        .json(&self.credentials(password)),
-                )
+            ApiKind::Rest => {
+                let body = self.credentials(password);
+                self.rest(REST_JOIN, || {
+                    requests::json("POST", "/ecanteen/join", &body, &[])
+                })
                 .await
-                .map(drop),
-            ApiKind::Graphql => self
-                .graphql(
-                    GQL_REGISTER,
-                    "mutation($i: RegisterInput!) { register(input: $i) { id } }",
-                    json!({ "i": self.credentials(password) }),
-                )
-                .await
-                .map(drop),
+            }
+            ApiKind::Graphql => {
+                let variables = json!({ "u": self.username, "p": password });
+                self.graphql(GQL_REGISTER, documents::REGISTER, variables)
+                    .await
+            }
         }
+        .map(drop)
     }
 
     pub async fn login(&self, password: &str) -> Result<(), Failed> {
         match self.api {
-            ApiKind::Rest => self
-                .rest(REST_LOGIN, self.post("/ecanteen/login").json(&self.credentials(password)))
+            ApiKind::Rest => {
+                let body = self.credentials(password);
+                self.rest(REST_LOGIN, || {
+                    requests::json("POST", "/ecanteen/login", &body, &[])
+                })
                 .await
-                .map(drop),
-            ApiKind::Graphql => self
-                .graphql(
-                    GQL_LOGIN,
-                    "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }",
-                    json!({ "u": self.username, "p": password }),
-                )
-                .await
-                .map(drop),
+            }
+            ApiKind::Graphql => {
+                let variables = json!({ "u": self.username, "p": password });
+                self.graphql(GQL_LOGIN, documents::LOGIN, variables).await
+            }
         }
+        .map(drop)
     }
 
     /// Creates an API token (the invariant check reads the ledger with it after logout).
     pub async fn create_token(&self, name: &str) -> Result<String, Failed> {
         let value = match self.api {
             ApiKind::Rest => {
-                self.rest(
-                    REST_TOKEN,
-                    self.post("/ecanteen/tokens").json(&json!({ "name": name })),
-                )
+                let body = json!({ "name": name });
+                self.rest(REST_TOKEN, || {
+                    requests::json("POST", "/ecanteen/tokens", &body, &[])
+                })
                 .await?
             }
-            ApiKind::Graphql => self
-                .graphql(
-                    GQL_TOKEN,
-                    "mutation($n: String!) { createApiToken(name: $n) { token } }",
-                    json!({ "n": name }),
-                )
-                .await?["createApiToken"]
-                .clone(),
+            ApiKind::Graphql => {
+                let variables = json!({ "n": name });
+                self.graphql(GQL_TOKEN, documents::CREATE_API_TOKEN, variables)
+                    .await?["createApiToken"]
+                    .clone()
+            }
         };
         value["token"]
             .as_str()
@@ -219,15 +217,15 @@ impl Partner {
                     "category": product.category,
                     "image": image,
                 });
-                let request = self
-                    .post("/ecanteen/product")
-                    .header("idempotency-key", key)
-                    .json(&body);
-                seen_rest(&self.rest(REST_CREATE, request).await?)
+                let headers = [("idempotency-key", key)];
+                let answer = self
+                    .rest(REST_CREATE, || {
+                        requests::json("POST", "/ecanteen/product", &body, &headers)
+                    })
+                    .await?;
+                seen_rest(&answer)
             }
             ApiKind::Graphql => {
-                let query = "mutation($i: CreateProductInput!, $image: Upload) { \
-                    createProduct(input: $i, image: $image) { id quantity version } }";
                 let variables = json!({
                     "i": {
                         "name": product.name,
@@ -239,26 +237,27 @@ impl Partner {
                     "image": null,
                 });
                 let data = match &product.picture {
-                    None => self.graphql(GQL_CREATE, query, variables).await?,
+                    None => {
+                        self.graphql(GQL_CREATE, documents::CREATE_PRODUCT, variables)
+                            .await?
+                    }
                     Some(png) => {
-                        let form = reqwest::multipart::Form::new()
-                            .text(
-                                "operations",
-                                json!({ "query": query, "variables": variables }).to_string(),
+                        let upload = || {
+                            let picture = UploadFile {
+                                variable: "image",
+                                filename: "picture.png",
+                                content_type: "image/png",
+                                bytes: png.clone(),
+                            };
+                            let files = [picture];
+                            requests::upload(
+                                documents::CREATE_PRODUCT,
+                                variables.clone(),
+                                &files,
+                                true,
                             )
-                            .text("map", r#"{"0": ["variables.image"]}"#)
-                            .part(
-                                "0",
-                                reqwest::multipart::Part::bytes(png.clone())
-                                    .file_name("picture.png")
-                                    .mime_str("image/png")
-                                    .map_err(|e| Failed(e.to_string()))?,
-                            );
-                        let request = self
-                            .post("/graphql")
-                            .header("apollo-require-preflight", "1")
-                            .multipart(form);
-                        self.send(GQL_CREATE, request, true).await?
+                        };
+                        self.send(GQL_CREATE, upload, true).await?
                     }
                 };
                 seen_graphql(&data["createProduct"])
@@ -270,20 +269,19 @@ impl Partner {
     pub async fn view_own(&self) -> Result<usize, Failed> {
         match self.api {
             ApiKind::Rest => {
-                let request = self
-                    .http
-                    .get(self.url("/ecanteen/product"))
-                    .query(&[("user_id", &self.username)]);
-                Ok(array_len(&self.rest(REST_VIEW_OWN, request).await?))
+                let mut uri = reqwest::Url::parse("http://partner/ecanteen/product")
+                    .map_err(|e| Failed(e.to_string()))?;
+                uri.query_pairs_mut().append_pair("user_id", &self.username);
+                let uri = format!("{}?{}", uri.path(), uri.query().unwrap_or_default());
+                let answer = self
+                    .rest(REST_VIEW_OWN, || requests::empty("GET", &uri, &[]))
+                    .await?;
+                Ok(array_len(&answer))
             }
             ApiKind::Graphql => {
+                let variables = json!({ "u": self.username });
                 let data = self
-                    .graphql(
-                        GQL_VIEW_OWN,
-                        "query($u: String!) { products(first: 100, filter: {ownerUsername: $u}) \
-                         { nodes { id name description price quantity category version imageUrl } } }",
-                        json!({ "u": self.username }),
-                    )
+                    .graphql(GQL_VIEW_OWN, documents::OWN_PRODUCTS, variables)
                     .await?;
                 Ok(array_len(&data["products"]["nodes"]))
             }
@@ -294,17 +292,16 @@ impl Partner {
     pub async fn view_all(&self) -> Result<usize, Failed> {
         match self.api {
             ApiKind::Rest => {
-                let request = self.http.get(self.url("/ecanteen/product?limit=50"));
-                Ok(array_len(&self.rest(REST_VIEW_ALL, request).await?))
+                let answer = self
+                    .rest(REST_VIEW_ALL, || {
+                        requests::empty("GET", "/ecanteen/product?limit=50", &[])
+                    })
+                    .await?;
+                Ok(array_len(&answer))
             }
             ApiKind::Graphql => {
                 let data = self
-                    .graphql(
-                        GQL_VIEW_ALL,
-                        "{ products(first: 50) { nodes { id name description price quantity \
-                         category imageUrl owner { username } } } }",
-                        json!({}),
-                    )
+                    .graphql(GQL_VIEW_ALL, documents::CATALOGUE_WITH_OWNERS, json!({}))
                     .await?;
                 Ok(array_len(&data["products"]["nodes"]))
             }
@@ -315,16 +312,16 @@ impl Partner {
     pub async fn read_page(&self) -> Result<usize, Failed> {
         match self.api {
             ApiKind::Rest => {
-                let request = self.http.get(self.url("/ecanteen/product?limit=20"));
-                Ok(array_len(&self.rest(REST_READ, request).await?))
+                let answer = self
+                    .rest(REST_READ, || {
+                        requests::empty("GET", "/ecanteen/product?limit=20", &[])
+                    })
+                    .await?;
+                Ok(array_len(&answer))
             }
             ApiKind::Graphql => {
                 let data = self
-                    .graphql(
-                        GQL_READ,
-                        "{ products(first: 20) { nodes { id name price quantity } } }",
-                        json!({}),
-                    )
+                    .graphql(GQL_READ, documents::CATALOGUE_PAGE, json!({}))
                     .await?;
                 Ok(array_len(&data["products"]["nodes"]))
             }
@@ -337,21 +334,19 @@ impl Partner {
         match self.api {
             ApiKind::Rest => {
                 let body = json!({ "name": name, "price": price, "before": seen.quantity });
-                let request = self
-                    .http
-                    .put(self.url(&format!("/ecanteen/product/{}", seen.id)))
-                    .json(&body);
-                self.rest(REST_EDIT, request).await?;
+                let uri = format!("/ecanteen/product/{}", seen.id);
+                self.rest(REST_EDIT, || requests::json("PUT", &uri, &body, &[]))
+                    .await?;
                 Ok(seen)
             }
             ApiKind::Graphql => {
+                let variables = json!({
+                    "id": seen.id.to_string(),
+                    "i": { "name": name, "price": price },
+                    "v": seen.version,
+                });
                 let data = self
-                    .graphql(
-                        GQL_EDIT,
-                        "mutation($id: ID!, $i: UpdateProductInput!, $v: Int) { \
-                         updateProduct(id: $id, input: $i, expectedVersion: $v) { id quantity version } }",
-                        json!({ "id": seen.id.to_string(), "i": { "name": name, "price": price }, "v": seen.version }),
-                    )
+                    .graphql(GQL_EDIT, documents::UPDATE_PRODUCT, variables)
                     .await?;
                 seen_graphql(&data["updateProduct"])
             }
@@ -363,25 +358,23 @@ impl Partner {
         let reason = if delta > 0 { "restock" } else { "sale" };
         match self.api {
             ApiKind::Rest => {
-                let request = self
-                    .post(&format!("/ecanteen/product/{id}/stock"))
-                    .header("idempotency-key", key)
-                    .json(&json!({ "delta": delta, "reason": reason }));
-                seen_rest(&self.rest(REST_STOCK, request).await?)
+                let body = json!({ "delta": delta, "reason": reason });
+                let uri = format!("/ecanteen/product/{id}/stock");
+                let headers = [("idempotency-key", key)];
+                let answer = self
+                    .rest(REST_STOCK, || requests::json("POST", &uri, &body, &headers))
+                    .await?;
+                seen_rest(&answer)
             }
             ApiKind::Graphql => {
+                let variables = json!({ "i": {
+                    "productId": id.to_string(),
+                    "delta": delta,
+                    "reason": reason.to_uppercase(),
+                    "idempotencyKey": key,
+                } });
                 let data = self
-                    .graphql(
-                        GQL_STOCK,
-                        "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { \
-                         product { id quantity version } } }",
-                        json!({ "i": {
-                            "productId": id.to_string(),
-                            "delta": delta,
-                            "reason": reason.to_uppercase(),
-                            "idempotencyKey": key,
-                        } }),
-                    )
+                    .graphql(GQL_STOCK, documents::ADJUST_STOCK, variables)
                     .await?;
                 seen_graphql(&data["adjustStock"]["product"])
             }
@@ -391,92 +384,75 @@ impl Partner {
     pub async fn delete(&self, seen: Seen) -> Result<(), Failed> {
         match self.api {
             ApiKind::Rest => {
-                let request = self
-                    .http
-                    .delete(self.url(&format!("/ecanteen/product/{}", seen.id)));
-                self.rest(REST_DELETE, request).await.map(drop)
+                let uri = format!("/ecanteen/product/{}", seen.id);
+                self.rest(REST_DELETE, || requests::empty("DELETE", &uri, &[]))
+                    .await
             }
-            ApiKind::Graphql => self
-                .graphql(
-                    GQL_DELETE,
-                    "mutation($id: ID!, $v: Int) { deleteProduct(id: $id, expectedVersion: $v) { id } }",
-                    json!({ "id": seen.id.to_string(), "v": seen.version }),
-                )
-                .await
-                .map(drop),
+            ApiKind::Graphql => {
+                let variables = json!({ "id": seen.id.to_string(), "v": seen.version });
+                self.graphql(GQL_DELETE, documents::DELETE_PRODUCT, variables)
+                    .await
+            }
         }
+        .map(drop)
     }
 
     pub async fn logout(&self) -> Result<(), Failed> {
         match self.api {
             ApiKind::Rest => {
-                let request = self.http.get(self.url("/ecanteen/logout"));
-                self.rest(REST_LOGOUT, request).await.map(drop)
-            }
-            ApiKind::Graphql => self
-                .graphql(GQL_LOGOUT, "mutation { logout }", json!({}))
+                self.rest(REST_LOGOUT, || {
+                    requests::empty("GET", "/ecanteen/logout", &[])
+                })
                 .await
-                .map(drop),
+            }
+            ApiKind::Graphql => self.graphql(GQL_LOGOUT, documents::LOGOUT, json!({})).await,
         }
+        .map(drop)
     }
 
     fn credentials(&self, password: &str) -> Value {
         json!({ "username": self.username, "password": password })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn post(&self, path: &str) -> RequestBuilder {
-        self.http.post(self.url(path))
-    }
-
-    async fn rest(&self, route: Route, request: RequestBuilder) -> Result<Value, Failed> {
+    async fn rest(
+        &self,
+        route: Route,
+        request: impl Fn() -> Request<Bytes>,
+    ) -> Result<Value, Failed> {
         self.send(route, request, false).await
     }
 
     /// A GraphQL operation; answers its `data`.
     async fn graphql(&self, route: Route, query: &str, variables: Value) -> Result<Value, Failed> {
-        let request = self
-            .post("/graphql")
-            .json(&json!({ "query": query, "variables": variables }));
-        self.send(route, request, true).await
+        self.send(route, || requests::graphql(query, variables.clone()), true)
+            .await
     }
 
     /// Sends a request, as a polite client would: a refusal (429 or 503 with
     /// `Retry-After`) is waited out, the wait doubling at each further refusal and
     /// stretched by up to half at random (so refused clients do not all come back in
-    /// the same instant), and the request is sent again, up to [`MAX_RETRIES`] times.
-    /// Each attempt is recorded. A request whose body cannot be sent twice (a streamed
-    /// upload) is not retried.
+    /// the same instant), and the request (built again by `request`) is sent again, up
+    /// to [`MAX_RETRIES`] times. Each attempt is recorded.
     async fn send(
         &self,
         route: Route,
-        mut request: RequestBuilder,
+        request: impl Fn() -> Request<Bytes>,
         graphql: bool,
     ) -> Result<Value, Failed> {
         let mut retries = 0;
         loop {
-            let again = request.try_clone();
             let started = Instant::now();
-            let answer = async {
-                let response = request.send().await?;
-                let status = response.status();
-                let retry_after = retry_after(&response);
-                let body = response.bytes().await?;
-                Ok::<_, reqwest::Error>((status, retry_after, body))
-            }
-            .await;
+            let answer = self.client.lock().await.try_send_built(request()).await;
             let latency = started.elapsed();
             let (size, outcome, refused_for) = match answer {
-                Ok((status, retry_after, body)) => {
-                    let refused = matches!(status.as_u16(), 429 | 503)
-                        .then_some(retry_after)
+                Ok(response) => {
+                    let refused = matches!(response.status.as_u16(), 429 | 503)
+                        .then(|| response.retry_after())
                         .flatten();
-                    (body.len() as u64, judge(status, &body, graphql), refused)
+                    let outcome = judge(response.status, &response.body, graphql);
+                    (response.body.len() as u64, outcome, refused)
                 }
-                Err(err) => (0, Err(transport_error(&err)), None),
+                Err(err) => (0, Err(err.0), None),
             };
             self.recorder.record(Sample {
                 route,
@@ -485,11 +461,10 @@ impl Partner {
                 error: outcome.as_ref().err().cloned(),
                 refused: refused_for.is_some(),
             });
-            match (refused_for, again) {
-                (Some(wait), Some(again)) if retries < MAX_RETRIES => {
+            match refused_for {
+                Some(wait) if retries < MAX_RETRIES => {
                     retries += 1;
                     tokio::time::sleep(backoff(wait, retries, rand::random::<f64>())).await;
-                    request = again;
                 }
                 _ => return outcome.map_err(Failed),
             }
@@ -513,30 +488,8 @@ pub fn backoff(wait: Duration, retry: u32, jitter: f64) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// The `Retry-After` of a response, in seconds (the form this service sends).
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-fn http_client(timeout: Duration, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
-    let mut headers = HeaderMap::new();
-    if let Some(token) = token {
-        headers.insert(
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}"))?,
-        );
-    }
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
-        .cookie_store(true)
-        .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4)
@@ -572,18 +525,6 @@ fn judge(status: StatusCode, body: &[u8], graphql: bool) -> Result<Value, String
         return Err(format!("GraphQL {code}"));
     }
     Ok(value["data"].clone())
-}
-
-fn transport_error(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "timeout".into()
-    } else if err.is_connect() {
-        "connection failed".into()
-    } else if err.is_body() || err.is_decode() {
-        "answer cut short".into()
-    } else {
-        "connection error".into()
-    }
 }
 
 fn data_uri(png: &[u8]) -> String {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::AUTHORIZATION;
+use ecanteen_test_client::{requests, Client, Remote};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -201,22 +201,18 @@ async fn observe(
     base: &str,
     expected: &Expectation,
 ) -> anyhow::Result<Observed> {
+    let mut client = Client::new(Remote::with_client(base, http.clone()));
+    client.bearer = Some(expected.token.clone());
     let mut movements = Vec::new();
     let mut quantity = None;
     let mut after: Option<String> = None;
     loop {
-        let answer: Value = http
-            .post(format!("{base}/graphql"))
-            .header(AUTHORIZATION, format!("Bearer {}", expected.token))
-            .json(&json!({
-                "query": LEDGER_QUERY,
-                "variables": { "id": expected.product_id.to_string(), "after": after },
-            }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+        let variables = json!({ "id": expected.product_id.to_string(), "after": after });
+        let response = client
+            .try_send_built(requests::graphql(LEDGER_QUERY, variables))
             .await?;
+        anyhow::ensure!(response.status.is_success(), "HTTP {}", response.status);
+        let answer: Value = serde_json::from_slice(&response.body)?;
         if let Some(error) = answer["errors"].get(0) {
             anyhow::bail!("GraphQL error: {}", error["message"]);
         }

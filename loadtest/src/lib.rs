@@ -5,7 +5,8 @@
 //! scenario against a running stack (usually the balancer), measures it the same way,
 //! and checks at the end that no acknowledged stock change was lost or doubled.
 //!
-//! It is built on tokio, reqwest and HDR histograms rather than goose (the Rust
+//! It is built on tokio, the workspace's one test client (`ecanteen-test-client`, over
+//! reqwest) and HDR histograms rather than goose (the Rust
 //! counterpart of Locust): the run needs per-user state that outlives the run (the
 //! acknowledged stock changes, fed into the ledger check), a capacity mode that re-runs
 //! the load in steps, and the paper's exact tables as text, CSV, JSON and HTML; with goose
@@ -14,8 +15,8 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line (`scenario` and `capacity`);
-//! - [`api`]: one simulated partner's requests, over REST or GraphQL, each timed and
-//!   recorded;
+//! - [`api`]: one simulated partner's requests, over REST or GraphQL, sent through the
+//!   test client, each timed, recorded and, when refused, waited out;
 //! - [`scenario`]: the paper's user journey, the ramp and the end of the run;
 //! - [`capacity`]: closed-loop steps of reads or stock changes, up to the bound;
 //! - [`curve`]: the overload curve over a sweep of scenario runs;

@@ -241,7 +241,7 @@ dual_tests! {
         let anonymous = app.client();
         drop_at_every_await(&app, &mut probe, "register", async |n| {
             anonymous.authorize(gql_request(
-                "mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p}) { id } }",
+                documents::REGISTER,
                 json!({"u": format!("baru{n}"), "p": PASSWORD}),
             ))
         })
@@ -250,7 +250,7 @@ dual_tests! {
         let mut owner = app.partner("pemilik").await;
         drop_at_every_await(&app, &mut probe, "login", async |_| {
             gql_request(
-                "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }",
+                documents::LOGIN,
                 json!({"u": "pemilik", "p": PASSWORD}),
             )
         })
@@ -261,12 +261,12 @@ dual_tests! {
         drop_at_every_await(&app, &mut probe, "logout", async |_| {
             let mut session = app.client();
             session.login("pemilik", PASSWORD).await;
-            session.authorize(gql_request("mutation { logout }", json!({})))
+            session.authorize(gql_request(documents::LOGOUT, json!({})))
         })
         .await;
         drop_at_every_await(&app, &mut probe, "createApiToken", async |n| {
             owner.authorize(gql_request(
-                "mutation($n: String!) { createApiToken(name: $n) { token } }",
+                documents::CREATE_API_TOKEN,
                 json!({"n": format!("till {n}")}),
             ))
         })

@@ -141,8 +141,8 @@ fn graphql_seeds() -> Vec<Value> {
         json!({ "query": "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { product { quantity } replayed } }", "variables": { "i": { "productId": "1", "delta": -1, "reason": "SALE", "idempotencyKey": "k-1" } } }),
         json!({ "query": "mutation($i: SetStockInput!) { setStock(input: $i) { product { quantity } } }", "variables": { "i": { "productId": "1", "quantity": 7 } } }),
         json!({ "query": "mutation($id: ID!) { deleteProduct(id: $id) { id } }", "variables": { "id": "999" } }),
-        json!({ "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }", "variables": { "u": "nobody", "p": "wrong password" } }),
-        json!({ "query": "mutation($n: String!) { createApiToken(name: $n) { token } }", "variables": { "n": "till" } }),
+        json!({ "query": documents::LOGIN, "variables": { "u": "nobody", "p": "wrong password" } }),
+        json!({ "query": documents::CREATE_API_TOKEN, "variables": { "n": "till" } }),
         json!({ "query": "query($id: ID!, $a: String) { stockMovements(productId: $id, first: 2, after: $a) { edges { cursor } } }", "variables": { "id": "1", "a": "bm9wZQ" } }),
     ]
 }

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::Request;
 use axum::Router;
 use ecanteen_api::config::Config;
 pub use ecanteen_api::db::Sql;
 use ecanteen_api::http::{router, AppState};
 use ecanteen_api::startup::build_state;
+use ecanteen_test_client::{requests, Transport, TransportError};
 use http_body_util::BodyExt as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower::ServiceExt as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,18 +163,13 @@ impl TestApp {
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            router: self.router.clone(),
-            cookie: None,
-            bearer: None,
-        }
+        Client::new(InProcess(self.router.clone()))
     }
 
     /// A client logged in as a freshly registered partner.
     pub async fn partner(&self, username: &str) -> Client {
         let mut client = self.client();
-        client.register(username, PASSWORD).await;
-        client.login(username, PASSWORD).await;
+        client.sign_in(username).await;
         client
     }
 
@@ -198,233 +194,58 @@ impl TestApp {
     }
 }
 
-pub const PASSWORD: &str = "correct horse battery";
+pub use ecanteen_test_client::{documents, first_code, UploadFile, PASSWORD};
 
-/// A raw HTTP response.
-pub struct HttpResponse {
-    pub status: StatusCode,
-    pub headers: axum::http::HeaderMap,
-    pub body: Vec<u8>,
-}
+/// A client of one replica, driven in process through its router.
+pub type Client = ecanteen_test_client::Client<InProcess>;
 
-impl HttpResponse {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
-    }
+/// A whole HTTP answer.
+pub type HttpResponse = ecanteen_test_client::Response;
 
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// A browser-like client: keeps its session cookie, or sends a bearer token.
+/// The transport of the API tests: a replica's router, called without sockets.
 #[derive(Clone)]
-pub struct Client {
-    router: Router,
-    pub cookie: Option<String>,
-    pub bearer: Option<String>,
-}
+pub struct InProcess(Router);
 
-impl Client {
-    /// The same credentials, sent to another instance.
-    pub fn to(&self, app: &TestApp) -> Client {
-        Client {
-            router: app.router.clone(),
-            ..self.clone()
-        }
-    }
+impl Transport for InProcess {
+    type Body = Body;
 
-    /// Adds this client's cookie or bearer token to a request.
-    pub fn authorize(&self, mut req: Request<Body>) -> Request<Body> {
-        if let Some(cookie) = &self.cookie {
-            req.headers_mut()
-                .insert(header::COOKIE, cookie.parse().expect("cookie header"));
-        }
-        if let Some(token) = &self.bearer {
-            req.headers_mut().insert(
-                header::AUTHORIZATION,
-                format!("Bearer {token}").parse().expect("auth header"),
-            );
-        }
-        req
-    }
-
-    pub async fn send(&mut self, req: Request<Body>) -> HttpResponse {
-        let req = self.authorize(req);
-        let response = self.router.clone().oneshot(req).await.expect("infallible");
+    async fn round_trip(&self, request: Request<Body>) -> Result<HttpResponse, TransportError> {
+        let response = self
+            .0
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|e| match e {})?;
         let status = response.status();
         let headers = response.headers().clone();
-        for set_cookie in headers.get_all(header::SET_COOKIE) {
-            let raw = set_cookie.to_str().unwrap_or_default();
-            let pair = raw.split(';').next().unwrap_or_default().trim().to_owned();
-            let removed = raw.contains("Max-Age=0") || pair.ends_with('=');
-            self.cookie = if removed { None } else { Some(pair) };
-        }
         let body = response
             .into_body()
             .collect()
             .await
-            .expect("body")
-            .to_bytes()
-            .to_vec();
-        HttpResponse {
+            .map_err(|e| TransportError(e.to_string()))?
+            .to_bytes();
+        Ok(HttpResponse {
             status,
             headers,
             body,
-        }
+        })
     }
+}
 
-    pub async fn post_raw(&mut self, content_type: &str, body: impl Into<Body>) -> HttpResponse {
-        let req = Request::post("/graphql")
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body.into())
-            .expect("request");
-        self.send(req).await
-    }
+/// Sends a client's credentials to another replica.
+pub trait SendTo {
+    fn to(&self, app: &TestApp) -> Client;
+}
 
-    /// A REST call: `body` is sent as JSON, with any extra headers.
-    pub async fn rest(
-        &mut self,
-        method: &str,
-        uri: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> HttpResponse {
-        match body {
-            Some(body) => {
-                self.rest_raw(method, uri, "application/json", body.to_string(), headers)
-                    .await
-            }
-            None => {
-                let mut req = Request::builder().method(method).uri(uri);
-                for (name, value) in headers {
-                    req = req.header(*name, *value);
-                }
-                self.send(req.body(Body::empty()).expect("request")).await
-            }
-        }
-    }
-
-    /// A REST call with a body of any content type.
-    pub async fn rest_raw(
-        &mut self,
-        method: &str,
-        uri: &str,
-        content_type: &str,
-        body: impl Into<Body>,
-        headers: &[(&str, &str)],
-    ) -> HttpResponse {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, content_type);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        self.send(req.body(body.into()).expect("request")).await
-    }
-
-    pub async fn get(&mut self, uri: &str) -> HttpResponse {
-        self.send(Request::get(uri).body(Body::empty()).expect("request"))
-            .await
-    }
-
-    /// Runs one GraphQL operation and returns the whole response body.
-    pub async fn gql(&mut self, query: &str, variables: Value) -> Value {
-        let response = self.send(gql_request(query, variables)).await;
-        response.json()
-    }
-
-    /// Runs an operation that must succeed, returning `data`.
-    pub async fn ok(&mut self, query: &str, variables: Value) -> Value {
-        let response = self.gql(query, variables).await;
-        assert!(
-            response.get("errors").is_none(),
-            "unexpected errors: {response:#}"
-        );
-        response["data"].clone()
-    }
-
-    /// Runs an operation that must fail, returning its first error's code.
-    pub async fn err_code(&mut self, query: &str, variables: Value) -> String {
-        let response = self.gql(query, variables).await;
-        first_code(&response).unwrap_or_else(|| panic!("expected an error, got {response:#}"))
-    }
-
-    pub async fn register(&mut self, username: &str, password: &str) -> Value {
-        self.ok(
-            "mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p}) { id username } }",
-            json!({ "u": username, "p": password }),
-        )
-        .await["register"]
-            .clone()
-    }
-
-    pub async fn login(&mut self, username: &str, password: &str) -> Value {
-        self.ok(
-            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id username } }",
-            json!({ "u": username, "p": password }),
-        )
-        .await["login"]
-            .clone()
-    }
-
-    /// Creates an API token (the client needs a session) and returns its secret.
-    pub async fn api_token(&mut self, name: &str) -> String {
-        self.ok(
-            "mutation($n: String!) { createApiToken(name: $n) { token } }",
-            json!({ "n": name }),
-        )
-        .await["createApiToken"]["token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
-    }
-
-    /// Creates a product and returns its id.
-    pub async fn create_product(&mut self, name: &str, quantity: i64) -> String {
-        let data = self
-            .ok(
-                "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
-                json!({ "i": { "name": name, "price": 10000, "quantity": quantity, "category": "makanan" } }),
-            )
-            .await;
-        data["createProduct"]["id"].as_str().expect("id").to_owned()
-    }
-
-    pub async fn quantity(&mut self, id: &str) -> i64 {
-        let data = self
-            .ok(
-                "query($id: ID!) { product(id: $id) { quantity } }",
-                json!({ "id": id }),
-            )
-            .await;
-        data["product"]["quantity"].as_i64().expect("quantity")
-    }
-
-    pub async fn adjust(&mut self, id: &str, delta: i64) -> Value {
-        self.gql(
-            "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { product { quantity } movement { id quantityAfter } replayed } }",
-            json!({ "i": { "productId": id, "delta": delta, "reason": "SALE" } }),
-        )
-        .await
+impl SendTo for Client {
+    fn to(&self, app: &TestApp) -> Client {
+        self.via(InProcess(app.router.clone()))
     }
 }
 
 /// A GraphQL operation as a JSON `POST /graphql`, without credentials.
 pub fn gql_request(query: &str, variables: Value) -> Request<Body> {
-    let body = json!({ "query": query, "variables": variables }).to_string();
-    Request::post("/graphql")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("request")
-}
-
-pub fn first_code(response: &Value) -> Option<String> {
-    response["errors"][0]["extensions"]["code"]
-        .as_str()
-        .map(str::to_owned)
+    requests::graphql(query, variables).map(Body::from)
 }
 
 /// Declares tests that run once on SQLite and once on PostgreSQL:
@@ -452,64 +273,6 @@ macro_rules! dual_tests {
     };
 }
 pub(crate) use dual_tests;
-
-/// One file of a GraphQL multipart request: the variable path it fills, and its bytes.
-pub struct UploadFile<'a> {
-    pub variable: &'a str,
-    pub filename: &'a str,
-    pub content_type: &'a str,
-    pub bytes: Vec<u8>,
-}
-
-impl Client {
-    /// Sends a GraphQL multipart request (the upload spec): `operations`, `map`, files.
-    /// `preflight` adds the `X-Requested-With` header that cookie uploads need.
-    pub async fn upload(
-        &mut self,
-        query: &str,
-        variables: Value,
-        files: Vec<UploadFile<'_>>,
-        preflight: bool,
-    ) -> HttpResponse {
-        let boundary = "ecanteen-test-boundary-7MA4YWxkTrZu0gW";
-        let mut body: Vec<u8> = Vec::new();
-        let mut part = |name: &str, filename: Option<(&str, &str)>, content: &[u8]| {
-            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            match filename {
-                Some((filename, content_type)) => body.extend_from_slice(
-                    format!(
-                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
-                    )
-                    .as_bytes(),
-                ),
-                None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
-            }
-            body.extend_from_slice(content);
-            body.extend_from_slice(b"\r\n");
-        };
-        let operations = json!({ "query": query, "variables": variables }).to_string();
-        part("operations", None, operations.as_bytes());
-        let map: serde_json::Map<String, Value> = files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (i.to_string(), json!([format!("variables.{}", f.variable)])))
-            .collect();
-        part("map", None, Value::Object(map).to_string().as_bytes());
-        for (i, f) in files.iter().enumerate() {
-            part(&i.to_string(), Some((f.filename, f.content_type)), &f.bytes);
-        }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let mut req = Request::post("/graphql").header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        );
-        if preflight {
-            req = req.header("x-requested-with", "XMLHttpRequest");
-        }
-        self.send(req.body(Body::from(body)).expect("request"))
-            .await
-    }
-}
 
 /// Test pictures, made with the same image crate the server decodes with.
 pub mod pictures {

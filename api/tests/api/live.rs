@@ -501,7 +501,7 @@ async fn an_open_websocket_closes_once_its_credential_is_revoked_logged_out_or_e
         close_code(&mut revoked, Duration::from_secs(2)).await,
         Ok(4403)
     );
-    seller.ok("mutation { logout }", json!({})).await;
+    seller.ok(documents::LOGOUT, json!({})).await;
     assert_eq!(
         close_code(&mut logged_out, Duration::from_secs(2)).await,
         Ok(4403)
@@ -569,7 +569,7 @@ async fn every_operation_on_a_websocket_checks_its_credential_and_only_subscript
 
     // The same for a session, once logged out.
     let mut cookie_ws = open_subscribed(addr, json!({}), seller.cookie.as_deref()).await;
-    seller.ok("mutation { logout }", json!({})).await;
+    seller.ok(documents::LOGOUT, json!({})).await;
     send(
         &mut cookie_ws,
         json!({"id": "2", "type": "subscribe", "payload": {

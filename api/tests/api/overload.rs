@@ -4,9 +4,7 @@
 use serde_json::json;
 
 use crate::helpers::*;
-
-const LOGIN: &str =
-    "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }";
+use ecanteen_test_client::documents::LOGIN;
 
 /// One password worker, a queue of one, a short wait: a handful of concurrent logins is
 /// already a storm.

@@ -47,7 +47,7 @@ dual_tests! {
         let other = app.sibling().await;
         let mut c = app.partner("leaver").await;
         let cookie = c.cookie.clone();
-        assert_eq!(c.ok("mutation { logout }", json!({})).await["logout"], true);
+        assert_eq!(c.ok(documents::LOGOUT, json!({})).await["logout"], true);
         let mut replay = other.client();
         replay.cookie = cookie;
         assert_eq!(replay.ok(ME, json!({})).await["me"], json!(null));
@@ -72,7 +72,7 @@ dual_tests! {
         assert!(rest.headers.get("set-cookie").is_none());
 
         let gql = c.send(gql_request(
-            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }",
+            documents::LOGIN,
             json!({"u": "penuh", "p": PASSWORD}),
         )).await;
         assert_eq!(gql.status, 503, "{}", gql.text());
@@ -167,7 +167,7 @@ async fn a_session_write_waits_for_its_turn_at_the_write_gate() {
         unreachable!("a SQLite app")
     };
     let turn = gate.enter().await.unwrap();
-    let logout = tokio::spawn(async move { c.ok("mutation { logout }", json!({})).await });
+    let logout = tokio::spawn(async move { c.ok(documents::LOGOUT, json!({})).await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
         !logout.is_finished(),
@@ -197,7 +197,7 @@ async fn a_logout_waits_past_the_write_deadline_and_a_full_queue() {
         unreachable!("a SQLite app")
     };
     let turn = gate.enter().await.unwrap();
-    let logout = tokio::spawn(async move { c.ok("mutation { logout }", json!({})).await });
+    let logout = tokio::spawn(async move { c.ok(documents::LOGOUT, json!({})).await });
     // Longer than the deadline, with the queue's one place taken by the logout.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!logout.is_finished(), "the logout waits for its turn");

@@ -3,11 +3,7 @@
 use serde_json::json;
 
 use crate::helpers::*;
-
-const REGISTER: &str =
-    "mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p}) { id username } }";
-const LOGIN: &str =
-    "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }";
+use ecanteen_test_client::documents::{LOGIN, REGISTER};
 
 dual_tests! {
     async fn usernames_are_lower_cased_and_unique_in_any_case(app) {

@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
+use ecanteen_test_client::{documents, requests};
+
 use crate::harness::*;
 
 const READ: &str = "/graphql?query=%7B%20products(first%3A%205)%20%7B%20totalCount%20%7D%20%7D";
@@ -94,33 +96,28 @@ async fn killing_a_replica_under_read_load_fails_no_request_and_it_rejoins_after
 async fn killing_a_replica_under_write_load_never_applies_a_mutation_twice() {
     let db = Database::new();
     let (mut replicas, balancer) = stack(3, &db.url, &[], &[]);
-    let owner = partner(&balancer.url, "writer").await;
-    let created = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Es Teh\", price: 3000, category: \"minuman\"}) { id } }").await;
-    let id = created["data"]["createProduct"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut owner = partner(&balancer.url, "writer").await;
+    let id = owner.create_product("Es Teh", 0).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (owner, stop, sent, acked, url, id) = (
+        let (mut owner, stop, sent, acked, id) = (
             owner.clone(),
             stop.clone(),
             sent.clone(),
             acked.clone(),
-            balancer.url.clone(),
             id.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let input = json!({ "i": { "productId": id, "delta": 1, "reason": "RESTOCK" } });
             while !stop.load(Ordering::SeqCst) {
                 sent.fetch_add(1, Ordering::SeqCst);
-                let query = format!("mutation {{ adjustStock(input: {{productId: \"{id}\", delta: 1, reason: RESTOCK}}) {{ movement {{ id }} }} }}");
-                let r = owner.post(format!("{url}/graphql")).json(&json!({"query": query})).send().await;
-                if let Ok(r) = r {
-                    if let Ok(v) = r.json::<Value>().await {
+                let request = requests::graphql(documents::ADJUST_STOCK, input.clone());
+                if let Ok(r) = owner.try_send_built(request).await {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
                         if v["data"]["adjustStock"]["movement"]["id"].is_string() {
                             acked.fetch_add(1, Ordering::SeqCst);
                         }
@@ -137,14 +134,7 @@ async fn killing_a_replica_under_write_load_never_applies_a_mutation_twice() {
         t.await.unwrap();
     }
     let (sent, acked) = (sent.load(Ordering::SeqCst), acked.load(Ordering::SeqCst));
-    let check = client();
-    let r = gql(
-        &check,
-        &balancer.url,
-        &format!("{{ product(id: \"{id}\") {{ quantity }} }}"),
-    )
-    .await;
-    let quantity = r["data"]["product"]["quantity"].as_u64().unwrap();
+    let quantity = anonymous(&balancer.url).quantity(&id).await as u64;
     // Every acknowledged write is there, and no request was applied more than once: at
     // most one ledger row (one unit of stock) per request sent.
     assert!(quantity >= acked, "lost writes: {quantity} < {acked}");
@@ -159,11 +149,11 @@ async fn killing_a_replica_under_write_load_never_applies_a_mutation_twice() {
 async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
     let db = Database::new();
     let (replicas, balancer) = stack(3, &db.url, &[], &["--algorithm", "round-robin"]);
-    let c = partner(&balancer.url, "roaming").await;
+    let mut c = partner(&balancer.url, "roaming").await;
     let before = balancer.status().unwrap();
     for _ in 0..6 {
-        let me = gql(&c, &balancer.url, "{ me { username } }").await;
-        assert_eq!(me["data"]["me"]["username"], "roaming");
+        let me = c.ok(documents::ME, json!({})).await;
+        assert_eq!(me["me"]["username"], "roaming");
     }
     let after = balancer.wait_for(
         |s| {
@@ -181,10 +171,10 @@ async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
                 .unwrap();
         assert!(served >= 2, "round robin sent {served} of 6 to {addr}");
     }
-    gql(&c, &balancer.url, "mutation { logout }").await;
+    c.logout().await;
     for _ in 0..3 {
-        let me = gql(&c, &balancer.url, "{ me { username } }").await;
-        assert_eq!(me["data"]["me"], Value::Null, "logged out on every replica");
+        let me = c.ok(documents::ME, json!({})).await;
+        assert_eq!(me["me"], Value::Null, "logged out on every replica");
     }
 }
 
@@ -192,13 +182,9 @@ async fn a_session_works_on_every_replica_and_logout_is_honoured_by_all() {
 async fn a_subscription_over_websocket_passes_through_the_balancer() {
     let db = Database::new();
     let (_replicas, balancer) = stack(2, &db.url, &[], &[]);
-    let owner = partner(&balancer.url, "streamer").await;
-    let token = create_token(&owner, &balancer.url).await;
-    let r = gql(&owner, &balancer.url, "mutation { createProduct(input: {name: \"Kopi\", price: 5000, quantity: 5, category: \"minuman\"}) { id } }").await;
-    let id = r["data"]["createProduct"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut owner = partner(&balancer.url, "streamer").await;
+    let token = owner.api_token("till").await;
+    let id = owner.create_product("Kopi", 5).await;
 
     let ws_url = balancer.url.replace("http://", "ws://") + "/graphql/ws";
     let mut request = ws_url.into_client_request().unwrap();
@@ -221,14 +207,8 @@ async fn a_subscription_over_websocket_passes_through_the_balancer() {
     assert!(ack.to_text().unwrap().contains("connection_ack"));
     ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {"query": format!("subscription {{ stockChanged(productId: \"{id}\") {{ quantity }} }}")}}))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    gql(
-        &owner,
-        &balancer.url,
-        &format!(
-            "mutation {{ adjustStock(input: {{productId: \"{id}\", delta: -2}}) {{ replayed }} }}"
-        ),
-    )
-    .await;
+    let r = owner.adjust(&id, -2).await;
+    assert!(r.get("errors").is_none(), "{r}");
     loop {
         let message = tokio::time::timeout(Duration::from_secs(3), ws.next())
             .await
@@ -292,39 +272,33 @@ async fn a_draining_replica_finishes_its_requests_and_new_ones_go_elsewhere() {
 async fn keyed_rest_writes_survive_a_killed_replica_exactly_once() {
     let db = Database::new();
     let (mut replicas, balancer) = stack(3, &db.url, &[], &[]);
-    let owner = partner(&balancer.url, "keyed").await;
-    let created: Value = owner
-        .post(format!("{}/ecanteen/product", balancer.url))
-        .json(&json!({"name": "Kopi", "price": 3000, "quantity": 0, "category": "minuman"}))
-        .send()
+    let mut owner = partner(&balancer.url, "keyed").await;
+    let product = json!({"name": "Kopi", "price": 3000, "quantity": 0, "category": "minuman"});
+    let created = owner
+        .rest("POST", "/ecanteen/product", Some(product), &[])
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     let id = created["id"].as_i64().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for worker in 0..4 {
-        let (owner, stop, url) = (owner.clone(), stop.clone(), balancer.url.clone());
+        let (mut owner, stop) = (owner.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let (mut sent, mut failed) = (0u64, Vec::new());
             while !stop.load(Ordering::SeqCst) {
                 sent += 1;
-                let r = owner
-                    .post(format!("{url}/ecanteen/product/{id}/stock"))
-                    .header("idempotency-key", format!("w{worker}-{sent}"))
-                    .json(&json!({"delta": 1}))
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 200 => {}
-                    Ok(r) => failed.push(format!(
-                        "{}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )),
+                let key = format!("w{worker}-{sent}");
+                let uri = format!("/ecanteen/product/{id}/stock");
+                let request = requests::json(
+                    "POST",
+                    &uri,
+                    &json!({"delta": 1}),
+                    &[("idempotency-key", &key)],
+                );
+                match owner.try_send_built(request).await {
+                    Ok(r) if r.status == 200 => {}
+                    Ok(r) => failed.push(format!("{}: {}", r.status, r.text())),
                     Err(e) => failed.push(e.to_string()),
                 }
             }

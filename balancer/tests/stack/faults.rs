@@ -50,19 +50,9 @@ struct Shop {
 
 impl Shop {
     async fn open(url: &str, username: &str) -> Self {
-        let owner = partner(url, username).await;
-        let token = create_token(&owner, url).await;
-        let r = gql(
-            &owner,
-            url,
-            r#"mutation { createProduct(input: {name: "Es Teh", price: 3000, category: "minuman"}) { id } }"#,
-        )
-        .await;
-        let product_id = r["data"]["createProduct"]["id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let mut owner = partner(url, username).await;
+        let token = owner.api_token("till").await;
+        let product_id = owner.create_product("Es Teh", 0).await.parse().unwrap();
         Self {
             url: url.to_owned(),
             token,

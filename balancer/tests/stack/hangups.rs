@@ -231,21 +231,11 @@ fn random_hang_up(rng: &mut Rng) -> HangUp {
 
 async fn clients_hanging_up_never_wedge(database_url: &str) {
     let (replicas, balancer) = stack(2, database_url, &[], &[]);
-    let owner = partner(&balancer.url, "hangups").await;
-    let token = create_token(&owner, &balancer.url).await;
-    let r = gql(
-        &owner,
-        &balancer.url,
-        r#"mutation { createProduct(input: {name: "Es Teler", price: 8000, category: "minuman"}) { id } }"#,
-    )
-    .await;
+    let mut owner = partner(&balancer.url, "hangups").await;
+    let token = owner.api_token("till").await;
     let shop = Arc::new(Shop {
         token: token.clone(),
-        product_id: r["data"]["createProduct"]["id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap(),
+        product_id: owner.create_product("Es Teler", 0).await.parse().unwrap(),
     });
     let balancer_addr: SocketAddr = balancer.url.trim_start_matches("http://").parse().unwrap();
     let targets: Vec<SocketAddr> = std::iter::once(balancer_addr)

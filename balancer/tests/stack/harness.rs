@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
+use ecanteen_test_client::Remote;
 use serde_json::{json, Value};
 
 pub fn free_addr() -> SocketAddr {
@@ -359,43 +360,20 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A partner's client of the stack (the one test client, over the network).
+pub type Partner = ecanteen_test_client::Client<Remote>;
+
+/// A client through `url` with no credential yet.
+pub fn anonymous(url: &str) -> Partner {
+    Partner::new(Remote::new(url))
+}
+
 /// Registers and logs in a partner through `url`, returning a client that keeps the
 /// session cookie.
-pub async fn partner(url: &str, username: &str) -> reqwest::Client {
-    let c = client();
-    for query in [
-        format!("mutation {{ register(input: {{username: \"{username}\", password: \"correct horse battery\"}}) {{ id }} }}"),
-        format!("mutation {{ login(username: \"{username}\", password: \"correct horse battery\") {{ id }} }}"),
-    ] {
-        let r: Value = gql(&c, url, &query).await;
-        assert!(r.get("errors").is_none(), "{r}");
-    }
+pub async fn partner(url: &str, username: &str) -> Partner {
+    let mut c = anonymous(url);
+    c.sign_in(username).await;
     c
-}
-
-/// Creates an API token as the logged-in `c` and returns its secret.
-pub async fn create_token(c: &reqwest::Client, url: &str) -> String {
-    let r = gql(
-        c,
-        url,
-        r#"mutation { createApiToken(name: "till") { token } }"#,
-    )
-    .await;
-    r["data"]["createApiToken"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token: {r}"))
-        .to_owned()
-}
-
-pub async fn gql(c: &reqwest::Client, url: &str, query: &str) -> Value {
-    c.post(format!("{url}/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// A PostgreSQL server of the test's own (initdb in a temporary folder, on a free

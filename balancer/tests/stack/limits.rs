@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use ecanteen_test_client::documents;
+use serde_json::{json, Value};
 
 use crate::harness::*;
 
@@ -94,19 +95,21 @@ async fn a_partner_has_one_budget_over_its_sessions_tokens_and_every_replica() {
     );
     balancer.wait_ready(2);
     let url = balancer.url.clone();
-    let session = partner(&url, "limited").await;
-    let token = create_token(&session, &url).await;
-    let other = partner(&url, "unhurried").await;
+    let mut session = partner(&url, "limited").await;
+    let token = session.api_token("till").await;
+    let mut other = partner(&url, "unhurried").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // Alternate the session and the token; round robin alternates the replicas.
-    let tokens = client();
+    let http = client();
+    let cookie = session.cookie.clone().unwrap();
     let me = serde_json::json!({ "query": "{ me { id } }" });
     let (statuses, waits, elapsed) = burst(20, |i| {
+        let request = http.post(format!("{url}/graphql"));
         let request = if i % 2 == 0 {
-            session.post(format!("{url}/graphql"))
+            request.header("cookie", &cookie)
         } else {
-            tokens.post(format!("{url}/graphql")).bearer_auth(&token)
+            request.bearer_auth(&token)
         };
         request.json(&me)
     })
@@ -128,10 +131,10 @@ async fn a_partner_has_one_budget_over_its_sessions_tokens_and_every_replica() {
     assert_eq!(statuses[18..], [429, 429], "{statuses:?}");
 
     // Another partner is not slowed by the first.
-    let r = gql(&other, &url, "{ me { username } }").await;
+    let r = other.gql(documents::ME, json!({})).await;
     assert_eq!(r["data"]["me"]["username"], "unhurried", "{r}");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let r = gql(&session, &url, "{ me { username } }").await;
+    let r = session.gql(documents::ME, json!({})).await;
     assert_eq!(r["data"]["me"]["username"], "limited", "{r}");
 }

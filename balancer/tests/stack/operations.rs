@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ecanteen_test_client::documents;
+use serde_json::json;
+
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,8 +100,8 @@ async fn spawn_starts_supervises_and_stops_the_replicas() {
         "2".into(),
     ]);
     let status = balancer.wait_ready(2);
-    let c = partner(&balancer.url, "spawned").await;
-    let me = gql(&c, &balancer.url, "{ me { username } }").await;
+    let mut c = partner(&balancer.url, "spawned").await;
+    let me = c.gql(documents::ME, json!({})).await;
     assert_eq!(me["data"]["me"]["username"], "spawned");
 
     // A replica that dies is restarted.
@@ -122,7 +125,7 @@ async fn spawn_starts_supervises_and_stops_the_replicas() {
         std::thread::sleep(Duration::from_millis(50));
     }
     balancer.wait_ready(2);
-    let me = gql(&c, &balancer.url, "{ me { username } }").await;
+    let me = c.gql(documents::ME, json!({})).await;
     assert_eq!(
         me["data"]["me"]["username"], "spawned",
         "the session lives in the database"

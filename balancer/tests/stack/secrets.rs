@@ -2,11 +2,9 @@
 
 use std::fs::File;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::cookie::CookieStore as _;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -42,41 +40,28 @@ async fn no_password_token_or_session_id_is_logged_even_at_trace_level() {
 
     // Every way a secret enters: registration, failed and good logins (GraphQL and
     // REST), the session cookie, a token created and used, an unknown token, logout.
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let c = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .build()
-        .unwrap();
-    let register = format!(
-        r#"mutation {{ register(input: {{username: "quiet", password: "{PASSWORD}"}}) {{ id }} }}"#
-    );
-    assert!(gql(&c, &url, &register).await.get("errors").is_none());
+    let mut c = anonymous(&url);
+    c.register("quiet", PASSWORD).await;
+    // The password also arrives written into a document, not only as a variable.
     let wrong = format!(
         r#"mutation {{ login(username: "quiet", password: "{WRONG_PASSWORD}") {{ id }} }}"#
     );
-    assert!(gql(&c, &url, &wrong).await.get("errors").is_some());
+    assert!(c.gql(&wrong, json!({})).await.get("errors").is_some());
+    let credentials = json!({ "username": "quiet", "password": PASSWORD });
     let rest_login = c
-        .post(format!("{url}/ecanteen/login"))
-        .json(&json!({ "username": "quiet", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rest_login.status(), 200);
+        .rest("POST", "/ecanteen/login", Some(credentials), &[])
+        .await;
+    assert_eq!(rest_login.status, 200);
     let login =
         format!(r#"mutation {{ login(username: "quiet", password: "{PASSWORD}") {{ id }} }}"#);
-    assert!(gql(&c, &url, &login).await.get("errors").is_none());
-    let cookie = jar
-        .cookies(&url.parse().unwrap())
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    assert!(c.gql(&login, json!({})).await.get("errors").is_none());
+    let cookie = c.cookie.clone().unwrap();
     let session_id = cookie
         .split(';')
         .find_map(|c| c.trim().strip_prefix("ecanteen_session="))
         .unwrap()
         .to_owned();
-    let token = create_token(&c, &url).await;
+    let token = c.api_token("till").await;
     let anonymous = client();
     for bearer in [token.as_str(), BOGUS_TOKEN] {
         let _ = anonymous
@@ -93,8 +78,7 @@ async fn no_password_token_or_session_id_is_logged_even_at_trace_level() {
             .await
             .unwrap();
     }
-    let r: Value = gql(&c, &url, "mutation { logout }").await;
-    assert!(r.get("errors").is_none(), "{r}");
+    c.logout().await;
 
     // Logs are written as they happen; give the last lines a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;

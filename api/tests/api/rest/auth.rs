@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{assert_error, create, rest_partner};
-use crate::helpers::{dual_tests, PASSWORD};
+use crate::helpers::{dual_tests, SendTo as _, PASSWORD};
 
 dual_tests! {
     async fn join_takes_json_or_a_form_and_refuses_bad_or_taken_names(app) {

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{create, fetch, id_of, rest_partner};
-use crate::helpers::dual_tests;
+use crate::helpers::{dual_tests, SendTo as _};
 
 dual_tests! {
     async fn sixteen_clients_adding_forty_times_lose_nothing(app) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{assert_error, create, fetch, id_of, rest_partner};
-use crate::helpers::dual_tests;
+use crate::helpers::{dual_tests, SendTo as _};
 
 dual_tests! {
     async fn the_same_key_sent_twice_creates_one_product(app) {

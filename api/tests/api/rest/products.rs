@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{assert_error, create, fetch, id_of, rest_partner};
-use crate::helpers::dual_tests;
+use crate::helpers::{dual_tests, SendTo as _};
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array()
