@@ -154,6 +154,12 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_WS_RECHECK_MS", default_value_t = 2000)]
     pub ws_recheck_ms: u64,
 
+    /// Milliseconds a WebSocket may stay silent before it is closed (code 3008, at
+    /// least 1000). The browser client pings at a third of it, which it learns from
+    /// the server's first pong.
+    #[arg(long, env = "ECANTEEN_WS_KEEPALIVE_MS", default_value_t = 30_000)]
+    pub ws_keepalive_ms: u64,
+
     /// Most fields at the root of one GraphQL operation (aliases and fragments included).
     #[arg(long, env = "ECANTEEN_MAX_ROOT_FIELDS", default_value_t = 16)]
     pub max_root_fields: usize,
@@ -225,9 +231,15 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_CLIENT_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../client"))]
     pub client_dir: std::path::PathBuf,
 
-    /// Log line format.
+    /// Log line format. Logs go to standard error; standard output carries only the
+    /// "listening" line.
     #[arg(long, env = "ECANTEEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// The access log: one line per request (method, route, status, duration,
+    /// request id) for one request in N; 0 turns it off, 1 logs every request.
+    #[arg(long, env = "ECANTEEN_ACCESS_LOG_EVERY", default_value_t = 1)]
+    pub access_log_every: u64,
 }
 
 impl Config {

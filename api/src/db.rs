@@ -193,6 +193,26 @@ impl WriteGate {
     }
 }
 
+/// How long a starting replica waits for another to finish setting the database up.
+const SETUP_WAIT: Duration = Duration::from_secs(60);
+
+/// A replica's turn to set up a SQLite file ([`Db::setup_turn`]); dropping it lets the
+/// next one go.
+#[must_use = "the turn ends when it is dropped"]
+pub struct SetupTurn {
+    _lock: Option<std::fs::File>,
+}
+
+/// `<database>-writer.lock`, the lock every process on a SQLite file takes to write
+/// (none for an in-memory database).
+fn writer_lock_file(url: &str, connect: &SqliteConnectOptions) -> Option<PathBuf> {
+    (!url.contains(":memory:") && !url.contains("mode=memory")).then(|| {
+        let mut name = connect.get_filename().as_os_str().to_owned();
+        name.push("-writer.lock");
+        PathBuf::from(name)
+    })
+}
+
 /// The transaction-scoped advisory lock every PostgreSQL writer takes before appending
 /// to a change feed (see [`Tx::feed_lock`]).
 pub const FEED_LOCK: i64 = 7_236_001;
@@ -361,12 +381,7 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(options.acquire_timeout);
-            let lock_file =
-                (!url.contains(":memory:") && !url.contains("mode=memory")).then(|| {
-                    let mut name = connect.get_filename().as_os_str().to_owned();
-                    name.push("-writer.lock");
-                    PathBuf::from(name)
-                });
+            let lock_file = writer_lock_file(url, &connect);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
@@ -396,6 +411,48 @@ impl Db {
             Ok(Self::Postgres(pool))
         } else {
             anyhow::bail!("unsupported database URL: it must start with sqlite: or postgres:")
+        }
+    }
+
+    /// This replica's turn to open and set up the database, held until it is dropped:
+    /// replicas started together on one new SQLite file take turns (the file's writer
+    /// lock, which every write takes too), so none of them meets another's schema
+    /// change or journal-mode switch half-done, and a replica that comes second waits
+    /// instead of failing with "database is locked". Nothing to wait for on
+    /// PostgreSQL, whose migrator takes an advisory lock, nor for an in-memory database.
+    pub async fn setup_turn(options: &DbOptions) -> anyhow::Result<SetupTurn> {
+        let url = options.url.as_str();
+        if !url.starts_with("sqlite:") {
+            return Ok(SetupTurn { _lock: None });
+        }
+        let connect = SqliteConnectOptions::from_str(url).context("invalid SQLite database URL")?;
+        let Some(path) = writer_lock_file(url, &connect) else {
+            return Ok(SetupTurn { _lock: None });
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => return Ok(SetupTurn { _lock: Some(file) }),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+        tracing::info!("waiting for another replica to finish setting the database up");
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
+        match tokio::time::timeout(SETUP_WAIT, locked).await {
+            Ok(Ok(Ok(file))) => Ok(SetupTurn { _lock: Some(file) }),
+            Ok(Ok(Err(e))) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            Ok(Err(e)) => Err(anyhow::anyhow!("the setup lock's thread failed: {e}")),
+            Err(_) => anyhow::bail!(
+                "another process has held {} for {} s; is a replica stuck?",
+                path.display(),
+                SETUP_WAIT.as_secs()
+            ),
         }
     }
 

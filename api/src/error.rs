@@ -146,6 +146,13 @@ impl ServiceError {
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error")
             }
+            // The pool is closed only when the replica stops: a background task that
+            // meets it then is not news for the operator.
+            Self::Unavailable(cause)
+                if matches!(cause.downcast_ref(), Some(sqlx::Error::PoolClosed)) =>
+            {
+                tracing::debug!("the database is closed: the replica is stopping")
+            }
             Self::Unavailable(cause) => {
                 tracing::warn!(error = format!("{cause:#}"), "database unavailable")
             }

@@ -18,6 +18,7 @@ use crate::db::{Db, DbOptions};
 use crate::domain::PictureLimits;
 use crate::events::EventHub;
 use crate::graphql::{build_schema, SchemaLimits};
+use crate::http::access_log::AccessLog;
 use crate::http::health::WriteHealth;
 use crate::http::ws::WsLimits;
 use crate::http::{router, AppState, HttpSettings};
@@ -39,6 +40,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         write_wait: Duration::from_millis(config.write_wait_ms),
         write_queue: config.write_queue,
     };
+    let setup = Db::setup_turn(&options).await?;
     let db = Db::connect(&options).await?;
     db.migrate().await?;
     crate::sessions::Store::new(&db)
@@ -46,6 +48,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .await
         .context("session table migration failed")?;
     let logins = db.open_login_ledger(&options).await?;
+    drop(setup);
     let hasher = PasswordHasher::new(
         config.argon2_memory_kib,
         config.argon2_iterations,
@@ -96,6 +99,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             session_ttl: config.session_ttl(),
             session_refresh: config.session_refresh(),
             secure_cookies: config.secure_cookies,
+            access_log: AccessLog::new(config.access_log_every),
         },
         draining: Arc::new(AtomicBool::new(false)),
         writes,
@@ -104,6 +108,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             config.max_subscriptions_per_socket,
             Duration::from_millis(config.ws_init_timeout_ms),
             Duration::from_millis(config.ws_recheck_ms),
+            Duration::from_millis(config.ws_keepalive_ms.max(1000)),
         ),
     })
 }

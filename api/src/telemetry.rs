@@ -1,4 +1,6 @@
-//! Structured logs through `tracing`; the level comes from `RUST_LOG` (default `info`).
+//! Structured logs through `tracing`, on standard error; the level comes from `RUST_LOG`
+//! (default `info`). Standard output carries only the "listening" line that scripts and
+//! supervisors read.
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +11,8 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

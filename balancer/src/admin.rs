@@ -1,7 +1,6 @@
 //! The admin endpoint: `GET /status` (JSON) and `GET /metrics` (Prometheus).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::extract::State;
@@ -17,7 +16,9 @@ use crate::upstream::Pool;
 
 #[derive(Clone)]
 pub struct Admin {
-    pub addr: SocketAddr,
+    /// Bound before the server starts (`server::build`), so a taken port is an error
+    /// at start; taken once, by the service.
+    pub listener: Arc<Mutex<Option<std::net::TcpListener>>>,
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
     pub algorithm: Algorithm,
@@ -55,12 +56,14 @@ impl BackgroundService for Admin {
             .route("/status", get(status))
             .route("/metrics", get(metrics))
             .with_state(self.clone());
-        let listener = match tokio::net::TcpListener::bind(self.addr).await {
-            Ok(listener) => listener,
-            Err(err) => {
-                tracing::error!(addr = %self.addr, error = %err, "cannot serve the admin endpoint");
+        let bound = self.listener.lock().ok().and_then(|mut l| l.take());
+        let listener = match bound.map(tokio::net::TcpListener::from_std) {
+            Some(Ok(listener)) => listener,
+            Some(Err(err)) => {
+                tracing::error!(error = %err, "cannot serve the admin endpoint");
                 return;
             }
+            None => return,
         };
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

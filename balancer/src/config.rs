@@ -7,6 +7,25 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The flag's value, as `ecanteen-api --log-format` takes it too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Algorithm {
     /// Each ready replica in turn, by weight (smooth weighted round robin).
     RoundRobin,
@@ -28,10 +47,10 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
-    /// A replica, `host:port` (repeatable).
+    /// A replica, `host:port` (repeatable; the variable takes a comma-separated list).
     #[arg(
         long = "upstream",
-        env = "ECANTEEN_BALANCER_UPSTREAMS",
+        env = "ECANTEEN_BALANCER_UPSTREAM",
         value_delimiter = ','
     )]
     pub upstreams: Vec<String>,
@@ -41,7 +60,7 @@ pub struct Config {
     #[arg(
         long = "upstreams",
         value_name = "FILE",
-        env = "ECANTEEN_BALANCER_UPSTREAMS"
+        env = "ECANTEEN_BALANCER_UPSTREAMS_FILE"
     )]
     pub upstreams_file: Option<PathBuf>,
 
@@ -169,4 +188,10 @@ pub struct Config {
     /// Worker threads of the proxy (default: the number of CPUs).
     #[arg(long, env = "ECANTEEN_BALANCER_THREADS")]
     pub threads: Option<usize>,
+
+    /// Log line format, on standard error; spawned replicas log the same way, and their
+    /// lines are forwarded with the replica's address (text: a prefix; JSON: a
+    /// `replica` field).
+    #[arg(long, env = "ECANTEEN_BALANCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }

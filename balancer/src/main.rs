@@ -6,17 +6,31 @@ use clap::Parser as _;
 /// and free at about 8 % of the balancer's CPU (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use ecanteen_balancer::config::Config;
+use std::process::ExitCode;
+
+use ecanteen_balancer::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_target(false)
-        .init();
-    let server = ecanteen_balancer::server::build(&config)?;
-    // Scripts and tests read the address from this line.
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    let server = match ecanteen_balancer::server::build(&config) {
+        Ok(server) => server,
+        Err(err) => {
+            // One line, the causes joined: "cannot listen on …: Address already in use".
+            eprintln!("ecanteen-balancer: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Scripts and tests read the address from this line, printed once both ports are
+    // known to be free.
     println!(
         "ecanteen-balancer listening on http://{} (admin http://{})",
         config.listen, config.admin

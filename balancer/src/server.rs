@@ -4,6 +4,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -22,6 +24,16 @@ use crate::upstream::{resolve, Policy, Pool};
 /// Builds the server from the configuration: starts spawned replicas (if any), loads
 /// the initial membership, and wires every service. `run_forever` is the caller's.
 pub fn build(config: &Config) -> anyhow::Result<Server> {
+    // Both ports are tried before anything starts, so a taken one ends the balancer
+    // with one line and no replica left behind. The admin listener is kept and served;
+    // the proxy's is let go and bound again at once by pingora.
+    drop(
+        std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    );
+    let admin = std::net::TcpListener::bind(config.admin)
+        .with_context(|| format!("cannot serve the admin endpoint on {}", config.admin))?;
+    admin.set_nonblocking(true)?;
     let policy = Policy {
         rise: config.rise.max(1),
         fall: config.fall.max(1),
@@ -45,7 +57,12 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             .clone()
             .or_else(default_api_bin)
             .ok_or_else(|| anyhow::anyhow!("ecanteen-api not found beside this binary; build the workspace (cargo build --release) or pass --api-bin"))?;
-        let supervisor = Supervisor::start(config.spawn, bin, config.database_url.clone())?;
+        let supervisor = Supervisor::start(
+            config.spawn,
+            bin,
+            config.database_url.clone(),
+            config.log_format,
+        )?;
         fixed.extend(supervisor.addrs().into_iter().map(|a| (a, 1)));
         Some(supervisor)
     } else {
@@ -119,7 +136,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
     server.add_service(background_service(
         "admin",
         Admin {
-            addr: config.admin,
+            listener: Arc::new(std::sync::Mutex::new(Some(admin))),
             pool: pool.clone(),
             metrics,
             algorithm: config.algorithm,

@@ -6,7 +6,12 @@
 //! `--exit-with-parent` and a pipe as their standard input: closing it (on shutdown) asks
 //! them to drain and exit, and if the balancer dies however abruptly, the pipe closes and
 //! they exit too, so no replica outlives its balancer.
+//!
+//! A replica's output (its logs on standard error, its "listening" line on standard
+//! output) is forwarded to the balancer's standard error, line by line, with the
+//! replica's address: a prefix in text, a `replica` field in JSON ([`forward`]).
 
+use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +21,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+
+use crate::config::LogFormat;
 
 struct Slot {
     addr: SocketAddr,
@@ -28,6 +35,7 @@ struct Slot {
 pub struct Supervisor {
     bin: PathBuf,
     database_url: String,
+    log_format: LogFormat,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -45,10 +53,16 @@ pub fn default_api_bin() -> Option<PathBuf> {
 
 impl Supervisor {
     /// Starts `n` replicas; returns their addresses.
-    pub fn start(n: usize, bin: PathBuf, database_url: String) -> anyhow::Result<Arc<Self>> {
+    pub fn start(
+        n: usize,
+        bin: PathBuf,
+        database_url: String,
+        log_format: LogFormat,
+    ) -> anyhow::Result<Arc<Self>> {
         let supervisor = Arc::new(Self {
             bin,
             database_url,
+            log_format,
             slots: Mutex::new(Vec::new()),
         });
         let mut slots = Vec::with_capacity(n);
@@ -77,17 +91,26 @@ impl Supervisor {
     }
 
     fn launch(&self, addr: SocketAddr) -> anyhow::Result<Child> {
-        let child = Command::new(&self.bin)
+        let mut child = Command::new(&self.bin)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--database-url")
             .arg(&self.database_url)
+            .arg("--log-format")
+            .arg(self.log_format.as_str())
             .arg("--exit-with-parent")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.bin.display()))?;
         tracing::info!(replica = %addr, pid = child.id(), "replica started");
+        if let Some(out) = child.stdout.take() {
+            forward(out, addr, self.log_format);
+        }
+        if let Some(err) = child.stderr.take() {
+            forward(err, addr, self.log_format);
+        }
         Ok(child)
     }
 
@@ -166,6 +189,51 @@ impl Supervisor {
     }
 }
 
+/// Copies a replica's output to the balancer's standard error, one line at a time, on a
+/// thread of its own that ends when the replica closes the pipe (when it exits).
+fn forward(pipe: impl Read + Send + 'static, replica: SocketAddr, format: LogFormat) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("replica {replica} log"))
+        .spawn(move || {
+            let mut lines = BufReader::new(pipe);
+            let mut line = Vec::new();
+            while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                let forwarded = with_replica(text.trim_end_matches(['\r', '\n']), replica, format);
+                // One write per line, so lines of different replicas never interleave.
+                let _ = writeln!(std::io::stderr().lock(), "{forwarded}");
+                line.clear();
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(%replica, error = %err, "cannot forward the replica's output");
+    }
+}
+
+/// One line of a replica's output as the balancer prints it: `127.0.0.1:9001 | line` in
+/// text; in JSON, the replica's own object with a `replica` field (or, for a line that
+/// is not an object, `{"replica": …, "message": line}`).
+pub fn with_replica(line: &str, replica: SocketAddr, format: LogFormat) -> String {
+    match format {
+        LogFormat::Text => format!("{replica} | {line}"),
+        LogFormat::Json => {
+            let object = match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(mut object)) => {
+                    object.insert("replica".into(), replica.to_string().into());
+                    object
+                }
+                _ => {
+                    let mut object = serde_json::Map::new();
+                    object.insert("replica".into(), replica.to_string().into());
+                    object.insert("message".into(), line.into());
+                    object
+                }
+            };
+            serde_json::Value::Object(object).to_string()
+        }
+    }
+}
+
 /// Runs the supervision loop as a pingora background service, and stops the replicas
 /// on graceful shutdown.
 pub struct SupervisorService {
@@ -189,5 +257,31 @@ impl BackgroundService for SupervisorService {
         let supervisor = self.supervisor.clone();
         let grace = self.grace;
         let _ = tokio::task::spawn_blocking(move || supervisor.stop(grace)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_line_names_its_replica() {
+        let replica: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        assert_eq!(
+            with_replica("INFO started", replica, LogFormat::Text),
+            "127.0.0.1:9001 | INFO started"
+        );
+        let json = with_replica(
+            r#"{"level":"INFO","message":"ok"}"#,
+            replica,
+            LogFormat::Json,
+        );
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["replica"], "127.0.0.1:9001");
+        assert_eq!(value["level"], "INFO");
+        let plain = with_replica("listening on http://x", replica, LogFormat::Json);
+        let value: serde_json::Value = serde_json::from_str(&plain).unwrap();
+        assert_eq!(value["message"], "listening on http://x");
+        assert_eq!(value["replica"], "127.0.0.1:9001");
     }
 }

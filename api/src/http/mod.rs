@@ -14,6 +14,7 @@
 //! - [`partner_tag`]: names that partner to the balancer (for its rate limits);
 //! - [`session`]: a session that could not be saved is answered 503, not a bare 500.
 
+pub mod access_log;
 pub mod auth;
 pub mod client;
 pub mod graphql;
@@ -70,6 +71,8 @@ pub struct HttpSettings {
     pub secure_cookies: bool,
     /// The browser client's folder, served at `/`.
     pub client_dir: std::path::PathBuf,
+    /// Which requests the access log records.
+    pub access_log: access_log::AccessLog,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -100,6 +103,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(session::failed_saves_are_unavailable))
         .layer(axum::middleware::from_fn(metrics::record))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
+        // Outside the timeout, so a 504 is logged as one.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::record,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let request_id = req

@@ -68,6 +68,10 @@ pub struct WsLimits {
     pub init_timeout: Duration,
     /// How often an open socket's credential is checked again (see [`guard`]).
     pub recheck: Duration,
+    /// How long a socket may stay silent before it is closed (3008). Clients learn it
+    /// from the payload of the pong to their first ping, `{"keepAliveMs": …}`, and ping
+    /// well within it.
+    pub keepalive: Duration,
 }
 
 impl WsLimits {
@@ -76,12 +80,14 @@ impl WsLimits {
         subscriptions_per_socket: usize,
         init_timeout: Duration,
         recheck: Duration,
+        keepalive: Duration,
     ) -> Self {
         Self {
             sockets: Arc::new(Semaphore::new(sockets)),
             subscriptions_per_socket,
             init_timeout,
             recheck,
+            keepalive,
         }
     }
 }
@@ -123,6 +129,7 @@ async fn upgrade(
         .on_upgrade(move |socket| async move {
             let _socket_permit = socket_permit;
             let subscriptions = limits.subscriptions_per_socket;
+            let keepalive_ms = u64::try_from(limits.keepalive.as_millis()).unwrap_or(u64::MAX);
             // async-graphql writes to a channel, and this task to the socket: so the
             // socket can still be closed with a reason when the credential ends.
             let (mut sink, stream) = socket.split();
@@ -134,7 +141,10 @@ async fn upgrade(
                 schema,
                 protocol,
             )
-            .keepalive_timeout(Duration::from_secs(30))
+            .keepalive_timeout(limits.keepalive)
+            .on_ping(move |_: Option<&Data>, _| async move {
+                Ok(Some(serde_json::json!({ "keepAliveMs": keepalive_ms })))
+            })
             .on_connection_init(move |payload| async move {
                 let credential =
                     Arc::new(init_credential(&service, &payload, cookie_session).await?);

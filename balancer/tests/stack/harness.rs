@@ -23,7 +23,7 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-fn balancer_bin() -> PathBuf {
+pub fn balancer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ecanteen-balancer"))
 }
 

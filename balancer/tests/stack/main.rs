@@ -17,3 +17,4 @@ mod overload;
 mod proxying;
 mod secrets;
 mod selection;
+mod startup;
