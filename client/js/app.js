@@ -55,6 +55,10 @@ const app = {
         // Back after a break: events missed without an `afterId` are caught up by
         // reloading what is on screen.
         if (reconnected) for (const fn of app.resync) fn();
+        // The server closed the socket because the session ended (logged out
+        // elsewhere, or expired): asking who we are reaches the unauthenticated
+        // handler, which returns to the login page with a message.
+        if (status === 'ended') gql('{ me { id } }').then((data) => { if (!data?.me) sessionEnded(); }, () => {});
       };
     }
     if (!me && app.live) {
@@ -64,12 +68,14 @@ const app = {
   },
 };
 
-setUnauthenticatedHandler(() => {
+function sessionEnded() {
   if (!app.me) return;
   app.setMe(null);
   app.pendingMessage = 'Your session has expired. Please log in again.';
   app.navigate('#/login');
-});
+}
+
+setUnauthenticatedHandler(sessionEnded);
 
 const routes = [
   [/^#\/login$/, () => loginView(app), false],

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
-import { Partner, startStack } from './stack.mjs';
+import { KEEPALIVE_MS, Partner, startStack } from './stack.mjs';
 
 const SCREENSHOTS = resolve(import.meta.dirname, '../../docs/screenshots');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -264,6 +264,27 @@ describe('the browser client', () => {
     assert.deepEqual([...sellerPage.problems, ...buyerPage.problems], []);
     await sellerPage.context().close();
     await buyerPage.context().close();
+  });
+
+  test('an open dashboard keeps one WebSocket past two keep-alive periods, and stays live', async () => {
+    const seller = await new Partner(stack.base, 'awet').join();
+    const product = await seller.createProduct('Teh Awet', 5);
+    const page = await newPage();
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(socket));
+    await logIn(page, 'awet');
+    await page.locator('#live-status').waitFor();
+    // The server closes a socket silent for KEEPALIVE_MS (3008); the client's pings
+    // keep this one open.
+    await page.waitForTimeout(2 * KEEPALIVE_MS + 1500);
+    assert.equal(sockets.length, 1, 'one WebSocket, never reopened');
+    assert.equal(sockets[0].isClosed(), false);
+    const r = await seller.rest('POST', `/ecanteen/product/${product.id}/stock`, { delta: '2' });
+    assert.equal(r.status, 200);
+    await row(page, 'Teh Awet').locator('.quantity-value', { hasText: /^7$/ }).waitFor({ timeout: 5000 });
+    assert.equal(sockets.length, 1);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
   });
 
   test('the catalogue pages through many products', async () => {

@@ -22,6 +22,9 @@ function freePort() {
   });
 }
 
+/** The replicas' WebSocket keep-alive, shortened so a test can outlast two periods. */
+export const KEEPALIVE_MS = 2000;
+
 export async function startStack() {
   const dir = mkdtempSync(join(tmpdir(), 'ecanteen-browser-'));
   const port = await freePort();
@@ -32,7 +35,7 @@ export async function startStack() {
     '--spawn', '2',
     '--api-bin', join(TARGET, 'debug', 'ecanteen-api'),
     '--database-url', `sqlite://${join(dir, 'ecanteen.db')}`,
-  ], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  ], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'warn', ECANTEEN_WS_KEEPALIVE_MS: String(KEEPALIVE_MS) } });
   let log = '';
   child.stderr.on('data', (chunk) => { log = (log + chunk).slice(-20_000); });
   const base = `http://127.0.0.1:${port}`;
