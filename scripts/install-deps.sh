@@ -2,7 +2,9 @@
 # Installs the system packages the build and tests need, when missing (idempotent):
 #   cmake, which pingora (the balancer) needs to build zlib-ng;
 #   PostgreSQL, for the tests that run on it (scripts/ensure-postgres.sh);
-#   Chromium, Node.js and playwright-core, for the browser client's tests;
+#   Chromium and playwright-core, for the browser client's tests (which also need
+#   Node.js 20 or newer: Debian 12's is 18, so the script stops with a message when
+#   the machine has no newer one);
 #   Python's venv, for schemathesis (tests/fuzz/run.sh installs it from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +14,17 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # A virtualenv for schemathesis (tests/fuzz/run.sh).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ -z "${ECANTEEN_TEST_POSTGRES_URL:-}" ]; then
   command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "install-deps: the browser tests need Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none));" >&2
+  echo "install-deps: Debian 12's nodejs is 18: install 20 or newer from NodeSource or nvm" >&2
+  exit 1
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
