@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::error::ServiceError;
 
+pub mod metadata;
 pub mod picture;
 
 pub use picture::{Picture, PictureLimits};

@@ -4,8 +4,9 @@
 //! bytes (never the file name or the claimed type), accepts JPEG, PNG, WebP and GIF,
 //! refuses anything larger than the limits before decoding it (the header gives the
 //! dimensions, so a decompression bomb is refused unopened), decodes the whole picture
-//! (a truncated file fails), and makes the thumbnail. It is CPU work: call it off the
-//! async runtime.
+//! (a truncated file fails), removes the metadata (GPS included; see [`super::metadata`])
+//! and makes the thumbnail, turned upright as the EXIF orientation says. It is CPU work:
+//! call it off the async runtime.
 
 use std::fmt;
 use std::io::Cursor;
@@ -14,6 +15,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::{ImageFormat, ImageReader, Limits};
 use sha2::{Digest as _, Sha256};
 
+use super::metadata::{self, Stripped};
 use crate::error::ServiceError;
 
 /// The longest side of a thumbnail, in pixels.
@@ -117,6 +119,9 @@ impl Picture {
             _ => return Err(not_a_picture()),
         };
 
+        // What is stored is the picture without its metadata (GPS above all); the
+        // orientation it gave turns the thumbnail (`metadata`).
+        let Stripped { bytes, orientation } = metadata::strip(format, bytes);
         let reader = || ImageReader::with_format(Cursor::new(bytes.as_slice()), format);
         let too_large = |w: u32, h: u32| {
             invalid(format!(
@@ -141,7 +146,7 @@ impl Picture {
         decode_limits.max_image_height = Some(limits.max_side);
         decode_limits.max_alloc = Some(u64::from(limits.max_side).pow(2) * 8);
         decoder.limits(decode_limits);
-        let decoded = decoder.decode().map_err(|err| match err {
+        let mut decoded = decoder.decode().map_err(|err| match err {
             image::ImageError::Limits(_) => too_large(width, height),
             _ => invalid(format!(
                 "could not be decoded as {} (truncated or corrupt)",
@@ -149,6 +154,9 @@ impl Picture {
             )),
         })?;
 
+        // Upright, as a viewer sees it: the size reported is the turned one too.
+        decoded.apply_orientation(orientation);
+        let (width, height) = (decoded.width(), decoded.height());
         let thumbnail = make_thumbnail(&decoded).map_err(|e| ServiceError::Internal(e.into()))?;
         let hash = format!("{:x}", Sha256::digest(&bytes));
         Ok(Self {
@@ -199,6 +207,89 @@ mod tests {
         assert_eq!(picture.hash.len(), 64);
         let thumb = image::load_from_memory(&picture.thumbnail).unwrap();
         assert_eq!((thumb.width(), thumb.height()), (256, 128));
+    }
+
+    /// A 64×32 picture in `format` carrying a phone's EXIF (orientation 6: rotate 90°
+    /// clockwise to show it upright) and, in PNG, a text chunk.
+    fn phone_photo(format: ImageFormat) -> Vec<u8> {
+        use img_parts::ImageEXIF as _;
+        let img = image::RgbImage::from_pixel(64, 32, image::Rgb([10, 120, 200]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        let plain = img_parts::Bytes::from(out.into_inner());
+        let exif = Some(img_parts::Bytes::from(super::metadata::tests::phone_exif(
+            6,
+        )));
+        match format {
+            ImageFormat::Jpeg => {
+                let mut jpeg = img_parts::jpeg::Jpeg::from_bytes(plain).unwrap();
+                jpeg.set_exif(exif);
+                jpeg.encoder().bytes().to_vec()
+            }
+            ImageFormat::Png => {
+                let mut png = img_parts::png::Png::from_bytes(plain).unwrap();
+                png.set_exif(exif);
+                let text = img_parts::Bytes::from_static(b"Comment\0SecretText");
+                let at = png.chunks().len() - 1;
+                png.chunks_mut()
+                    .insert(at, img_parts::png::PngChunk::new(*b"tEXt", text));
+                png.encoder().bytes().to_vec()
+            }
+            _ => {
+                let mut webp = img_parts::webp::WebP::from_bytes(plain).unwrap();
+                webp.set_exif(exif);
+                webp.encoder().bytes().to_vec()
+            }
+        }
+    }
+
+    #[test]
+    fn a_phone_photo_is_stored_without_its_metadata_and_thumbnailed_upright() {
+        let contains =
+            |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+        for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+            let photo = phone_photo(format);
+            assert!(
+                contains(&photo, b"SecretPhone"),
+                "{format:?}: the test photo has EXIF"
+            );
+            let picture = Picture::parse("image", photo, &PictureLimits::default()).unwrap();
+            for secret in [&b"SecretPhone"[..], b"SecretText", b"S\0\0\0"] {
+                assert!(
+                    !contains(&picture.bytes, secret),
+                    "{format:?}: {secret:?} kept"
+                );
+            }
+            // The orientation alone is written back, so a browser still turns it.
+            let stripped = super::metadata::strip(format, picture.bytes.clone());
+            assert_eq!(
+                stripped.orientation,
+                image::metadata::Orientation::Rotate90,
+                "{format:?}"
+            );
+            assert_eq!(
+                stripped.bytes, picture.bytes,
+                "{format:?}: stripping twice changes nothing"
+            );
+            // Upright: 32 wide, 64 high, and so is the thumbnail.
+            assert_eq!((picture.width, picture.height), (32, 64), "{format:?}");
+            let thumb = image::load_from_memory(&picture.thumbnail).unwrap();
+            assert!(
+                thumb.height() > thumb.width(),
+                "{format:?}: {}×{}",
+                thumb.width(),
+                thumb.height()
+            );
+            // The stored file is still the same picture, and its identity is its bytes.
+            assert!(
+                image::load_from_memory(&picture.bytes).is_ok(),
+                "{format:?}"
+            );
+            assert_eq!(
+                picture.hash,
+                format!("{:x}", Sha256::digest(&picture.bytes))
+            );
+        }
     }
 
     #[test]
