@@ -33,8 +33,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-cargo_flags=(--locked --workspace --bins)
-[ "$profile" = release ] && cargo_flags+=(--release)
+# In debug, every target, as `cargo test --workspace` builds them (so the dependencies'
+# features resolve the same and nothing is compiled twice); in release, the binaries.
+cargo_flags=(--locked --workspace --all-targets)
+[ "$profile" = release ] && cargo_flags=(--locked --workspace --bins --release)
 cargo build -q "${cargo_flags[@]}"
 bin="${CARGO_TARGET_DIR:-target}/$profile"
 

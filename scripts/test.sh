@@ -1,29 +1,70 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: the README's test command, and what CI runs.
-#   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL,
-#   then the browser client's tests in headless Chromium against the real stack, then
-#   schemathesis against a replica, then a short run of the load test through the balancer.
+#   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL
+#   (each criterion bench run once as a test), then the browser client's tests in
+#   headless Chromium against the real stack, then schemathesis against a replica, then
+#   a short run of the load test through the balancer.
 # What the build and tests need (cmake, PostgreSQL) is installed or started when missing;
-# set ECANTEEN_TEST_POSTGRES_URL to use another PostgreSQL server (the URL of a database
-# whose user may create databases).
+# the npm and PyPI packages download in the background while Rust compiles. Set
+# ECANTEEN_TEST_POSTGRES_URL to use another PostgreSQL server (the URL of a database
+# whose user may create databases). Each stage prints how long it took, and the end a
+# summary.
+#
+# Every cargo command builds the whole workspace with its tests (`--workspace`, and
+# `--all-targets` where it builds), so the dependencies' features resolve one way and
+# nothing is compiled twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+started=$SECONDS
+stage_started=$SECONDS
+stage_name=""
+timings=()
+stage() {
+  if [ -n "$stage_name" ]; then
+    local took=$((SECONDS - stage_started))
+    timings+=("$(printf '%5ds  %s' "$took" "$stage_name")")
+    echo "-- $stage_name: ${took}s"
+  fi
+  stage_name="$1"
+  stage_started=$SECONDS
+  [ -z "$stage_name" ] || echo "== $stage_name"
+}
+summary() {
+  stage ""
+  echo "== stages"
+  printf '%s\n' "${timings[@]}"
+  echo "$(printf '%5ds  total' $((SECONDS - started)))"
+}
 
-echo "== cargo fmt --check"
+stage "install what is missing"
+scripts/install-deps.sh --system
+mkdir -p target
+scripts/install-deps.sh --packages > target/packages.log 2>&1 &
+packages=$!
+wait_for_packages() {
+  if ! wait "$packages"; then
+    cat target/packages.log >&2
+    echo "test: installing the npm or PyPI packages failed" >&2
+    exit 1
+  fi
+}
+
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+stage "cargo test"
 cargo test --workspace --locked
-echo "== browser tests (tests/browser)"
-cargo build --workspace --locked --bins
+stage "benches, each run once (cargo test --benches; docs/BENCHMARKS.md has the numbers)"
+cargo test --workspace --locked --benches
+stage "browser tests (tests/browser)"
+cargo build --workspace --locked --all-targets
+wait_for_packages
 (cd tests/browser && npm test --silent)
-echo "== fuzz (tests/fuzz): schemathesis against a real replica, REST and GraphQL"
+stage "fuzz (tests/fuzz): schemathesis against a real replica, REST and GraphQL"
 tests/fuzz/run.sh
-echo "== benches build (cargo bench --no-run; docs/BENCHMARKS.md has the numbers)"
-cargo bench -p ecanteen-benches --locked --no-run
-echo "== load test smoke (loadtest/): 20 users for 15 s through the balancer, invariant checked"
+stage "load test smoke (loadtest/): 20 users for 15 s through the balancer, invariant checked"
 loadtest/with-stack.sh -- scenario --users 20 --spawn-rate 4 --duration 15s \
   --think-min 200ms --think-max 800ms
+summary

@@ -12,14 +12,12 @@ cd "$(dirname "$0")/../.."
 examples="${1:-25}"
 
 venv=target/fuzz-venv
-if [ ! -x "$venv/bin/st" ] || [ tests/fuzz/requirements.txt -nt "$venv/.installed" ]; then
-  echo "fuzz: installing schemathesis into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/fuzz/requirements.txt
-  touch "$venv/.installed"
-fi
+tests/fuzz/install.sh
 
-cargo build -q --locked -p ecanteen-api --bin ecanteen-api
+# The whole workspace with its tests, as `cargo test --workspace` builds it: building
+# the replica alone would resolve its dependencies' features differently and compile
+# them a second time.
+cargo build -q --locked --workspace --all-targets
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
