@@ -47,17 +47,21 @@ system() {
   fi
 }
 
-# The packages the tests download: playwright-core (npm) and schemathesis (PyPI).
+# The packages the tests download: playwright-core and graphql-http (npm), schemathesis
+# (PyPI).
 # `--system` installs only the above; `--packages` only these (scripts/test.sh runs that
 # in the background while Rust compiles).
 packages() {
   # playwright-core, at the version the lock file pins; it drives Debian's Chromium and
   # downloads no browser of its own.
-  if [ ! -d tests/browser/node_modules/playwright-core ] \
-    || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
-    echo "install-deps: installing the browser tests' npm packages" >&2
-    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-  fi
+  # graphql-http, the GraphQL-over-HTTP audit suite (tests/graphql-http).
+  for dir in tests/browser tests/graphql-http; do
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+      || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      echo "install-deps: installing the npm packages of $dir" >&2
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
   tests/fuzz/install.sh
 }
 [ "$mode" = packages ] || system

@@ -12,6 +12,14 @@
 //! - A batch (a JSON array) may hold at most `max_batch` operations, and at most one
 //!   `login` or `register` among them (see `graphql::limits`).
 //!
+//! - The answer's media type follows `Accept` (GraphQL over HTTP): with
+//!   `application/graphql-response+json` preferred, the answer has that type, and a
+//!   request that fails before execution (a document that does not parse or validate,
+//!   variables that do not coerce) is a 400 whose body has no `data` entry. Otherwise
+//!   (`application/json`, `*/*`, no `Accept`), `application/json` as before: such
+//!   failures are 200 with `data: null`, as clients written before the media type
+//!   expect.
+//!
 //! Error codes are set by the schema itself (`graphql::ErrorCodes`); this layer only
 //! turns a failure caused by an unavailable database into a 503 with `Retry-After`.
 
@@ -47,9 +55,20 @@ async fn post_graphql(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let batch = match content_essence(&headers).as_deref() {
-        Some("application/json") => read_json(&state, &headers, body).await,
-        Some("multipart/form-data") => read_multipart(&state, &headers, body).await,
+    let media = Media::negotiate(&headers);
+    media.label(post_answer(&state, session, &headers, body, media).await)
+}
+
+async fn post_answer(
+    state: &AppState,
+    session: Session,
+    headers: &HeaderMap,
+    body: Body,
+    media: Media,
+) -> Response {
+    let batch = match content_essence(headers).as_deref() {
+        Some("application/json") => read_json(state, headers, body).await,
+        Some("multipart/form-data") => read_multipart(state, headers, body).await,
         _ => Err(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_USER_INPUT",
@@ -88,7 +107,7 @@ async fn post_graphql(
         }
         _ => {}
     }
-    execute(&state, session, &headers, batch).await
+    execute(state, session, headers, batch, media).await
 }
 
 /// The password fields of a whole batch (each document's own count is the schema's
@@ -243,6 +262,17 @@ async fn get_graphql(
     headers: HeaderMap,
     Query(params): Query<GetParams>,
 ) -> Response {
+    let media = Media::negotiate(&headers);
+    media.label(get_answer(&state, session, &headers, params, media).await)
+}
+
+async fn get_answer(
+    state: &AppState,
+    session: Session,
+    headers: &HeaderMap,
+    params: GetParams,
+    media: Media,
+) -> Response {
     let Some(query) = params.query else {
         if state.settings.graphiql {
             return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
@@ -287,7 +317,14 @@ async fn get_graphql(
             }
         }
     }
-    execute(&state, session, &headers, BatchRequest::Single(request)).await
+    execute(
+        state,
+        session,
+        headers,
+        BatchRequest::Single(request),
+        media,
+    )
+    .await
 }
 
 async fn execute(
@@ -295,6 +332,7 @@ async fn execute(
     session: Session,
     headers: &HeaderMap,
     batch: BatchRequest,
+    media: Media,
 ) -> Response {
     let session = PartnerSession::new(session);
     let actor = match auth::resolve(
@@ -344,6 +382,15 @@ async fn execute(
         }
         _ => None,
     };
+    if media == Media::GraphqlResponseJson {
+        if let BatchResponse::Single(r) = &response {
+            if is_request_error(r) {
+                // No `data` entry: the request never reached execution.
+                let body = serde_json::json!({ "errors": r.errors });
+                return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            }
+        }
+    }
     let json = Json(response).into_response();
     if let Some(wait) = unavailable {
         let (mut parts, body) = json.into_parts();
@@ -351,6 +398,72 @@ async fn execute(
         return with_retry_after(Response::from_parts(parts, body), wait);
     }
     json
+}
+
+/// The media type of a GraphQL answer: `application/json`, or the one GraphQL over HTTP
+/// defines, when the client prefers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Media {
+    Json,
+    GraphqlResponseJson,
+}
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+impl Media {
+    /// `application/graphql-response+json` when `Accept` names it with a quality at
+    /// least that of `application/json` (or of a wildcard that covers it); otherwise
+    /// `application/json`, also with no `Accept` at all.
+    fn negotiate(headers: &HeaderMap) -> Self {
+        let (mut graphql, mut json) = (0.0_f32, 0.0_f32);
+        let ranges = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for range in ranges {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                GRAPHQL_RESPONSE_JSON => graphql = graphql.max(quality),
+                "application/json" | "application/*" | "*/*" => json = json.max(quality),
+                _ => {}
+            }
+        }
+        if graphql > 0.0 && graphql >= json {
+            Self::GraphqlResponseJson
+        } else {
+            Self::Json
+        }
+    }
+
+    /// Gives a JSON answer this media type.
+    fn label(self, mut response: Response) -> Response {
+        let is_json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if self == Self::GraphqlResponseJson && is_json {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
+            );
+        }
+        response
+    }
+}
+
+/// Whether an answer failed before execution: no data, and no error with a path (a
+/// parse or validation error, variables that did not coerce, a limit of the document).
+/// An error raised while executing a field always has the field's path.
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// How long to wait before sending again, when an error says the service is unavailable
@@ -378,5 +491,42 @@ pub(crate) fn service_error_response(err: ServiceError) -> Response {
     match err.retry_after() {
         Some(wait) => with_retry_after(response, wait.as_secs().max(1)),
         None => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepting(accept: &str) -> Media {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+        Media::negotiate(&headers)
+    }
+
+    #[test]
+    fn the_answer_takes_the_media_type_the_client_prefers() {
+        use Media::*;
+        assert_eq!(Media::negotiate(&HeaderMap::new()), Json);
+        assert_eq!(accepting("application/json"), Json);
+        assert_eq!(accepting("*/*"), Json);
+        assert_eq!(
+            accepting("application/graphql-response+json"),
+            GraphqlResponseJson
+        );
+        assert_eq!(
+            accepting("application/graphql-response+json, application/json;q=0.9"),
+            GraphqlResponseJson
+        );
+        assert_eq!(
+            accepting("application/json, application/graphql-response+json"),
+            GraphqlResponseJson
+        );
+        assert_eq!(
+            accepting("application/graphql-response+json;q=0.5, application/json"),
+            Json
+        );
+        assert_eq!(accepting("application/graphql-response+json;q=0"), Json);
+        assert_eq!(accepting("text/html"), Json);
     }
 }

@@ -9,6 +9,7 @@ mod cancellation;
 mod client;
 mod concurrency;
 mod fuzz;
+mod graphql_over_http;
 mod layers;
 mod lifecycle;
 mod live;
