@@ -37,6 +37,9 @@ summary() {
   echo "$(printf '%5ds  total' $((SECONDS - started)))"
 }
 
+# The timings so far also when a stage fails.
+trap 'status=$?; if [ "$status" -ne 0 ] && [ -n "$stage_name" ]; then echo "!! $stage_name failed"; summary; fi' EXIT
+
 stage "install what is missing"
 scripts/install-deps.sh --system
 mkdir -p target
@@ -62,6 +65,8 @@ stage "browser tests (tests/browser)"
 cargo build --workspace --locked --all-targets
 wait_for_packages
 (cd tests/browser && npm test --silent)
+stage "GraphQL over HTTP: graphql-http's audit suite (tests/graphql-http)"
+(cd tests/graphql-http && npm test --silent)
 stage "fuzz (tests/fuzz): schemathesis against a real replica, REST and GraphQL"
 tests/fuzz/run.sh
 stage "load test smoke (loadtest/): 20 users for 15 s through the balancer, invariant checked"
