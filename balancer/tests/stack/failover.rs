@@ -187,24 +187,49 @@ async fn a_subscription_over_websocket_passes_through_the_balancer() {
     let id = owner.create_product("Kopi", 5).await;
 
     let ws_url = balancer.url.replace("http://", "ws://") + "/graphql/ws";
-    let mut request = ws_url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let send = |v: Value| Message::text(v.to_string());
-    ws.send(send(
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
-    ))
-    .await
-    .unwrap();
-    let ack = tokio::time::timeout(Duration::from_secs(3), ws.next())
+    // pingora 0.9.1 tears an upgraded connection down when the replica's 101 is read
+    // before the upgrade request's (empty) body has gone through its proxy loop
+    // (cloudflare/pingora#946, open; README, "The balancer"). It happens under load,
+    // right after the 101 and before anything else: a client opens the socket again,
+    // as the browser client does. At most two such resets are tolerated here; any
+    // other failure fails the test.
+    let mut torn_down = 0;
+    let mut ws = loop {
+        let mut request = ws_url.clone().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        ws.send(send(
+            json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+        ))
         .await
-        .unwrap()
-        .unwrap()
         .unwrap();
-    assert!(ack.to_text().unwrap().contains("connection_ack"));
+        let ack = tokio::time::timeout(Duration::from_secs(3), ws.next())
+            .await
+            .unwrap();
+        match ack {
+            Some(Ok(message)) => {
+                assert!(
+                    message.to_text().unwrap().contains("connection_ack"),
+                    "{message:?}"
+                );
+                break ws;
+            }
+            Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )))
+            | None
+                if torn_down < 2 =>
+            {
+                torn_down += 1;
+                eprintln!("the tunnel was torn down after its 101 (pingora#946); opening it again");
+            }
+            other => panic!("no connection_ack: {other:?}"),
+        }
+    };
     ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {"query": format!("subscription {{ stockChanged(productId: \"{id}\") {{ quantity }} }}")}}))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let r = owner.adjust(&id, -2).await;
