@@ -266,7 +266,7 @@ describe('the browser client', () => {
     await buyerPage.context().close();
   });
 
-  test('an open dashboard keeps one WebSocket past two keep-alive periods, and stays live', async () => {
+  test('an open dashboard keeps its WebSocket past two keep-alive periods, and stays live', async () => {
     const seller = await new Partner(stack.base, 'awet').join();
     const product = await seller.createProduct('Teh Awet', 5);
     const page = await newPage();
@@ -274,15 +274,19 @@ describe('the browser client', () => {
     page.on('websocket', (socket) => sockets.push(socket));
     await logIn(page, 'awet');
     await page.locator('#live-status').waitFor();
+    // The socket that is live now. (One torn down by pingora#946 before its ack, which
+    // the client reopens at once, is not this test's concern: README, "The balancer".)
+    const live = sockets.length;
+    const socket = sockets[live - 1];
     // The server closes a socket silent for KEEPALIVE_MS (3008); the client's pings
     // keep this one open.
     await page.waitForTimeout(2 * KEEPALIVE_MS + 1500);
-    assert.equal(sockets.length, 1, 'one WebSocket, never reopened');
-    assert.equal(sockets[0].isClosed(), false);
+    assert.equal(sockets.length, live, 'the live WebSocket was never reopened');
+    assert.equal(socket.isClosed(), false);
     const r = await seller.rest('POST', `/ecanteen/product/${product.id}/stock`, { delta: '2' });
     assert.equal(r.status, 200);
     await row(page, 'Teh Awet').locator('.quantity-value', { hasText: /^7$/ }).waitFor({ timeout: 5000 });
-    assert.equal(sockets.length, 1);
+    assert.equal(sockets.length, live);
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });
