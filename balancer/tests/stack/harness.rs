@@ -478,14 +478,14 @@ impl Drop for PrivatePostgres {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
-fn run(command: &mut Command) {
+pub fn run(command: &mut Command) {
     let output = command.output().expect("run a PostgreSQL tool");
     assert!(
         output.status.success(),
