@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ecanteen_loadtest::invariant::{self, Expectation};
 use ecanteen_test_client::requests;
 use serde_json::json;
 
@@ -291,9 +292,9 @@ async fn replicas_on_other_hosts_survive_a_cut_link_and_a_lost_database() {
     for worker in 0..2 {
         let (mut owner, stop, id) = (owner.clone(), stop.clone(), id.clone());
         writers.push(tokio::spawn(async move {
-            let mut acknowledged = 0u64;
+            let mut acknowledged = Vec::new();
             while !stop.load(Ordering::SeqCst) {
-                let key = format!("w{worker}-{acknowledged}");
+                let key = format!("w{worker}-{}", acknowledged.len());
                 let uri = format!("/ecanteen/product/{id}/stock");
                 // Sent again with the same key until it is acknowledged, as a till does.
                 for attempt in 0.. {
@@ -309,7 +310,7 @@ async fn replicas_on_other_hosts_survive_a_cut_link_and_a_lost_database() {
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                acknowledged += 1;
+                acknowledged.push(key);
             }
             acknowledged
         }));
@@ -327,21 +328,29 @@ async fn replicas_on_other_hosts_survive_a_cut_link_and_a_lost_database() {
     for r in readers {
         r.await.unwrap();
     }
-    let mut acknowledged = 0;
+    let mut expectation = Expectation {
+        product_id: id.parse().unwrap(),
+        token: owner.api_token("ledger").await,
+        ..Expectation::default()
+    };
     for w in writers {
-        acknowledged += w.await.unwrap();
+        for key in w.await.unwrap() {
+            expectation.acknowledge(1, key);
+        }
     }
+    let acknowledged = expectation.acknowledged_keys.len();
     assert_eq!(
         failed_reads.load(Ordering::SeqCst),
         0,
         "reads failed while app1 was cut off"
     );
     assert!(acknowledged > 10, "the load ran: {acknowledged}");
-    let quantity = anonymous(&balancer.url).quantity(&id).await;
-    assert_eq!(
-        quantity as u64, acknowledged,
-        "every acknowledged change applied exactly once"
-    );
+    // The load tester's ledger check: each acknowledged key in the ledger exactly once,
+    // and the ledger summing to the quantity.
+    let report = invariant::check(&balancer.url, vec![expectation], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(report.holds(), "{}", report.summary());
     hosts.restore("app1");
     balancer.wait_ready(2);
 
