@@ -1,4 +1,5 @@
-//! The access log: one line per request, for one request in `--access-log-every`.
+//! The access log: one line per request, for one request in `--access-log-every`; the
+//! health and metrics probes are left out.
 //!
 //! Each line names the method, the route's template (never the raw path, which carries
 //! ids and, on the REST routes, usernames), the status, the duration in milliseconds
@@ -43,18 +44,24 @@ impl AccessLog {
     }
 }
 
+/// The routes the balancer and monitoring poll every second or so: the metrics count
+/// them, and a line for each would bury the requests a person wants to read.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     // Nothing to measure when the line would be filtered out (`RUST_LOG=warn`).
-    if !tracing::enabled!(target: "access", tracing::Level::INFO)
+    if route.is_some_and(|r| PROBES.contains(&r))
+        || !tracing::enabled!(target: "access", tracing::Level::INFO)
         || !state.settings.access_log.sample()
     {
         return next.run(req).await;
     }
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = route.unwrap_or("unmatched").to_owned();
     let request_id = req
         .headers()
         .get(REQUEST_ID)
