@@ -384,14 +384,32 @@ pub struct PrivatePostgres {
     bin: PathBuf,
 }
 
+/// The newest PostgreSQL server's binaries (`initdb`, `pg_ctl`).
+pub fn postgres_bin_dir() -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries (scripts/install-deps.sh installs them)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|b| b.join("initdb").exists())
+        .max()
+        .expect("initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// `initdb`'s arguments for a test cluster, before its data directory: trust, user
+/// postgres, UTF-8, no fsync.
+pub const INITDB_ARGS: [&str; 8] = [
+    "-A",
+    "trust",
+    "-U",
+    "postgres",
+    "-E",
+    "UTF8",
+    "--no-sync",
+    "-D",
+];
+
 impl PrivatePostgres {
     pub fn start() -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL's server binaries (scripts/install-deps.sh installs them)")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|b| b.join("initdb").exists())
-            .max()
-            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let bin = postgres_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("ecanteen-pg-")
             .tempdir_in("/tmp")
@@ -407,16 +425,7 @@ impl PrivatePostgres {
         }
         run(pg
             .as_owner("initdb")
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
+            .args(INITDB_ARGS)
             .arg(pg.dir.path().join("data")));
         pg.start_again();
         pg

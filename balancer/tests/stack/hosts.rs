@@ -126,12 +126,7 @@ struct HostedPostgres {
 
 impl HostedPostgres {
     fn start(hosts: &Hosts, name: &str, addr: &str) -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|b| b.join("initdb").exists())
-            .max()
-            .unwrap();
+        let bin = postgres_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("ecanteen-pg-")
             .tempdir_in("/tmp")
@@ -141,16 +136,7 @@ impl HostedPostgres {
         run(Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(bin.join("initdb"))
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
+            .args(INITDB_ARGS)
             .arg(&data));
         let hba = data.join("pg_hba.conf");
         let mut rules = std::fs::read_to_string(&hba).unwrap();
