@@ -165,31 +165,38 @@ impl WriteGate {
                 // Each turn opens the file anew: an flock belongs to one open file, so a
                 // turn that timed out and still waits cannot share a later turn's lock.
                 // When it does get the lock, nobody awaits it any more, and dropping
-                // the file releases the lock at once. Opening a local file and trying
-                // the lock take microseconds; only a contended lock waits on a thread.
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&**path)
-                    .map_err(sqlx::Error::Io)?;
-                match file.try_lock() {
-                    Ok(()) => Some(file),
-                    Err(std::fs::TryLockError::WouldBlock) => {
-                        let locked =
-                            tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-                                .await
-                                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
-                        Some(locked.map_err(sqlx::Error::Io)?)
-                    }
-                    Err(std::fs::TryLockError::Error(e)) => return Err(sqlx::Error::Io(e)),
-                }
+                // the file releases the lock at once.
+                Some(lock_file(path, || {}).await.map_err(sqlx::Error::Io)?)
             }
         };
         Ok(WriteTurn {
             _process: process,
             _file: file,
         })
+    }
+}
+
+/// Opens `path` (creating it) and takes an exclusive `flock` on it, held until the file
+/// is dropped. Opening a local file and trying the lock take microseconds; only a
+/// contended lock waits, on a blocking thread, after `on_wait` is called.
+async fn lock_file(
+    path: &std::path::Path,
+    on_wait: impl FnOnce(),
+) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            on_wait();
+            tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -429,25 +436,11 @@ impl Db {
         let Some(path) = writer_lock_file(url, &connect) else {
             return Ok(SetupTurn { _lock: None });
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => return Ok(SetupTurn { _lock: Some(file) }),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-        tracing::info!("waiting for another replica to finish setting the database up");
-        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
-        match tokio::time::timeout(SETUP_WAIT, locked).await {
-            Ok(Ok(Ok(file))) => Ok(SetupTurn { _lock: Some(file) }),
-            Ok(Ok(Err(e))) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
-            Ok(Err(e)) => Err(anyhow::anyhow!("the setup lock's thread failed: {e}")),
+        let waiting =
+            || tracing::info!("waiting for another replica to finish setting the database up");
+        match tokio::time::timeout(SETUP_WAIT, lock_file(&path, waiting)).await {
+            Ok(Ok(file)) => Ok(SetupTurn { _lock: Some(file) }),
+            Ok(Err(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
             Err(_) => anyhow::bail!(
                 "another process has held {} for {} s; is a replica stuck?",
                 path.display(),
