@@ -65,7 +65,31 @@ use statement::arguments;
 pub enum Db {
     /// The pool, and the gate this process's write transactions pass one at a time.
     Sqlite(SqlitePool, WriteGate),
-    Postgres(PgPool),
+    /// The pool, and the signal raised when a write to a change feed commits.
+    Postgres(PgPool, FeedSignal),
+}
+
+/// Raised by every committed PostgreSQL transaction that appended to a change feed, and
+/// awaited by the replica's announcer (`events`), which tells every replica's tailer
+/// with one NOTIFY sent after the commit. Raises while the announcer is busy coalesce
+/// into one.
+///
+/// The NOTIFY used to be queued inside the writing transaction. PostgreSQL delivers
+/// notifications at commit under a lock held until the commit ends, so every writer
+/// that notified waited for the others' commits: a second global lock beside the old
+/// feed lock.
+#[derive(Clone, Debug, Default)]
+pub struct FeedSignal(Arc<tokio::sync::Notify>);
+
+impl FeedSignal {
+    pub fn raise(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits for the next raise (or one that came while nobody waited).
+    pub async fn raised(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// Lets one write transaction at a time ask SQLite for its write lock, in arrival order
@@ -220,10 +244,6 @@ fn writer_lock_file(url: &str, connect: &SqliteConnectOptions) -> Option<PathBuf
     })
 }
 
-/// The transaction-scoped advisory lock every PostgreSQL writer takes before appending
-/// to a change feed (see [`Tx::feed_lock`]).
-pub const FEED_LOCK: i64 = 7_236_001;
-
 /// The pools' `after_release` check: keeps a connection only if it comes back outside
 /// any transaction.
 ///
@@ -296,7 +316,7 @@ impl Db {
                 let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(Tx::sqlite(tx, turn))
             }
-            Self::Postgres(pool) => Ok(Tx::postgres(pool.begin().await?)),
+            Self::Postgres(pool, feed) => Ok(Tx::postgres(pool.begin().await?, feed.clone())),
         }
     }
 
@@ -307,10 +327,12 @@ impl Db {
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Self::Postgres(pool) => sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                .execute(pool)
-                .await?
-                .rows_affected(),
+            Self::Postgres(pool, _) => {
+                sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
         })
     }
 
@@ -322,7 +344,7 @@ impl Db {
                     .fetch_all(pool)
                     .await
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_all(pool)
                     .await
@@ -345,7 +367,7 @@ impl Db {
                     .fetch_optional(pool)
                     .await
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
@@ -368,7 +390,7 @@ impl Db {
                     .fetch_optional(pool)
                     .await
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
@@ -415,7 +437,7 @@ impl Db {
                 .connect_with(connect)
                 .await
                 .context("cannot connect to PostgreSQL")?;
-            Ok(Self::Postgres(pool))
+            Ok(Self::Postgres(pool, FeedSignal::default()))
         } else {
             anyhow::bail!("unsupported database URL: it must start with sqlite: or postgres:")
         }
@@ -460,7 +482,7 @@ impl Db {
         loop {
             let result = match self {
                 Self::Sqlite(pool, _) => SQLITE_MIGRATOR.run(pool).await,
-                Self::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
+                Self::Postgres(pool, _) => POSTGRES_MIGRATOR.run(pool).await,
             };
             match result {
                 Ok(()) => break,
@@ -539,20 +561,27 @@ impl Db {
             .is_ok()
     }
 
-    /// Takes the lock every write takes, and lets it go at once: whether a write could
-    /// start now. On SQLite, the write gate and `BEGIN IMMEDIATE`; on PostgreSQL, the
-    /// feed lock. Each wait is bounded as a write's is, so a wedged lock is an error
-    /// after the acquire timeout (or the statement timeout), not a hang.
+    /// Takes the locks every write takes, and lets them go at once: whether a write
+    /// could start now. On SQLite, the write gate and `BEGIN IMMEDIATE`; on PostgreSQL,
+    /// a transaction id (refused by a read-only server) and the tables' write locks
+    /// (`row exclusive`, which waits behind anything that blocks every write, such as a
+    /// schema change). Each wait is bounded as a write's is, so a wedged lock is an
+    /// error after the acquire timeout (or the statement timeout), not a hang.
     pub async fn probe_writes(&self) -> Result<(), sqlx::Error> {
         match self {
             Self::Sqlite(pool, gate) => {
                 let _turn = gate.enter_patiently().await?;
                 pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("select pg_advisory_xact_lock($1)")
-                    .bind(FEED_LOCK)
+                sqlx::query(
+                    "lock table products, stock_movements, product_events, idempotency_keys
+                     in row exclusive mode",
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("select pg_current_xact_id()")
                     .execute(&mut *tx)
                     .await?;
                 tx.rollback().await
@@ -560,22 +589,30 @@ impl Db {
         }
     }
 
+    /// Raises the feed signal after a write to a change feed committed outside a
+    /// [`Tx`] (one statement on PostgreSQL); nothing on SQLite, whose tailer polls.
+    pub fn feed_written(&self) {
+        if let Self::Postgres(_, feed) = self {
+            feed.raise();
+        }
+    }
+
     /// Pool statistics for `/metrics`: (open connections, idle connections).
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
             Self::Sqlite(pool, _) => (pool.size(), pool.num_idle()),
-            Self::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Self::Postgres(pool, _) => (pool.size(), pool.num_idle()),
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres(_))
+        matches!(self, Self::Postgres(..))
     }
 
     pub async fn close(&self) {
         match self {
             Self::Sqlite(pool, _) => pool.close().await,
-            Self::Postgres(pool) => pool.close().await,
+            Self::Postgres(pool, _) => pool.close().await,
         }
     }
 }

@@ -1,11 +1,17 @@
 //! Live updates: each replica tails the change feeds once and fans events out to its
 //! subscribers.
 //!
-//! One task per replica reads "everything after the last id seen" from the stock ledger
-//! and the product events, and broadcasts it on a bounded channel. On PostgreSQL it is
-//! woken by LISTEN/NOTIFY (writers notify at commit) and polls every second as a
+//! One task per replica reads "everything after the last position read" from the stock
+//! ledger and the product events (see `service::feed`), and broadcasts it on a bounded
+//! channel. On PostgreSQL it is woken by LISTEN/NOTIFY and polls every second as a
 //! fallback; on SQLite, which has no notifications, it polls at a short interval. Either
 //! way it is one query per tick for the whole replica, not one per subscriber.
+//!
+//! On PostgreSQL the NOTIFY is sent after a write's commit, not inside its transaction
+//! (see `db::FeedSignal`): each replica's announcer sends one for every burst of its
+//! writes, at most one every [`ANNOUNCE_GAP`]. Rows that committed but wait behind an
+//! older transaction are read again soon ([`HELD_BACK_RETRY`]), since the transaction
+//! they wait for may send no notification when it ends.
 //!
 //! A subscriber that cannot keep up falls behind the channel's capacity; its stream then
 //! ends with an error (the client reconnects with the last id it saw and misses
@@ -17,8 +23,8 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
-use crate::db::Db;
-use crate::service::feed::{ProductEvent, StockFeedItem};
+use crate::db::{Db, FeedSignal};
+use crate::service::feed::{FeedKind, ProductEvent, StockFeedItem};
 use crate::service::Service;
 
 /// An event of either feed.
@@ -32,6 +38,12 @@ pub enum FeedEvent {
 const CHANNEL_CAPACITY: usize = 1024;
 /// Most rows read per feed per tick.
 const BATCH: i64 = 500;
+/// The shortest time between two of a replica's notifications: bursts of writes are
+/// announced once.
+pub const ANNOUNCE_GAP: Duration = Duration::from_millis(5);
+/// How soon rows held back behind an older transaction are read again, at first; the
+/// wait doubles up to the fallback poll while they stay held back.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(2);
 
 /// The fan-out point of one replica.
 #[derive(Clone, Debug)]
@@ -44,6 +56,9 @@ impl EventHub {
     /// once a second besides its notifications).
     pub fn start(service: Service, poll: Duration) -> Self {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
+        if let Db::Postgres(pool, signal) = service.db() {
+            tokio::spawn(announce(pool.clone(), signal.clone(), sender.downgrade()));
+        }
         tokio::spawn(tail(service, sender.clone(), poll));
         Self { sender }
     }
@@ -53,19 +68,39 @@ impl EventHub {
     }
 }
 
-async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Duration) {
-    let (mut stock_seen, mut product_seen) = loop {
-        match service.feed_heads().await {
-            Ok(heads) => break heads,
-            Err(err) => {
-                err.log();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
-    let mut wake = Wakeup::new(service.db(), poll).await;
+/// Tells every replica's tailer, with one NOTIFY after the commits, that this replica
+/// wrote to a feed; stops with the replica's event hub.
+async fn announce(pool: sqlx::PgPool, signal: FeedSignal, hub: broadcast::WeakSender<FeedEvent>) {
     loop {
-        wake.wait().await;
+        signal.raised().await;
+        if hub.upgrade().is_none() {
+            return;
+        }
+        let sent = sqlx::query("select pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await;
+        if let Err(err) = sent {
+            // The tailers' fallback poll reads the rows all the same, a second later.
+            tracing::debug!(error = %err, "cannot announce a feed write");
+        }
+        tokio::time::sleep(ANNOUNCE_GAP).await;
+    }
+}
+
+async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Duration) {
+    let mut stock_seen = head(&service, FeedKind::Stock).await;
+    let mut product_seen = head(&service, FeedKind::Product).await;
+    let mut wake = Wakeup::new(service.db(), poll).await;
+    let mut retry = HELD_BACK_RETRY;
+    loop {
+        if service.feeds_held_back().await.unwrap_or(false) {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(Duration::from_secs(1));
+        } else {
+            retry = HELD_BACK_RETRY;
+            wake.wait().await;
+        }
         // Drain both feeds completely before sleeping again.
         loop {
             let mut read = 0;
@@ -73,7 +108,7 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
                 Ok(items) => {
                     read += items.len();
                     for item in items {
-                        stock_seen = item.movement.id;
+                        stock_seen = item.position();
                         // No receivers is not an error: nobody is subscribed right now.
                         let _ = sender.send(FeedEvent::Stock(Arc::new(item)));
                     }
@@ -84,7 +119,7 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
                 Ok(events) => {
                     read += events.len();
                     for event in events {
-                        product_seen = event.id;
+                        product_seen = event.position();
                         let _ = sender.send(FeedEvent::Product(Arc::new(event)));
                     }
                 }
@@ -97,6 +132,19 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
         if sender.is_empty() && sender.receiver_count() == 0 && sender.strong_count() == 1 {
             // Only our own sender is left: the replica is gone.
             return;
+        }
+    }
+}
+
+/// Where the tailer starts: the feed's head now.
+async fn head(service: &Service, feed: FeedKind) -> crate::service::feed::FeedPosition {
+    loop {
+        match service.feed_head(feed).await {
+            Ok(head) => return head,
+            Err(err) => {
+                err.log();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
@@ -117,7 +165,7 @@ impl Wakeup {
     async fn new(db: &Db, poll: Duration) -> Self {
         match db {
             Db::Sqlite(..) => Self::Poll(interval(poll)),
-            Db::Postgres(pool) => Self::Listen {
+            Db::Postgres(pool, _) => Self::Listen {
                 listener: listen(pool).await,
                 pool: pool.clone(),
                 fallback: interval(Duration::from_secs(1)),

@@ -56,7 +56,7 @@ impl Store {
     pub fn new(db: &Db) -> Self {
         match db {
             Db::Sqlite(pool, gate) => Self::Sqlite(SqliteStore::new(pool.clone()), gate.clone()),
-            Db::Postgres(pool) => Self::Postgres(PostgresStore::new(pool.clone())),
+            Db::Postgres(pool, _) => Self::Postgres(PostgresStore::new(pool.clone())),
         }
     }
 

@@ -14,7 +14,7 @@
 use sqlx::{Postgres, Sqlite, Transaction};
 
 use super::statement::{arguments, Row, Scalar, Sql};
-use super::WriteTurn;
+use super::{FeedSignal, WriteTurn};
 
 /// An open write transaction on either engine.
 pub struct Tx {
@@ -24,7 +24,8 @@ pub struct Tx {
 enum Inner {
     /// The transaction, and the turn at the write gate it holds until it ends.
     Sqlite(Transaction<'static, Sqlite>, WriteTurn),
-    Postgres(Transaction<'static, Postgres>),
+    /// The transaction, and the signal its commit raises when it appended to a feed.
+    Postgres(Transaction<'static, Postgres>, FeedSignal, bool),
 }
 
 impl std::fmt::Debug for Tx {
@@ -44,21 +45,28 @@ impl Tx {
         }
     }
 
-    pub(super) fn postgres(tx: Transaction<'static, Postgres>) -> Self {
+    pub(super) fn postgres(tx: Transaction<'static, Postgres>, feed: FeedSignal) -> Self {
         Self {
-            inner: Inner::Postgres(tx),
+            inner: Inner::Postgres(tx, feed, false),
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self.inner, Inner::Postgres(_))
+        matches!(self.inner, Inner::Postgres(..))
     }
 
-    /// Commits, and gives the write gate's turn back.
+    /// Commits, and gives the write gate's turn back. On PostgreSQL, a transaction that
+    /// appended to a feed then raises the feed signal (see [`Tx::appends_to_feed`]).
     pub async fn commit(self) -> sqlx::Result<()> {
         match self.inner {
             Inner::Sqlite(tx, _turn) => tx.commit().await,
-            Inner::Postgres(tx) => tx.commit().await,
+            Inner::Postgres(tx, feed, appended) => {
+                tx.commit().await?;
+                if appended {
+                    feed.raise();
+                }
+                Ok(())
+            }
         }
     }
 
@@ -69,10 +77,12 @@ impl Tx {
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Inner::Postgres(tx) => sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
+            Inner::Postgres(tx, ..) => {
+                sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+            }
         })
     }
 
@@ -91,7 +101,7 @@ impl Tx {
                     .fetch_all(&mut **tx)
                     .await
             }
-            Inner::Postgres(tx) => {
+            Inner::Postgres(tx, ..) => {
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_all(&mut **tx)
                     .await
@@ -107,7 +117,7 @@ impl Tx {
                     .fetch_optional(&mut **tx)
                     .await
             }
-            Inner::Postgres(tx) => {
+            Inner::Postgres(tx, ..) => {
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(&mut **tx)
                     .await
@@ -130,7 +140,7 @@ impl Tx {
                     .fetch_optional(&mut **tx)
                     .await
             }
-            Inner::Postgres(tx) => {
+            Inner::Postgres(tx, ..) => {
                 sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(&mut **tx)
                     .await
@@ -138,24 +148,15 @@ impl Tx {
         }
     }
 
-    /// Takes the feed lock, just before appending to a change feed (`stock_movements` or
-    /// `product_events`), on PostgreSQL.
+    /// Notes that this transaction appends to a change feed (`stock_movements` or
+    /// `product_events`), so that its commit wakes the tailers.
     ///
-    /// Subscribers tail the feeds by id, so ids must become visible in increasing order.
-    /// A sequence hands out ids at insert time, not commit time, so two concurrent
-    /// transactions could commit ids 11 then 10, and a tailer that had read up to 11
-    /// would never see 10. Serialising the appends with one transaction-scoped advisory
-    /// lock makes id order equal commit order. The same statement queues a NOTIFY,
-    /// delivered at commit, which wakes every replica's tailer. No transaction takes a
-    /// row lock after this lock, so it cannot deadlock. SQLite needs neither: its
-    /// writers are serialised.
-    pub async fn feed_lock(&mut self) -> sqlx::Result<()> {
-        if let Inner::Postgres(tx) = &mut self.inner {
-            sqlx::query("select pg_advisory_xact_lock($1), pg_notify('ecanteen_feed', '')")
-                .bind(super::FEED_LOCK)
-                .execute(&mut **tx)
-                .await?;
+    /// No lock is taken: tailers read a feed in (txid, id) order, only below the oldest
+    /// transaction still running (see `service::feed`), so ids that commit out of order
+    /// are still read once each and none is skipped. SQLite's tailer polls.
+    pub fn appends_to_feed(&mut self) {
+        if let Inner::Postgres(_, _, appended) = &mut self.inner {
+            *appended = true;
         }
-        Ok(())
     }
 }

@@ -19,7 +19,9 @@ use super::stock::{StockMovementNode, StockReasonGql};
 use super::{actor, datetime, id_arg, service};
 use crate::error::ServiceError;
 use crate::events::{EventHub, FeedEvent};
-use crate::service::feed::{ProductEvent, ProductEventKind, StockFeedItem, StockView};
+use crate::service::feed::{
+    FeedKind, FeedPosition, ProductEvent, ProductEventKind, StockFeedItem, StockView,
+};
 use crate::service::{Actor, Service};
 
 /// A change of stock. Every subscriber learns which product changed and its stock
@@ -198,15 +200,26 @@ enum Feed {
 }
 
 impl Feed {
-    fn id_of(self, event: &FeedEvent) -> Option<i64> {
+    fn kind(self) -> FeedKind {
+        match self {
+            Feed::Stock => FeedKind::Stock,
+            Feed::Product => FeedKind::Product,
+        }
+    }
+
+    fn position_of(self, event: &FeedEvent) -> Option<FeedPosition> {
         match (self, event) {
-            (Feed::Stock, FeedEvent::Stock(item)) => Some(item.movement.id),
-            (Feed::Product, FeedEvent::Product(event)) => Some(event.id),
+            (Feed::Stock, FeedEvent::Stock(item)) => Some(item.position()),
+            (Feed::Product, FeedEvent::Product(event)) => Some(event.position()),
             _ => None,
         }
     }
 
-    async fn after(self, service: &Service, after: i64) -> Result<Vec<FeedEvent>, ServiceError> {
+    async fn after(
+        self,
+        service: &Service,
+        after: FeedPosition,
+    ) -> Result<Vec<FeedEvent>, ServiceError> {
         Ok(match self {
             Feed::Stock => service
                 .stock_feed_after(after, 500)
@@ -247,8 +260,9 @@ impl SubscriptionSlots {
 /// ledger, and its client can as well resume in steps (the browser client does).
 pub const MAX_REPLAY: usize = 1_000;
 
-/// The error that ends a subscription which should resume from `last`.
-fn resume_from(last: i64, why: &str) -> async_graphql::Error {
+/// The error that ends a subscription which should resume after the row `last`.
+fn resume_from(last: FeedPosition, why: &str) -> async_graphql::Error {
+    let last = last.id;
     async_graphql::Error::new(format!("{why}; resubscribe with afterId: \"{last}\"")).extend_with(
         |_, ext| {
             ext.set("code", "TOO_MANY_REQUESTS");
@@ -288,18 +302,16 @@ where
     Ok(stream! {
         let _slot = slot;
         // Without `afterId`, the subscription starts now: at the feed's current head.
-        let mut last = match after {
-            Some(after) => after,
-            None => match service.feed_heads().await {
-                Ok((stock, product)) => match feed {
-                    Feed::Stock => stock,
-                    Feed::Product => product,
-                },
-                Err(err) => {
-                    yield Err(err.into());
-                    return;
-                }
-            },
+        let start = match after {
+            Some(after) => service.feed_position(feed.kind(), after).await,
+            None => service.feed_head(feed.kind()).await,
+        };
+        let mut last = match start {
+            Ok(position) => position,
+            Err(err) => {
+                yield Err(err.into());
+                return;
+            }
         };
         if after.is_some() {
             let mut replayed = 0;
@@ -315,7 +327,7 @@ where
                     Ok(batch) => {
                         replayed += batch.len();
                         for event in batch {
-                            last = feed.id_of(&event).unwrap_or(last);
+                            last = feed.position_of(&event).unwrap_or(last);
                             if let Some(item) = pick(&event) {
                                 yield Ok(item);
                             }
@@ -331,11 +343,11 @@ where
         loop {
             match live.recv().await {
                 Ok(event) => {
-                    let Some(id) = feed.id_of(&event) else { continue };
-                    if id <= last {
+                    let Some(position) = feed.position_of(&event) else { continue };
+                    if position <= last {
                         continue;
                     }
-                    last = id;
+                    last = position;
                     if let Some(item) = pick(&event) {
                         yield Ok(item);
                     }

@@ -1,19 +1,77 @@
-//! Reading the change feeds: the stock ledger and the product events, by id.
+//! Reading the change feeds: the stock ledger and the product events, in order.
 //!
-//! Ids become visible in increasing order (see `Tx::feed_lock` in `db`), so "everything
-//! after id N" is a complete answer: a subscriber that reconnects with the last id it
-//! saw misses nothing.
+//! # Order without a lock
+//!
+//! A feed is read in [`FeedPosition`] order, (txid, id), and on PostgreSQL only below
+//! the *horizon*: the oldest transaction still running when the read's snapshot was
+//! taken (`pg_current_snapshot()`), of those that may run in this database (a
+//! transaction known to run in another database of the cluster cannot write to these
+//! tables, and does not hold the feed back). Every row of an older transaction
+//! is final (its transaction committed or rolled back), so no row can later appear at
+//! a position a reader has passed: "everything after position P" is a complete answer,
+//! and a subscriber that reconnects with the last id it saw misses nothing and gets
+//! nothing twice.
+//!
+//! Ids alone would not do: a sequence hands ids out at insert time, so two writers can
+//! commit ids 11 then 10, and a reader that had read "after 10" up to 11 would never
+//! read 10. This used to be prevented by one advisory lock that every writer held until
+//! its commit ended, which made all writers of all replicas run one at a time. Now
+//! writers take no lock, and a row is read once every older transaction has ended
+//! (usually within a commit's time; a transaction that stays open holds the feed back
+//! for as long, and the statement timeout bounds ours).
+//!
+//! On SQLite writers are serialised, ids become visible in commit order, every txid is
+//! 0, and a position is its id.
+//!
+//! A subscriber names a position by the id of the last row it saw (`afterId`): the
+//! row's txid is looked up ([`Service::feed_position`]).
 
 use crate::db::Sql;
 use crate::error::ServiceResult;
 use crate::service::stock::StockMovement;
 use crate::service::{Actor, Service};
 
+/// Where a reader stands in a feed: rows are read in this order (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedPosition {
+    /// The writing transaction's id on PostgreSQL (0 on SQLite, and for rows written
+    /// before positions existed).
+    pub txid: i64,
+    pub id: i64,
+}
+
+impl FeedPosition {
+    /// Before every row.
+    pub const START: Self = Self { txid: 0, id: 0 };
+}
+
+/// One of the two change feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedKind {
+    Stock,
+    Product,
+}
+
+impl FeedKind {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Stock => "stock_movements",
+            Self::Product => "product_events",
+        }
+    }
+}
+
+/// The oldest transaction of this database still running when the statement's
+/// snapshot was taken: rows of older transactions are final (PostgreSQL only; see
+/// `migrations/postgres/0003_feed_positions.sql`).
+const PG_HORIZON: &str = "ecanteen_feed_horizon()";
+
 /// A ledger row with what subscribers filter and alert on, as it stood when it was read.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StockFeedItem {
     #[sqlx(flatten)]
     pub movement: StockMovement,
+    pub txid: i64,
     pub owner_id: i64,
     pub low_stock_threshold: Option<i64>,
     /// Whether this row was its product's newest.
@@ -34,6 +92,13 @@ pub enum StockView {
 }
 
 impl StockFeedItem {
+    pub fn position(&self) -> FeedPosition {
+        FeedPosition {
+            txid: self.txid,
+            id: self.movement.id,
+        }
+    }
+
     /// Whether, and how much of, this row `viewer` may see. A non-owner sees only a
     /// row that was its product's newest, of a product not deleted: the catalogue as it
     /// is. So a replay from an old `afterId` gives another partner each changed
@@ -93,50 +158,110 @@ pub struct ProductEvent {
     pub kind: ProductEventKind,
     pub version: i64,
     pub created_at: i64,
+    pub txid: i64,
+}
+
+impl ProductEvent {
+    pub fn position(&self) -> FeedPosition {
+        FeedPosition {
+            txid: self.txid,
+            id: self.id,
+        }
+    }
 }
 
 impl Service {
-    /// Ledger rows after `after_id`, oldest first, at most `limit`.
+    /// `and <column> < horizon` on PostgreSQL (see the module docs); nothing on SQLite.
+    fn below_horizon(&self, column: &str) -> String {
+        if self.db.is_postgres() {
+            format!(" and {column} < {PG_HORIZON}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Ledger rows after `after`, in feed order, at most `limit`.
     pub async fn stock_feed_after(
         &self,
-        after_id: i64,
+        after: FeedPosition,
         limit: i64,
     ) -> ServiceResult<Vec<StockFeedItem>> {
-        let sql = Sql::new(
+        let sql = Sql::new(format!(
             "select m.id, m.product_id, m.actor_id, m.delta, m.quantity_after, m.reason, m.note,
-                        m.idempotency_key, m.created_at, p.owner_id, p.low_stock_threshold,
-                        m.id = (select max(n.id) from stock_movements n
-                                where n.product_id = m.product_id) as latest,
-                        p.deleted_at is not null as product_deleted
-                 from stock_movements m join products p on p.id = m.product_id
-                 where m.id > $1 order by m.id limit $2",
-        )
-        .arg(after_id)
+                    m.idempotency_key, m.created_at, m.txid, p.owner_id, p.low_stock_threshold,
+                    m.id = (select max(n.id) from stock_movements n
+                            where n.product_id = m.product_id) as latest,
+                    p.deleted_at is not null as product_deleted
+             from stock_movements m join products p on p.id = m.product_id
+             where (m.txid, m.id) > ($1, $2){}
+             order by m.txid, m.id limit $3",
+            self.below_horizon("m.txid")
+        ))
+        .arg(after.txid)
+        .arg(after.id)
         .arg(limit);
         Ok(self.db.fetch_all(&sql).await?)
     }
 
-    /// Product events after `after_id`, oldest first, at most `limit`.
+    /// Product events after `after`, in feed order, at most `limit`.
     pub async fn product_feed_after(
         &self,
-        after_id: i64,
+        after: FeedPosition,
         limit: i64,
     ) -> ServiceResult<Vec<ProductEvent>> {
-        let sql = Sql::new(
-            "select id, product_id, owner_id, kind, version, created_at from product_events
-             where id > $1 order by id limit $2",
-        )
-        .arg(after_id)
+        let sql = Sql::new(format!(
+            "select id, product_id, owner_id, kind, version, created_at, txid from product_events
+             where (txid, id) > ($1, $2){} order by txid, id limit $3",
+            self.below_horizon("txid")
+        ))
+        .arg(after.txid)
+        .arg(after.id)
         .arg(limit);
         Ok(self.db.fetch_all(&sql).await?)
     }
 
-    /// The newest ids of both feeds: where a fresh tailer starts.
-    pub async fn feed_heads(&self) -> ServiceResult<(i64, i64)> {
-        let sql = Sql::new(
-            "select coalesce((select max(id) from stock_movements), 0),
-                    coalesce((select max(id) from product_events), 0)",
-        );
-        Ok(self.db.fetch_one(&sql).await?)
+    /// The newest readable position of a feed: where a fresh reader starts.
+    pub async fn feed_head(&self, feed: FeedKind) -> ServiceResult<FeedPosition> {
+        let sql = Sql::new(format!(
+            "select txid, id from {} where 1 = 1{} order by txid desc, id desc limit 1",
+            feed.table(),
+            self.below_horizon("txid")
+        ));
+        let head: Option<(i64, i64)> = self.db.fetch_optional(&sql).await?;
+        Ok(head.map_or(FeedPosition::START, |(txid, id)| FeedPosition { txid, id }))
+    }
+
+    /// The position of the row `id` of a feed, as a subscriber names it (`afterId`). An
+    /// id that is no row's (a rolled-back insert, or one not written yet) stands after
+    /// the row before it; 0 is the start.
+    pub async fn feed_position(&self, feed: FeedKind, id: i64) -> ServiceResult<FeedPosition> {
+        if id <= 0 {
+            return Ok(FeedPosition::START);
+        }
+        let sql = Sql::new(format!(
+            "select txid from {} where id <= $1 order by id desc limit 1",
+            feed.table()
+        ))
+        .arg(id);
+        let txid: Option<i64> = self.db.scalar_optional(&sql).await?;
+        Ok(FeedPosition {
+            txid: txid.unwrap_or(0),
+            id,
+        })
+    }
+
+    /// Whether some committed feed rows wait behind an older transaction still running
+    /// (PostgreSQL; never on SQLite): the tailer then reads again soon, since no
+    /// notification may come when that transaction ends.
+    pub async fn feeds_held_back(&self) -> ServiceResult<bool> {
+        if !self.db.is_postgres() {
+            return Ok(false);
+        }
+        let sql = Sql::new(format!(
+            "select cast(case when exists (select 1 from stock_movements where txid >= {PG_HORIZON})
+                               or exists (select 1 from product_events where txid >= {PG_HORIZON})
+                          then 1 else 0 end as bigint)"
+        ));
+        Ok(self.db.scalar::<i64>(&sql).await? == 1)
     }
 }

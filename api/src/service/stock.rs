@@ -8,10 +8,21 @@
 //! An idempotency key is claimed in the same transaction (see
 //! [`crate::service::idempotency`]); a retry gets the first change's ledger row and the
 //! product as that change left it.
+//!
+//! # The fast path
+//!
+//! Most changes are a new key (or none) on a product of the actor's, within bounds. An
+//! `adjustStock` first tries exactly that ([`Service::apply_fresh`]): the guarded update,
+//! also guarded by the key being unused, the ledger row, and the key's record with its
+//! result, on PostgreSQL as one statement (one round trip, where the general path takes
+//! eight), on SQLite as three statements in one transaction. When nothing matches (a
+//! guard failed, or the key was used before), or a concurrent request claimed the same
+//! key first, nothing was written, and the general path runs: it tells a replay from a
+//! reused key, and which guard failed.
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{now_ms, Sql, Tx};
+use crate::db::{now_ms, Db, Sql, Tx};
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
@@ -95,13 +106,12 @@ pub(crate) struct NewMovement<'a> {
 }
 
 impl Tx {
-    /// Appends one ledger row inside this transaction, after the feed lock (see
-    /// [`Tx::feed_lock`]).
+    /// Appends one ledger row inside this transaction (see [`Tx::appends_to_feed`]).
     pub(crate) async fn append_movement(
         &mut self,
         m: &NewMovement<'_>,
     ) -> ServiceResult<StockMovement> {
-        self.feed_lock().await?;
+        self.appends_to_feed();
         let row = self
             .fetch_one(
                 &Sql::new(INSERT_MOVEMENT)
@@ -131,6 +141,15 @@ struct StoredStockResult {
     movement_id: i64,
     #[serde(default)]
     product: Option<Product>,
+}
+
+/// What the fast path's statement returns: the product as the change left it, and the
+/// id of its ledger row.
+#[derive(sqlx::FromRow)]
+struct Applied {
+    #[sqlx(flatten)]
+    product: Product,
+    movement_id: i64,
 }
 
 /// The operation-specific part of a stock change.
@@ -221,6 +240,12 @@ impl Service {
             .idempotency_key
             .as_ref()
             .map(|key| Idempotency::new(key.clone(), &change.fingerprint_parts()));
+        if let Some(applied) = self
+            .apply_fresh(actor, &change, idempotency.as_ref(), now)
+            .await?
+        {
+            return Ok(applied);
+        }
         let (result, replayed) = self
             .write_change(actor, &change, idempotency.as_ref(), now)
             .await?;
@@ -257,6 +282,137 @@ impl Service {
             movement,
             replayed,
         })
+    }
+
+    /// The fast path (see the module docs): an `adjustStock` applied at once when its
+    /// guards hold and its key is new. `None` when nothing was written, and the general
+    /// path must decide.
+    async fn apply_fresh(
+        &self,
+        actor: &Actor,
+        change: &Change,
+        idempotency: Option<&Idempotency>,
+        now: i64,
+    ) -> ServiceResult<Option<StockChange>> {
+        let Some(delta) = change.delta else {
+            return Ok(None);
+        };
+        let key = change.idempotency_key.as_ref().map(IdempotencyKey::as_str);
+        let note = change.note.as_ref().map(Note::as_str);
+        let update = Sql::new(format!(
+            "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
+             where id = $3 and owner_id = $4 and deleted_at is null
+               and quantity + $1 >= 0 and quantity + $1 <= $5
+               and ($6 < 0 or quantity = $6)
+               and not exists (select 1 from idempotency_keys where user_id = $4 and key = $7)
+             returning {PRODUCT_COLUMNS}"
+        ))
+        .arg(delta)
+        .arg(now)
+        .arg(change.product_id)
+        .arg(actor.user_id)
+        .arg(MAX_QUANTITY)
+        .arg(change.expected_quantity.unwrap_or(-1))
+        .arg(key);
+        let applied = match &self.db {
+            Db::Postgres(..) => {
+                let statement = Sql::new(format!(
+                    "with upd as ({}),
+                     mv as (
+                         insert into stock_movements
+                             (product_id, actor_id, delta, quantity_after, reason, note,
+                              idempotency_key, created_at)
+                         select id, $4, $1, quantity, $8, $9, $7, $2 from upd
+                         returning id
+                     ),
+                     claimed as (
+                         insert into idempotency_keys
+                             (user_id, key, operation, request_hash, response, created_at)
+                         select $4, $7, $10, $11,
+                                cast(json_build_object('movement_id', mv.id,
+                                                       'product', row_to_json(upd)) as text),
+                                $2
+                         from upd, mv where $7 is not null
+                     )
+                     select upd.*, mv.id as movement_id from upd, mv",
+                    update.text
+                ));
+                let mut statement = Sql {
+                    args: update.args,
+                    ..statement
+                };
+                statement = statement
+                    .arg(change.reason.as_str())
+                    .arg(note)
+                    .arg(change.operation)
+                    .arg(idempotency.map(|i| i.fingerprint.as_str()));
+                match self.db.fetch_optional::<Applied>(&statement).await {
+                    Ok(applied) => applied,
+                    // A concurrent request with the same key claimed it first: the
+                    // statement wrote nothing, and the general path waits for it.
+                    Err(sqlx::Error::Database(e))
+                        if e.constraint() == Some("idempotency_keys_pkey") =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                .inspect(|_| self.db.feed_written())
+            }
+            Db::Sqlite(..) => {
+                let mut tx = self.db.begin_write().await?;
+                let Some(product) = tx.fetch_optional::<Product>(&update).await? else {
+                    return Ok(None);
+                };
+                let movement = tx
+                    .append_movement(&NewMovement {
+                        product_id: change.product_id,
+                        actor_id: actor.user_id,
+                        delta,
+                        quantity_after: product.quantity,
+                        reason: change.reason,
+                        note,
+                        idempotency_key: key,
+                        at: now,
+                    })
+                    .await?;
+                let result = StoredStockResult {
+                    movement_id: movement.id,
+                    product: Some(product),
+                };
+                if let Some(idem) = idempotency {
+                    tx.insert_key(actor.user_id, change.operation, idem, &result, now)
+                        .await?;
+                }
+                tx.commit().await?;
+                let product = result.product.ok_or(ServiceError::NotFound("product"))?;
+                return Ok(Some(StockChange {
+                    product,
+                    movement,
+                    replayed: false,
+                }));
+            }
+        };
+        Ok(applied.map(
+            |Applied {
+                 product,
+                 movement_id,
+             }| StockChange {
+                movement: StockMovement {
+                    id: movement_id,
+                    product_id: change.product_id,
+                    actor_id: actor.user_id,
+                    delta,
+                    quantity_after: product.quantity,
+                    reason: change.reason,
+                    note: note.map(str::to_owned),
+                    idempotency_key: key.map(str::to_owned),
+                    created_at: now,
+                },
+                product,
+                replayed: false,
+            },
+        ))
     }
 
     /// The transaction of a stock change: the first result of its key, or the guarded

@@ -301,11 +301,10 @@ async fn leak_a_transaction_holding_the_write_lock(db: &ecanteen_api::db::Db) {
             let mut conn = pool.acquire().await.unwrap();
             std::mem::forget(conn.begin_with("BEGIN IMMEDIATE").await.unwrap());
         }
-        ecanteen_api::db::Db::Postgres(pool) => {
+        ecanteen_api::db::Db::Postgres(pool, _) => {
             let mut conn = pool.acquire().await.unwrap();
             let mut tx = conn.begin().await.unwrap();
-            sqlx::query("select pg_advisory_xact_lock($1)")
-                .bind(ecanteen_api::db::FEED_LOCK)
+            sqlx::query("lock table products in share mode")
                 .execute(&mut *tx)
                 .await
                 .unwrap();
@@ -330,8 +329,8 @@ async fn hold_the_write_lock(app: &TestApp) -> Box<dyn std::any::Any + Send> {
         Engine::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
             sqlx::query("begin").execute(&mut conn).await.unwrap();
-            sqlx::query("select pg_advisory_xact_lock($1)")
-                .bind(ecanteen_api::db::FEED_LOCK)
+            // What blocks every write to products (as a schema change would).
+            sqlx::query("lock table products in share mode")
                 .execute(&mut conn)
                 .await
                 .unwrap();

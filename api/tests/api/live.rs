@@ -12,10 +12,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-const STOCK: &str = "subscription($p: ID, $o: ID, $a: ID) {
+pub(crate) const STOCK: &str = "subscription($p: ID, $o: ID, $a: ID) {
     stockChanged(productId: $p, ownerId: $o, afterId: $a) { id productId delta quantity reason movement { id note } } }";
 
-async fn user_id(c: &mut Client) -> i64 {
+pub(crate) async fn user_id(c: &mut Client) -> i64 {
     c.ok("{ me { id } }", json!({})).await["me"]["id"]
         .as_str()
         .unwrap()
@@ -25,7 +25,7 @@ async fn user_id(c: &mut Client) -> i64 {
 
 /// Subscribes in-process on `app` as `user_id`, and waits until the subscription is
 /// registered with the replica's event hub.
-async fn subscribe(
+pub(crate) async fn subscribe(
     app: &TestApp,
     user_id: i64,
     query: &str,
@@ -39,7 +39,7 @@ async fn subscribe(
 }
 
 /// A subscription stream, not yet polled.
-fn subscription(
+pub(crate) fn subscription(
     app: &TestApp,
     user_id: i64,
     query: &str,
@@ -62,7 +62,7 @@ fn subscription(
     Box::pin(app.state.schema.execute_stream(request))
 }
 
-async fn next_event(
+pub(crate) async fn next_event(
     stream: &mut (impl Stream<Item = Response> + Unpin),
     within: Duration,
 ) -> Value {
@@ -74,7 +74,7 @@ async fn next_event(
     response.data.into_json().unwrap()
 }
 
-async fn assert_quiet(stream: &mut (impl Stream<Item = Response> + Unpin)) {
+pub(crate) async fn assert_quiet(stream: &mut (impl Stream<Item = Response> + Unpin)) {
     let extra = tokio::time::timeout(Duration::from_millis(600), stream.next()).await;
     assert!(extra.is_err(), "unexpected extra event: {extra:?}");
 }

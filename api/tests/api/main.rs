@@ -8,6 +8,7 @@ mod helpers;
 mod cancellation;
 mod client;
 mod concurrency;
+mod feed_order;
 mod fuzz;
 mod graphql_over_http;
 mod layers;

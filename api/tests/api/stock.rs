@@ -170,3 +170,53 @@ dual_tests! {
         assert!(quantity_check.is_err(), "the CHECK constraint backs the guard");
     }
 }
+
+/// A key that another request claims while this one's one-statement change waits for
+/// it (PostgreSQL: the insert of the key blocks on the other's uncommitted row, then
+/// fails on the primary key) is answered as that key's answer, here a key reused for
+/// another request, and nothing is written; never an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_claimed_while_the_change_waits_is_answered_as_that_keys() {
+    use sqlx::Connection as _;
+    let app = TestApp::new(Engine::Postgres).await;
+    let mut c = app.partner("waiting_key").await;
+    let id = c.create_product("Cireng", 10).await;
+    let me: i64 = c.ok("{ me { id } }", json!({})).await["me"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut other = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("begin").execute(&mut other).await.unwrap();
+    sqlx::query(
+        "insert into idempotency_keys (user_id, key, operation, request_hash, response, created_at)
+         values ($1, 'contested', 'adjustStock', 'another request', '', 0)",
+    )
+    .bind(me)
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let mut waiting = c.clone();
+    let product = id.clone();
+    let change = tokio::spawn(async move {
+        waiting
+            .gql(
+                ADJUST,
+                json!({"i": {"productId": product, "delta": -1, "idempotencyKey": "contested"}}),
+            )
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!change.is_finished(), "the change did not wait for the key");
+    sqlx::query("commit").execute(&mut other).await.unwrap();
+    let answer = change.await.unwrap();
+    let error = &answer["errors"][0];
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{answer}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already used for a different request")),
+        "{answer}"
+    );
+    assert_eq!(c.quantity(&id).await, 10);
+}

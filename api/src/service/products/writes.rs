@@ -78,9 +78,10 @@ fn keyed(
 const CHANGED_CONCURRENTLY: &str = "the product was changed concurrently; reload and retry";
 
 impl Tx {
-    /// Appends to the product change feed inside this transaction, after the feed lock.
+    /// Appends to the product change feed inside this transaction (see
+    /// [`Tx::appends_to_feed`]).
     async fn append_product_event(&mut self, p: &Product, kind: &str) -> ServiceResult<()> {
-        self.feed_lock().await?;
+        self.appends_to_feed();
         self.execute(
             &Sql::new(
                 "insert into product_events (product_id, owner_id, kind, version, created_at)

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Stock changes over HTTP at full speed, with wrk as the load generator (C, so it takes
+# little of the two cores the replica shares with it).
+#
+#   loadtest/stock-wrk.sh [--database-url URL] [--balancer] [--seconds N] [--connections C]
+#
+# Starts one release replica (built if missing) on a fresh SQLite file, or on URL (a
+# fresh PostgreSQL database, say); with --balancer, the balancer in front of it (rate
+# limits off). Makes a partner with an API token and 64 products, then runs wrk for N s
+# (default 10) on C connections (default 32): `adjustStock` of -1 or +1 on a random
+# product, each request with its own idempotency key. Prints wrk's summary, the changes
+# per second that succeeded, and the ledger check: every product's quantity is its
+# start plus its ledger's deltas, and every key is in the ledger once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+database_url=""
+balancer=false
+seconds=10
+connections=32
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --database-url) database_url="$2"; shift ;;
+    --balancer) balancer=true ;;
+    --seconds) seconds="$2"; shift ;;
+    --connections) connections="$2"; shift ;;
+    *) echo "stock-wrk: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+command -v wrk > /dev/null || { echo "stock-wrk: installing wrk" >&2; apt-get install -y -qq wrk > /dev/null; }
+cargo build -q --locked --release -p ecanteen-api -p ecanteen-balancer
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+work="$(mktemp -d)"
+pids=()
+stop() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap stop EXIT
+[ -n "$database_url" ] || database_url="sqlite://$work/ecanteen.db"
+
+port=$((20000 + RANDOM % 20000))
+RUST_LOG=warn "$bin/ecanteen-api" --listen "127.0.0.1:$port" --database-url "$database_url" \
+  > "$work/replica.log" 2>&1 &
+pids+=($!)
+target="http://127.0.0.1:$port"
+if $balancer; then
+  front=$((port + 1))
+  RUST_LOG=warn "$bin/ecanteen-balancer" --listen "127.0.0.1:$front" --admin "127.0.0.1:$((port + 2))" \
+    --upstream "127.0.0.1:$port" --rate-limit-ip 0 --rate-limit-partner 0 \
+    > "$work/balancer.log" 2>&1 &
+  pids+=($!)
+  target="http://127.0.0.1:$front"
+fi
+for _ in $(seq 100); do
+  curl -fs "$target/readyz" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+
+gql() { # query variables [curl options...]
+  local query="$1" variables="$2"; shift 2
+  curl -fsS "$target/graphql" -H 'content-type: application/json' "$@" \
+    --data "$(jq -nc --arg q "$query" --argjson v "$variables" '{query: $q, variables: $v}')"
+}
+user="wrk$RANDOM"
+gql 'mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p}) { id } }' \
+  "{\"u\": \"$user\", \"p\": \"correct horse battery\"}" > /dev/null
+gql 'mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id } }' \
+  "{\"u\": \"$user\", \"p\": \"correct horse battery\"}" -c "$work/cookies" > /dev/null
+token="$(gql 'mutation { createApiToken(name: "wrk") { token } }' '{}' -b "$work/cookies" \
+  | jq -r .data.createApiToken.token)"
+ids=()
+for i in $(seq 64); do
+  ids+=("$(gql 'mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }' \
+    "{\"i\": {\"name\": \"Produk $i\", \"price\": 5000, \"quantity\": 1000000, \"category\": \"makanan\"}}" \
+    -H "authorization: Bearer $token" | jq -r .data.createProduct.id)")
+done
+
+cat > "$work/stock.lua" <<LUA
+local ids = { $(IFS=,; echo "${ids[*]}") }
+local n = 0
+local run = "$RANDOM$RANDOM"
+local failed = 0
+wrk.method = "POST"
+wrk.path = "/graphql"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $token"
+request = function()
+  n = n + 1
+  local id = ids[math.random(#ids)]
+  local delta = (math.random(2) == 1) and -1 or 1
+  local body = '{"query":"mutation(\$i: AdjustStockInput!) { adjustStock(input: \$i) { product { quantity } movement { id } } }","variables":{"i":{"productId":"'
+    .. id .. '","delta":' .. delta .. ',"idempotencyKey":"' .. run .. '-' .. n .. '"}}}'
+  return wrk.format(nil, nil, nil, body)
+end
+response = function(status, headers, body)
+  if status ~= 200 or string.find(body, '"errors"', 1, true) then failed = failed + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("failed (non-200 or GraphQL errors): %d\n", failed))
+end
+LUA
+echo "stock-wrk: $seconds s, $connections connections, $( $balancer && echo 'through the balancer' || echo 'direct'), $database_url" >&2
+wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/stock.lua" "$target" | tee "$work/wrk.txt"
+
+# The ledger check, in the database.
+case "$database_url" in
+  sqlite:*) query() { sqlite3 "${database_url#sqlite://}" "$1"; } ;;
+  *) query() { psql -qtA "$database_url" -c "$1"; } ;;
+esac
+bad="$(query "select count(*) from products p where p.quantity <> (select sum(delta) from stock_movements m where m.product_id = p.id)")"
+dup="$(query "select count(*) from (select idempotency_key from stock_movements where idempotency_key is not null group by idempotency_key having count(*) > 1) d")"
+keys="$(query "select count(*) from idempotency_keys where operation = 'adjustStock'")"
+rows="$(query "select count(*) from stock_movements where idempotency_key is not null")"
+echo "ledger: $rows keyed changes, $keys keys recorded, $dup keys twice, $bad products off their ledger"
+[ "$bad" = 0 ] && [ "$dup" = 0 ] && [ "$keys" = "$rows" ] || { echo "stock-wrk: the ledger check FAILED" >&2; exit 1; }
