@@ -168,6 +168,25 @@ impl WriteGate {
         self.enter_within(self.wait).await
     }
 
+    /// A place among this process's waiting writes, for a write that waits elsewhere
+    /// than at the gate (a stock change queued for its batch, `service::stock::batch`):
+    /// `None` when the queue is full, and the write is refused at once.
+    pub fn join_queue(&self) -> Option<Place<'_>> {
+        self.waiting.join()
+    }
+
+    /// How long a request's write may wait for its turn.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The turn of a batch of writes (`service::stock::batch`), bounded by the write
+    /// deadline. The batch's writes hold their places in the queue themselves
+    /// ([`WriteGate::join_queue`]), so the batch takes none.
+    pub async fn enter_for_batch(&self) -> Result<WriteTurn, sqlx::Error> {
+        self.enter_within(self.wait).await
+    }
+
     /// [`WriteGate::enter`] for the write probe, which waits as long as the database's
     /// own bound: it asks whether a write can start at all, not whether it would be
     /// admitted now.
@@ -317,6 +336,19 @@ impl Db {
                 Ok(Tx::sqlite(tx, turn))
             }
             Self::Postgres(pool, feed) => Ok(Tx::postgres(pool.begin().await?, feed.clone())),
+        }
+    }
+
+    /// Opens the write transaction of a batch of writes on SQLite (see
+    /// [`WriteGate::enter_for_batch`]); on PostgreSQL, [`Db::begin_write`].
+    pub async fn begin_batch(&self) -> sqlx::Result<Tx> {
+        match self {
+            Self::Sqlite(pool, gate) => {
+                let turn = gate.enter_for_batch().await?;
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Tx::sqlite(tx, turn))
+            }
+            Self::Postgres(..) => self.begin_write().await,
         }
     }
 

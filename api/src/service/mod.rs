@@ -82,6 +82,8 @@ pub struct Service {
     writes: TaskTracker,
     /// The picture decoders' places (see [`admission`]).
     decodes: Arc<admission::Admission>,
+    /// The SQLite stock writer's queue (see [`stock::StockBatches`]).
+    stock_batches: stock::StockBatches,
     /// Where failed logins are counted: the main database, or on SQLite a file of its
     /// own (see `Db::open_login_ledger`).
     logins: Db,
@@ -103,6 +105,7 @@ impl Service {
             writes: TaskTracker::new(),
             // A large photo decodes in hundreds of milliseconds: a longer wait than for
             // a password.
+            stock_batches: stock::StockBatches::default(),
             decodes: Arc::new(admission::Admission::new(
                 "picture",
                 admission::AdmissionPolicy::per_core(Duration::from_secs(2)),

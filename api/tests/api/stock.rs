@@ -220,3 +220,82 @@ async fn a_key_claimed_while_the_change_waits_is_answered_as_that_keys() {
     );
     assert_eq!(c.quantity(&id).await, 10);
 }
+
+/// SQLite's stock writer applies the changes that queued while the write turn was held
+/// together, in batches of one transaction each (`service::stock::batch`). Each still
+/// succeeds or fails alone: the one that would take stock below zero is refused with its
+/// own error, the key sent twice applies once and replays once, the others apply; and
+/// none is answered before its batch has committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_applied_in_one_batch_succeed_or_fail_alone() {
+    let app = TestApp::with_config(Engine::Sqlite, |c| {
+        c.write_wait_ms = 5_000;
+        c.db_timeout_secs = 5;
+    })
+    .await;
+    let mut c = app.partner("sekaligus").await;
+    let id = c.create_product("Gorengan", 3).await;
+    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+    let turn = gate.enter().await.unwrap();
+    let changes = [
+        (-1, Some("a")),
+        (-1, Some("b")),
+        (-50, Some("c")),
+        (-1, Some("a")),
+        (2, None),
+        (-1, Some("d")),
+    ];
+    let tasks: Vec<_> = changes
+        .iter()
+        .map(|&(delta, key)| {
+            let mut till = c.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut input = json!({"productId": id, "delta": delta});
+                if let Some(key) = key {
+                    input["idempotencyKey"] = json!(key);
+                }
+                till.gql(ADJUST, json!({ "i": input })).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "a change was answered while the turn was held"
+    );
+    drop(turn);
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    let refused = &answers[2]["errors"][0]["extensions"]["code"];
+    assert_eq!(refused, "INSUFFICIENT_STOCK", "{}", answers[2]);
+    for n in [0, 1, 3, 4, 5] {
+        assert!(answers[n].get("errors").is_none(), "{}", answers[n]);
+    }
+    let (first, again) = (
+        &answers[0]["data"]["adjustStock"],
+        &answers[3]["data"]["adjustStock"],
+    );
+    assert_eq!(first["movement"]["id"], again["movement"]["id"]);
+    assert_eq!(
+        [first["replayed"].as_bool(), again["replayed"].as_bool()]
+            .iter()
+            .filter(|r| **r == Some(true))
+            .count(),
+        1,
+        "the key sent twice replays once"
+    );
+    assert_eq!(c.quantity(&id).await, 3 - 1 - 1 + 2 - 1);
+    let ledger = c.ok(LEDGER, json!({"id": id, "f": 10})).await;
+    let deltas: i64 = ledger["stockMovements"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["delta"].as_i64().unwrap())
+        .sum();
+    assert_eq!(deltas, 2, "the ledger sums to the stock");
+}

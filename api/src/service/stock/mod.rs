@@ -22,6 +22,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod batch;
+
+pub(crate) use batch::StockBatches;
+
 use crate::db::{now_ms, Db, Sql, Tx};
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
 use crate::error::{ServiceError, ServiceResult};
@@ -153,7 +157,8 @@ struct Applied {
 }
 
 /// The operation-specific part of a stock change.
-struct Change {
+#[derive(Clone)]
+pub(crate) struct Change {
     product_id: i64,
     operation: &'static str,
     /// `Some(delta)` adds; `None` sets the quantity to `target`.
@@ -299,21 +304,7 @@ impl Service {
         };
         let key = change.idempotency_key.as_ref().map(IdempotencyKey::as_str);
         let note = change.note.as_ref().map(Note::as_str);
-        let update = Sql::new(format!(
-            "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
-             where id = $3 and owner_id = $4 and deleted_at is null
-               and quantity + $1 >= 0 and quantity + $1 <= $5
-               and ($6 < 0 or quantity = $6)
-               and not exists (select 1 from idempotency_keys where user_id = $4 and key = $7)
-             returning {PRODUCT_COLUMNS}"
-        ))
-        .arg(delta)
-        .arg(now)
-        .arg(change.product_id)
-        .arg(actor.user_id)
-        .arg(MAX_QUANTITY)
-        .arg(change.expected_quantity.unwrap_or(-1))
-        .arg(key);
+        let update = fresh_update(actor, change, delta, now);
         let applied = match &self.db {
             Db::Postgres(..) => {
                 let statement = Sql::new(format!(
@@ -360,37 +351,13 @@ impl Service {
                 .inspect(|_| self.db.feed_written())
             }
             Db::Sqlite(..) => {
-                let mut tx = self.db.begin_write().await?;
-                let Some(product) = tx.fetch_optional::<Product>(&update).await? else {
-                    return Ok(None);
+                let fresh = Fresh {
+                    actor: *actor,
+                    change: change.clone(),
+                    idempotency: idempotency.cloned(),
+                    now,
                 };
-                let movement = tx
-                    .append_movement(&NewMovement {
-                        product_id: change.product_id,
-                        actor_id: actor.user_id,
-                        delta,
-                        quantity_after: product.quantity,
-                        reason: change.reason,
-                        note,
-                        idempotency_key: key,
-                        at: now,
-                    })
-                    .await?;
-                let result = StoredStockResult {
-                    movement_id: movement.id,
-                    product: Some(product),
-                };
-                if let Some(idem) = idempotency {
-                    tx.insert_key(actor.user_id, change.operation, idem, &result, now)
-                        .await?;
-                }
-                tx.commit().await?;
-                let product = result.product.ok_or(ServiceError::NotFound("product"))?;
-                return Ok(Some(StockChange {
-                    product,
-                    movement,
-                    replayed: false,
-                }));
+                return self.stock_batches.apply(&self.db, fresh).await;
             }
         };
         Ok(applied.map(
@@ -557,4 +524,80 @@ fn stale_quantity(current: i64, expected: i64) -> ServiceError {
         format!("expectedQuantity: the stock is {current}, not {expected}; it was changed by someone else"),
         Some(current),
     )
+}
+
+/// A stock change for the fast path, as it waits for its batch (SQLite).
+pub(crate) struct Fresh {
+    pub actor: Actor,
+    pub change: Change,
+    pub idempotency: Option<Idempotency>,
+    pub now: i64,
+}
+
+impl Fresh {
+    /// The fast path inside a batch's transaction: the guarded update (also guarded by
+    /// the key being unused), the ledger row and the key's record. `None` when the
+    /// update matched nothing, and nothing was written.
+    pub(crate) async fn apply(&self, tx: &mut Tx) -> ServiceResult<Option<StockChange>> {
+        let Fresh {
+            actor,
+            change,
+            idempotency,
+            now,
+        } = self;
+        let Some(delta) = change.delta else {
+            return Ok(None);
+        };
+        let Some(product) = tx
+            .fetch_optional::<Product>(&fresh_update(actor, change, delta, *now))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let movement = tx
+            .append_movement(&NewMovement {
+                product_id: change.product_id,
+                actor_id: actor.user_id,
+                delta,
+                quantity_after: product.quantity,
+                reason: change.reason,
+                note: change.note.as_ref().map(Note::as_str),
+                idempotency_key: change.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+                at: *now,
+            })
+            .await?;
+        let result = StoredStockResult {
+            movement_id: movement.id,
+            product: Some(product),
+        };
+        if let Some(idem) = idempotency {
+            tx.insert_key(actor.user_id, change.operation, idem, &result, *now)
+                .await?;
+        }
+        let product = result.product.ok_or(ServiceError::NotFound("product"))?;
+        Ok(Some(StockChange {
+            product,
+            movement,
+            replayed: false,
+        }))
+    }
+}
+
+/// The fast path's update: `adjustStock`'s guards, and the key (`$7`) unused.
+fn fresh_update(actor: &Actor, change: &Change, delta: i64, now: i64) -> Sql {
+    Sql::new(format!(
+        "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
+         where id = $3 and owner_id = $4 and deleted_at is null
+           and quantity + $1 >= 0 and quantity + $1 <= $5
+           and ($6 < 0 or quantity = $6)
+           and not exists (select 1 from idempotency_keys where user_id = $4 and key = $7)
+         returning {PRODUCT_COLUMNS}"
+    ))
+    .arg(delta)
+    .arg(now)
+    .arg(change.product_id)
+    .arg(actor.user_id)
+    .arg(MAX_QUANTITY)
+    .arg(change.expected_quantity.unwrap_or(-1))
+    .arg(change.idempotency_key.as_ref().map(IdempotencyKey::as_str))
 }
