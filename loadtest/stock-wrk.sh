@@ -83,7 +83,9 @@ cat > "$work/stock.lua" <<LUA
 local ids = { $(IFS=,; echo "${ids[*]}") }
 local n = 0
 local run = "$RANDOM$RANDOM"
-local failed = 0
+failed = 0
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
 wrk.method = "POST"
 wrk.path = "/graphql"
 wrk.headers["content-type"] = "application/json"
@@ -100,7 +102,11 @@ response = function(status, headers, body)
   if status ~= 200 or string.find(body, '"errors"', 1, true) then failed = failed + 1 end
 end
 done = function(summary, latency, requests)
+  local failed = 0
+  for _, thread in ipairs(threads) do failed = failed + thread:get("failed") end
+  local ok = summary.requests - failed
   io.write(string.format("failed (non-200 or GraphQL errors): %d\n", failed))
+  io.write(string.format("stock changes/s (succeeded): %.0f\n", ok / (summary.duration / 1e6)))
 end
 LUA
 echo "stock-wrk: $seconds s, $connections connections, $( $balancer && echo 'through the balancer' || echo 'direct'), $database_url" >&2

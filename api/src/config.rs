@@ -58,8 +58,9 @@ pub struct Config {
 
     /// Writes that may wait for their turn at SQLite's one writer at once, per
     /// replica; one more is refused at once with 503 and `Retry-After`. Keeps the
-    /// writer busy and the writes admitted fast under overload.
-    #[arg(long, env = "ECANTEEN_WRITE_QUEUE", default_value_t = 16)]
+    /// writer busy and the writes admitted fast under overload. 64: one batch of the
+    /// stock writer (`service::stock::batch`), a few milliseconds of work.
+    #[arg(long, env = "ECANTEEN_WRITE_QUEUE", default_value_t = 64)]
     pub write_queue: usize,
 
     /// Longest a single PostgreSQL statement may run, in seconds.

@@ -180,11 +180,34 @@ impl WriteGate {
         self.wait
     }
 
-    /// The turn of a batch of writes (`service::stock::batch`), bounded by the write
-    /// deadline. The batch's writes hold their places in the queue themselves
-    /// ([`WriteGate::join_queue`]), so the batch takes none.
-    pub async fn enter_for_batch(&self) -> Result<WriteTurn, sqlx::Error> {
-        self.enter_within(self.wait).await
+    /// The turn of a batch of writes (`service::stock::batch`), taken on the batch
+    /// writer's own thread: it blocks that thread, not the runtime. The batch's writes
+    /// hold their places in the queue, and their deadlines, themselves
+    /// ([`WriteGate::join_queue`]), so the batch takes no place and has no deadline of
+    /// its own.
+    pub fn enter_blocking(&self) -> std::io::Result<WriteTurn> {
+        let process = self.turn.clone().blocking_lock_owned();
+        let file = match &self.lock_file {
+            None => None,
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path.as_path())?;
+                file.lock()?;
+                Some(file)
+            }
+        };
+        Ok(WriteTurn {
+            _process: process,
+            _file: file,
+        })
+    }
+
+    /// How long a write may wait for SQLite's lock in its busy handler.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// [`WriteGate::enter`] for the write probe, which waits as long as the database's
@@ -339,16 +362,14 @@ impl Db {
         }
     }
 
-    /// Opens the write transaction of a batch of writes on SQLite (see
-    /// [`WriteGate::enter_for_batch`]); on PostgreSQL, [`Db::begin_write`].
-    pub async fn begin_batch(&self) -> sqlx::Result<Tx> {
+    /// The SQLite file, for a connection of its own (`service::stock::batch`); none for
+    /// PostgreSQL or an in-memory database.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
         match self {
-            Self::Sqlite(pool, gate) => {
-                let turn = gate.enter_for_batch().await?;
-                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Tx::sqlite(tx, turn))
+            Self::Sqlite(pool, gate) if gate.lock_file.is_some() => {
+                Some(pool.connect_options().get_filename().to_path_buf())
             }
-            Self::Postgres(..) => self.begin_write().await,
+            _ => None,
         }
     }
 

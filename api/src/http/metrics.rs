@@ -37,6 +37,11 @@ async fn render(State(state): State<AppState>) -> Response {
     let (size, idle) = state.service.db().pool_stats();
     metrics::gauge!("ecanteen_db_pool_connections").set(f64::from(size));
     metrics::gauge!("ecanteen_db_pool_idle_connections").set(idle as f64);
+    let batches = state.service.stock_batches();
+    metrics::counter!("ecanteen_stock_batches_total")
+        .absolute(batches.batches.load(std::sync::atomic::Ordering::Relaxed));
+    metrics::counter!("ecanteen_stock_batched_changes_total")
+        .absolute(batches.changes.load(std::sync::atomic::Ordering::Relaxed));
     let body = handle().map(PrometheusHandle::render).unwrap_or_default();
     (
         [(

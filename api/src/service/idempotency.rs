@@ -113,37 +113,6 @@ impl Tx {
     }
 }
 
-impl Tx {
-    /// Records a key that is known to be new, with its write's result, in this
-    /// transaction: the fast path's one statement where [`Tx::claim_key`] and
-    /// [`Tx::record_key`] take three. A key that exists after all fails the insert
-    /// (its primary key), and the transaction with it.
-    pub(crate) async fn insert_key<T: serde::Serialize>(
-        &mut self,
-        user_id: i64,
-        operation: &str,
-        idem: &Idempotency,
-        result: &T,
-        now: i64,
-    ) -> ServiceResult<()> {
-        let stored = serde_json::to_string(result).map_err(|e| ServiceError::Internal(e.into()))?;
-        self.execute(
-            &Sql::new(
-                "insert into idempotency_keys (user_id, key, operation, request_hash, response, created_at)
-                 values ($1, $2, $3, $4, $5, $6)",
-            )
-            .arg(user_id)
-            .arg(idem.key.as_str())
-            .arg(operation)
-            .arg(idem.fingerprint.as_str())
-            .arg(stored)
-            .arg(now),
-        )
-        .await?;
-        Ok(())
-    }
-}
-
 /// Reads back a result stored by [`Tx::record_key`].
 pub(crate) fn stored_result<T: serde::de::DeserializeOwned>(
     response: &str,

@@ -123,6 +123,11 @@ impl Service {
         &self.db
     }
 
+    /// What the SQLite stock writer has committed (see [`stock::StockBatches`]).
+    pub fn stock_batches(&self) -> &stock::BatchStats {
+        self.stock_batches.stats()
+    }
+
     /// Runs a write to its end on a task of its own, and waits for its result.
     ///
     /// Cancellation is an input: when a client goes away (a phone loses its signal

@@ -298,4 +298,14 @@ async fn changes_applied_in_one_batch_succeed_or_fail_alone() {
         .map(|e| e["node"]["delta"].as_i64().unwrap())
         .sum();
     assert_eq!(deltas, 2, "the ledger sums to the stock");
+    // They went through the writer, not around it: the first alone (it was taken
+    // before the turn was free), the rest together.
+    let stats = app.state.service.stock_batches();
+    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let changes = stats.changes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batches <= 3, "{batches} batches");
+    assert_eq!(
+        changes, 4,
+        "four changes applied in batches (the others went the general path)"
+    );
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 mod batch;
 
-pub(crate) use batch::StockBatches;
+pub use batch::{BatchStats, StockBatches};
 
 use crate::db::{now_ms, Db, Sql, Tx};
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
@@ -141,10 +141,10 @@ pub(crate) const INSERT_MOVEMENT: &str = "insert into stock_movements
 /// What an idempotency record stores as the first result of a stock change: its ledger
 /// row, and the product as that change left it.
 #[derive(Serialize, Deserialize)]
-struct StoredStockResult {
-    movement_id: i64,
+pub(crate) struct StoredStockResult {
+    pub movement_id: i64,
     #[serde(default)]
-    product: Option<Product>,
+    pub product: Option<Product>,
 }
 
 /// What the fast path's statement returns: the product as the change left it, and the
@@ -534,57 +534,8 @@ pub(crate) struct Fresh {
     pub now: i64,
 }
 
-impl Fresh {
-    /// The fast path inside a batch's transaction: the guarded update (also guarded by
-    /// the key being unused), the ledger row and the key's record. `None` when the
-    /// update matched nothing, and nothing was written.
-    pub(crate) async fn apply(&self, tx: &mut Tx) -> ServiceResult<Option<StockChange>> {
-        let Fresh {
-            actor,
-            change,
-            idempotency,
-            now,
-        } = self;
-        let Some(delta) = change.delta else {
-            return Ok(None);
-        };
-        let Some(product) = tx
-            .fetch_optional::<Product>(&fresh_update(actor, change, delta, *now))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let movement = tx
-            .append_movement(&NewMovement {
-                product_id: change.product_id,
-                actor_id: actor.user_id,
-                delta,
-                quantity_after: product.quantity,
-                reason: change.reason,
-                note: change.note.as_ref().map(Note::as_str),
-                idempotency_key: change.idempotency_key.as_ref().map(IdempotencyKey::as_str),
-                at: *now,
-            })
-            .await?;
-        let result = StoredStockResult {
-            movement_id: movement.id,
-            product: Some(product),
-        };
-        if let Some(idem) = idempotency {
-            tx.insert_key(actor.user_id, change.operation, idem, &result, *now)
-                .await?;
-        }
-        let product = result.product.ok_or(ServiceError::NotFound("product"))?;
-        Ok(Some(StockChange {
-            product,
-            movement,
-            replayed: false,
-        }))
-    }
-}
-
 /// The fast path's update: `adjustStock`'s guards, and the key (`$7`) unused.
-fn fresh_update(actor: &Actor, change: &Change, delta: i64, now: i64) -> Sql {
+pub(crate) fn fresh_update(actor: &Actor, change: &Change, delta: i64, now: i64) -> Sql {
     Sql::new(format!(
         "update products set quantity = quantity + $1, version = version + 1, updated_at = $2
          where id = $3 and owner_id = $4 and deleted_at is null
