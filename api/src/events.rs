@@ -93,14 +93,23 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
     let mut product_seen = head(&service, FeedKind::Product).await;
     let mut wake = Wakeup::new(service.db(), poll).await;
     let mut retry = HELD_BACK_RETRY;
+    let mut progressed = false;
     loop {
+        // Under a steady stream of writes some row is nearly always held back behind
+        // a transaction still running, which ends within a commit's time: read again
+        // soon. Only while nothing moves does the wait grow.
         if service.feeds_held_back().await.unwrap_or(false) {
+            retry = if progressed {
+                HELD_BACK_RETRY
+            } else {
+                (retry * 2).min(Duration::from_secs(1))
+            };
             tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(Duration::from_secs(1));
         } else {
             retry = HELD_BACK_RETRY;
             wake.wait().await;
         }
+        progressed = false;
         // Drain both feeds completely before sleeping again.
         loop {
             let mut read = 0;
@@ -128,6 +137,7 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
             if read == 0 {
                 break;
             }
+            progressed = true;
         }
         if sender.is_empty() && sender.receiver_count() == 0 && sender.strong_count() == 1 {
             // Only our own sender is left: the replica is gone.

@@ -38,10 +38,10 @@ language sql stable as $$
     select coalesce(
         (select min(cast(cast(x as text) as bigint))
          from pg_snapshot_xip(pg_current_snapshot()) as x
-         where not exists (
-             select 1 from pg_stat_activity a
-             where a.datname <> current_database()
-               and cast(cast(a.backend_xid as text) as bigint)
-                   = cast(cast(x as text) as bigint) % 4294967296)),
+         where cast(cast(x as text) as bigint) % 4294967296 not in (
+             select cast(cast(a.backend_xid as text) as bigint)
+             from pg_stat_get_activity(null) as a
+             where a.backend_xid is not null
+               and a.datid <> (select oid from pg_database where datname = current_database()))),
         cast(cast(pg_snapshot_xmax(pg_current_snapshot()) as text) as bigint))
 $$;

@@ -187,3 +187,34 @@ async fn a_slow_stock_change_does_not_hold_up_another_products() {
     assert_eq!(products, expected);
     assert_quiet(&mut live).await;
 }
+
+/// A transaction left open in another database of the same PostgreSQL server (another
+/// application's, a test's) cannot write to this one's tables, and does not hold this
+/// database's feeds back: a change is delivered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_in_another_database_does_not_hold_the_feed_back() {
+    let app = TestApp::new(Engine::Postgres).await;
+    let neighbour = TestDb::new(Engine::Postgres).await;
+    let mut seller = app.partner("tetangga").await;
+    let owner = user_id(&mut seller).await;
+    let id = seller.create_product("Kue lumpur", 10).await;
+    let mut live = subscribe(&app, owner, STOCK, json!({"o": owner.to_string()})).await;
+
+    let mut open = sqlx::PgConnection::connect(&neighbour.url).await.unwrap();
+    sqlx::query("begin").execute(&mut open).await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut open)
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let r = seller.adjust(&id, -1).await;
+    assert!(r.get("errors").is_none(), "{r}");
+    let event = next_event(&mut live, Duration::from_secs(2)).await;
+    assert_eq!(event["stockChanged"]["productId"], json!(id));
+    assert!(
+        sent.elapsed() < Duration::from_millis(900),
+        "held back {:?} by another database's transaction",
+        sent.elapsed()
+    );
+    sqlx::query("rollback").execute(&mut open).await.unwrap();
+}
