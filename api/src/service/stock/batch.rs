@@ -34,7 +34,6 @@ use tokio::sync::oneshot;
 
 use super::{fresh_update, Fresh, StockChange, StockMovement, StoredStockResult, INSERT_MOVEMENT};
 use crate::db::{Arg, Db, Sql, WriteGate};
-use crate::domain::{IdempotencyKey, Note};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::products::Product;
 
@@ -255,27 +254,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, fresh: &Fresh) -> rusqlite::Result<Opti
     let Some(product) = query_row(tx, &fresh_update(actor, change, delta, *now), product)? else {
         return Ok(None);
     };
-    let note = change.note.as_ref().map(Note::as_str);
-    let key = change.idempotency_key.as_ref().map(IdempotencyKey::as_str);
-    let movement = StockMovement {
-        id: 0,
-        product_id: change.product_id,
-        actor_id: actor.user_id,
-        delta,
-        quantity_after: product.quantity,
-        reason: change.reason,
-        note: note.map(str::to_owned),
-        idempotency_key: key.map(str::to_owned),
-        created_at: *now,
-    };
+    let movement = change.movement(actor, delta, 0, product.quantity, *now);
     let inserted = Sql::new(INSERT_MOVEMENT)
         .arg(movement.product_id)
         .arg(movement.actor_id)
         .arg(movement.delta)
         .arg(movement.quantity_after)
         .arg(movement.reason.as_str())
-        .arg(note)
-        .arg(key)
+        .arg(movement.note.as_deref())
+        .arg(movement.idempotency_key.as_deref())
         .arg(movement.created_at);
     let id = query_row(tx, &inserted, |row| row.get::<_, i64>("id"))?
         .ok_or(rusqlite::Error::QueryReturnedNoRows)?;

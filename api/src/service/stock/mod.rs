@@ -171,6 +171,29 @@ pub(crate) struct Change {
 }
 
 impl Change {
+    /// The ledger row the fast path wrote for this change: what it inserted, with the
+    /// id it got.
+    fn movement(
+        &self,
+        actor: &Actor,
+        delta: i64,
+        id: i64,
+        quantity_after: i64,
+        now: i64,
+    ) -> StockMovement {
+        StockMovement {
+            id,
+            product_id: self.product_id,
+            actor_id: actor.user_id,
+            delta,
+            quantity_after,
+            reason: self.reason,
+            note: self.note.as_ref().map(|n| n.as_str().to_owned()),
+            idempotency_key: self.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            created_at: now,
+        }
+    }
+
     /// What tells a genuine retry from a key reused for another change.
     fn fingerprint_parts(&self) -> [String; 7] {
         [
@@ -302,7 +325,6 @@ impl Service {
         let Some(delta) = change.delta else {
             return Ok(None);
         };
-        let key = change.idempotency_key.as_ref().map(IdempotencyKey::as_str);
         let note = change.note.as_ref().map(Note::as_str);
         let update = fresh_update(actor, change, delta, now);
         let applied = match &self.db {
@@ -365,17 +387,7 @@ impl Service {
                  product,
                  movement_id,
              }| StockChange {
-                movement: StockMovement {
-                    id: movement_id,
-                    product_id: change.product_id,
-                    actor_id: actor.user_id,
-                    delta,
-                    quantity_after: product.quantity,
-                    reason: change.reason,
-                    note: note.map(str::to_owned),
-                    idempotency_key: key.map(str::to_owned),
-                    created_at: now,
-                },
+                movement: change.movement(actor, delta, movement_id, product.quantity, now),
                 product,
                 replayed: false,
             },
