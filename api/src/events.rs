@@ -112,10 +112,11 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
         progressed = false;
         // Drain both feeds completely before sleeping again.
         loop {
-            let mut read = 0;
+            let (mut read, mut more) = (0, false);
             match service.stock_feed_after(stock_seen, BATCH).await {
                 Ok(items) => {
                     read += items.len();
+                    more |= items.len() == BATCH as usize;
                     for item in items {
                         stock_seen = item.position();
                         // No receivers is not an error: nobody is subscribed right now.
@@ -127,6 +128,7 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
             match service.product_feed_after(product_seen, BATCH).await {
                 Ok(events) => {
                     read += events.len();
+                    more |= events.len() == BATCH as usize;
                     for event in events {
                         product_seen = event.position();
                         let _ = sender.send(FeedEvent::Product(Arc::new(event)));
@@ -134,10 +136,13 @@ async fn tail(service: Service, sender: broadcast::Sender<FeedEvent>, poll: Dura
                 }
                 Err(err) => err.log(),
             }
-            if read == 0 {
+            if read > 0 {
+                progressed = true;
+            }
+            // A feed that gave fewer rows than a batch is drained.
+            if !more {
                 break;
             }
-            progressed = true;
         }
         if sender.is_empty() && sender.receiver_count() == 0 && sender.strong_count() == 1 {
             // Only our own sender is left: the replica is gone.

@@ -61,10 +61,27 @@ impl FeedKind {
     }
 }
 
-/// The oldest transaction of this database still running when the statement's
-/// snapshot was taken: rows of older transactions are final (PostgreSQL only; see
-/// `migrations/postgres/0003_feed_positions.sql`).
-const PG_HORIZON: &str = "ecanteen_feed_horizon()";
+/// The horizon of the statement's snapshot (PostgreSQL only): the oldest transaction
+/// that was still running when the snapshot was taken, leaving out those
+/// `pg_stat_get_activity` shows in another database of the server (they cannot write to
+/// these tables), or the snapshot's xmax when none is left. Rows of older transactions
+/// are final.
+///
+/// A transaction of the snapshot's running list that has ended by the time the activity
+/// is read is not found there, and counts as ours: the horizon is then lower than it
+/// could be, never higher. The activity shows 32-bit xids; the running list spans far
+/// less than 2^32 of them, so the low 32 bits name one transaction. Written out in each
+/// statement rather than as a SQL function, so that it is planned once with the
+/// statement (a function's body was parsed and planned again at every call).
+const PG_HORIZON: &str = "(select coalesce(
+        (select min(cast(cast(x as text) as bigint))
+         from pg_snapshot_xip(pg_current_snapshot()) as x
+         where cast(cast(x as text) as bigint) % 4294967296 not in (
+             select cast(cast(a.backend_xid as text) as bigint)
+             from pg_stat_get_activity(null) as a
+             where a.backend_xid is not null
+               and a.datid <> (select oid from pg_database where datname = current_database()))),
+        cast(cast(pg_snapshot_xmax(pg_current_snapshot()) as text) as bigint)))";
 
 /// A ledger row with what subscribers filter and alert on, as it stood when it was read.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
