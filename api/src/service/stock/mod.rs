@@ -15,16 +15,17 @@
 //! `adjustStock` first tries exactly that ([`Service::apply_fresh`]): the guarded update,
 //! also guarded by the key being unused, the ledger row, and the key's record with its
 //! result, on PostgreSQL as one statement (one round trip, where the general path takes
-//! eight), on SQLite as three statements in one transaction. When nothing matches (a
+//! eight), on SQLite as three statements in a batch that the replica's stock writer
+//! commits with the other changes queued meanwhile ([`batch`]). When nothing matches (a
 //! guard failed, or the key was used before), or a concurrent request claimed the same
 //! key first, nothing was written, and the general path runs: it tells a replay from a
 //! reused key, and which guard failed.
 
-use serde::{Deserialize, Serialize};
-
 mod batch;
 
 pub use batch::{BatchStats, StockBatches};
+
+use serde::{Deserialize, Serialize};
 
 use crate::db::{now_ms, Db, Sql, Tx};
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
