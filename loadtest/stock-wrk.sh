@@ -2,13 +2,15 @@
 # Stock changes over HTTP at full speed, with wrk as the load generator (C, so it takes
 # little of the two cores the replica shares with it).
 #
-#   loadtest/stock-wrk.sh [--database-url URL] [--balancer] [--seconds N] [--connections C]
+#   loadtest/stock-wrk.sh [--database-url URL] [--balancer] [--api graphql|rest]
+#                         [--seconds N] [--connections C]
 #
 # Starts one release replica (built if missing) on a fresh SQLite file, or on URL (a
 # fresh PostgreSQL database, say); with --balancer, the balancer in front of it (rate
 # limits off). Makes a partner with an API token and 64 products, then runs wrk for N s
 # (default 10) on C connections (default 32): `adjustStock` of -1 or +1 on a random
-# product, each request with its own idempotency key. Prints wrk's summary, the changes
+# product (or, with --api rest, `POST /ecanteen/product/{id}/stock`), each request with
+# its own idempotency key. Prints wrk's summary, the changes
 # per second that succeeded, and the ledger check: every product's quantity is its
 # start plus its ledger's deltas, and every key is in the ledger once.
 set -euo pipefail
@@ -18,11 +20,13 @@ database_url=""
 balancer=false
 seconds=10
 connections=32
+api=graphql
 while [ $# -gt 0 ]; do
   case "$1" in
     --database-url) database_url="$2"; shift ;;
     --balancer) balancer=true ;;
     --seconds) seconds="$2"; shift ;;
+    --api) api="$2"; shift ;;
     --connections) connections="$2"; shift ;;
     *) echo "stock-wrk: unknown option $1" >&2; exit 2 ;;
   esac
@@ -87,16 +91,23 @@ failed = 0
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
 wrk.method = "POST"
-wrk.path = "/graphql"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer $token"
+local api = "$api"
 request = function()
   n = n + 1
   local id = ids[math.random(#ids)]
   local delta = (math.random(2) == 1) and -1 or 1
+  local key = run .. '-' .. n
+  if api == "rest" then
+    -- A table of headers replaces wrk.headers: all three are given.
+    return wrk.format(nil, "/ecanteen/product/" .. id .. "/stock",
+      { ["content-type"] = "application/json", ["authorization"] = "Bearer $token",
+        ["idempotency-key"] = key }, '{"delta":' .. delta .. '}')
+  end
   local body = '{"query":"mutation(\$i: AdjustStockInput!) { adjustStock(input: \$i) { product { quantity } movement { id } } }","variables":{"i":{"productId":"'
-    .. id .. '","delta":' .. delta .. ',"idempotencyKey":"' .. run .. '-' .. n .. '"}}}'
-  return wrk.format(nil, nil, nil, body)
+    .. id .. '","delta":' .. delta .. ',"idempotencyKey":"' .. key .. '"}}}'
+  return wrk.format(nil, "/graphql", nil, body)
 end
 response = function(status, headers, body)
   if status ~= 200 or string.find(body, '"errors"', 1, true) then failed = failed + 1 end
@@ -109,7 +120,7 @@ done = function(summary, latency, requests)
   io.write(string.format("stock changes/s (succeeded): %.0f\n", ok / (summary.duration / 1e6)))
 end
 LUA
-echo "stock-wrk: $seconds s, $connections connections, $( $balancer && echo 'through the balancer' || echo 'direct'), $database_url" >&2
+echo "stock-wrk: $api, $seconds s, $connections connections, $( $balancer && echo 'through the balancer' || echo 'direct'), $database_url" >&2
 wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/stock.lua" "$target" | tee "$work/wrk.txt"
 
 # The ledger check, in the database.
