@@ -100,15 +100,17 @@ impl StockBatches {
         };
         let claim = Arc::new(Claim::default());
         let (answer, mut answered) = oneshot::channel();
-        self.send(
-            gate,
-            &file,
-            Queued {
-                fresh,
-                claim: claim.clone(),
-                answer,
-            },
-        )?;
+        let queued = Queued {
+            fresh,
+            claim: claim.clone(),
+            answer,
+        };
+        if let Err(err) = self.send(gate, &file, queued) {
+            // No writer (its connection cannot be opened): the general path, through
+            // the pool, still serves the change.
+            tracing::warn!(error = %err, "the stock writer cannot start; the change goes the general path");
+            return Ok(None);
+        }
         match tokio::time::timeout(gate.wait(), &mut answered).await {
             Ok(answer) => answer.map_err(|_| stopped())?,
             // Not taken by the deadline: refused, and never applied.
@@ -118,13 +120,18 @@ impl StockBatches {
         }
     }
 
-    /// Queues a change for the writer, starting the writer first if needed.
+    /// Queues a change for the writer, starting the writer first if needed, or again
+    /// if it has stopped.
     fn send(&self, gate: &WriteGate, file: &Path, queued: Queued) -> ServiceResult<()> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = match writer.as_ref() {
-            Some(sender) => sender,
-            None => writer.insert(start(gate.clone(), file, self.stats.clone())?),
+        let queued = match writer.as_ref() {
+            Some(sender) => match sender.send(queued) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::SendError(queued)) => queued,
+            },
+            None => queued,
         };
+        let sender = writer.insert(start(gate.clone(), file, self.stats.clone())?);
         sender.send(queued).map_err(|_| stopped())
     }
 }
@@ -178,7 +185,15 @@ fn write(
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, &gate, batch, stats);
+        // A panic would otherwise end the thread, and every later change would find
+        // no writer until it restarted one; the batch's changes, unanswered, hear that
+        // the writer stopped.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply_batch(&mut conn, &gate, batch, stats)
+        }));
+        if applied.is_err() {
+            tracing::error!("a batch of stock changes panicked; the writer goes on");
+        }
     }
 }
 
