@@ -116,10 +116,33 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id)
-        }))
+        })
+        .on_failure(log_failure))
         // Keeps a client's (or the balancer's) X-Request-Id, or makes one.
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Logs a request that failed: at ERROR, except a 503, which is a designed answer (a
+/// refusal under overload with `Retry-After`, or readiness while shutting down), not a
+/// fault; it is counted in the metrics and kept at DEBUG. A 503 logged as an ERROR made
+/// every overload an alarm, and a readiness probe racing a shutdown an error in the log.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    let latency_ms = latency.as_millis();
+    match class {
+        Class::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(status = 503, latency_ms, "request refused: unavailable")
+        }
+        Class::StatusCode(status) => {
+            tracing::error!(status = status.as_u16(), latency_ms, "response failed")
+        }
+        Class::Error(error) => tracing::error!(%error, latency_ms, "response failed"),
+    }
 }
 
 pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {

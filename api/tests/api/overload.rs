@@ -372,3 +372,55 @@ async fn a_failed_login_takes_no_turn_from_the_stock_writer() {
         .unwrap();
     assert_eq!(in_main, 0, "nothing was written to the main file");
 }
+
+/// A 503 is a designed answer (a refusal with `Retry-After`, readiness while shutting
+/// down), not a fault: it is not logged at ERROR, or every overload would be an alarm,
+/// and a readiness probe racing a replica's shutdown an error in its log (the stack test
+/// that starts three replicas ten times found one).
+#[tokio::test(flavor = "current_thread")]
+async fn a_refusal_with_503_is_not_logged_as_an_error() {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = TestApp::with_config(Engine::Sqlite, |c| {
+        c.write_wait_ms = 100;
+        c.db_timeout_secs = 5;
+    })
+    .await;
+    let mut c = app.partner("tenang").await;
+    let id = c.create_product("Lemper", 10).await;
+    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
+        unreachable!("a SQLite app")
+    };
+    let turn = gate.enter().await.unwrap();
+    let refused = c
+        .rest(
+            "POST",
+            &format!("/ecanteen/product/{id}/stock"),
+            Some(json!({"delta": -1})),
+            &[],
+        )
+        .await;
+    drop(turn);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("request refused: unavailable"), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
