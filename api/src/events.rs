@@ -72,9 +72,15 @@ impl EventHub {
 /// wrote to a feed; stops with the replica's event hub.
 async fn announce(pool: sqlx::PgPool, signal: FeedSignal, hub: broadcast::WeakSender<FeedEvent>) {
     loop {
-        signal.raised().await;
+        // Looks up once a second whether the hub is still there, raised or not.
+        let raised = tokio::time::timeout(Duration::from_secs(1), signal.raised())
+            .await
+            .is_ok();
         if hub.upgrade().is_none() {
             return;
+        }
+        if !raised {
+            continue;
         }
         let sent = sqlx::query("select pg_notify($1, '')")
             .bind(CHANNEL)
