@@ -190,11 +190,7 @@ impl WriteGate {
         let file = match &self.lock_file {
             None => None,
             Some(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(path.as_path())?;
+                let file = open_lock_file(path)?;
                 file.lock()?;
                 Some(file)
             }
@@ -242,6 +238,15 @@ impl WriteGate {
     }
 }
 
+/// Opens a lock file, creating it if missing (and never truncating it).
+fn open_lock_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
 /// Opens `path` (creating it) and takes an exclusive `flock` on it, held until the file
 /// is dropped. Opening a local file and trying the lock take microseconds; only a
 /// contended lock waits, on a blocking thread, after `on_wait` is called.
@@ -249,11 +254,7 @@ async fn lock_file(
     path: &std::path::Path,
     on_wait: impl FnOnce(),
 ) -> std::io::Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
+    let file = open_lock_file(path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
