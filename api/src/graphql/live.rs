@@ -193,48 +193,35 @@ impl ProductChangedEvent {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Feed {
-    Stock,
-    Product,
+/// The position of `event` in `feed`, or `None` when it belongs to the other feed.
+fn position_in(feed: FeedKind, event: &FeedEvent) -> Option<FeedPosition> {
+    match (feed, event) {
+        (FeedKind::Stock, FeedEvent::Stock(item)) => Some(item.position()),
+        (FeedKind::Product, FeedEvent::Product(event)) => Some(event.position()),
+        _ => None,
+    }
 }
 
-impl Feed {
-    fn kind(self) -> FeedKind {
-        match self {
-            Feed::Stock => FeedKind::Stock,
-            Feed::Product => FeedKind::Product,
-        }
-    }
-
-    fn position_of(self, event: &FeedEvent) -> Option<FeedPosition> {
-        match (self, event) {
-            (Feed::Stock, FeedEvent::Stock(item)) => Some(item.position()),
-            (Feed::Product, FeedEvent::Product(event)) => Some(event.position()),
-            _ => None,
-        }
-    }
-
-    async fn after(
-        self,
-        service: &Service,
-        after: FeedPosition,
-    ) -> Result<Vec<FeedEvent>, ServiceError> {
-        Ok(match self {
-            Feed::Stock => service
-                .stock_feed_after(after, 500)
-                .await?
-                .into_iter()
-                .map(|i| FeedEvent::Stock(Arc::new(i)))
-                .collect(),
-            Feed::Product => service
-                .product_feed_after(after, 500)
-                .await?
-                .into_iter()
-                .map(|e| FeedEvent::Product(Arc::new(e)))
-                .collect(),
-        })
-    }
+/// A page of `feed` after `after`, as events.
+async fn read_after(
+    feed: FeedKind,
+    service: &Service,
+    after: FeedPosition,
+) -> Result<Vec<FeedEvent>, ServiceError> {
+    Ok(match feed {
+        FeedKind::Stock => service
+            .stock_feed_after(after, 500)
+            .await?
+            .into_iter()
+            .map(|i| FeedEvent::Stock(Arc::new(i)))
+            .collect(),
+        FeedKind::Product => service
+            .product_feed_after(after, 500)
+            .await?
+            .into_iter()
+            .map(|e| FeedEvent::Product(Arc::new(e)))
+            .collect(),
+    })
 }
 
 /// The subscriptions one WebSocket connection may hold at once, put in the connection's
@@ -275,7 +262,7 @@ fn resume_from(last: FeedPosition, why: &str) -> async_graphql::Error {
 /// [`MAX_REPLAY`]), or from now, then live ones, each passed through `pick`.
 fn feed_stream<T, P>(
     ctx: &Context<'_>,
-    feed: Feed,
+    feed: FeedKind,
     after: Option<i64>,
     pick: P,
 ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<T>> + use<T, P>>
@@ -303,8 +290,8 @@ where
         let _slot = slot;
         // Without `afterId`, the subscription starts now: at the feed's current head.
         let start = match after {
-            Some(after) => service.feed_position(feed.kind(), after).await,
-            None => service.feed_head(feed.kind()).await,
+            Some(after) => service.feed_position(feed, after).await,
+            None => service.feed_head(feed).await,
         };
         let mut last = match start {
             Ok(position) => position,
@@ -322,12 +309,12 @@ where
                     )));
                     return;
                 }
-                match feed.after(&service, last).await {
+                match read_after(feed, &service, last).await {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
                         replayed += batch.len();
                         for event in batch {
-                            last = feed.position_of(&event).unwrap_or(last);
+                            last = position_in(feed, &event).unwrap_or(last);
                             if let Some(item) = pick(&event) {
                                 yield Ok(item);
                             }
@@ -343,7 +330,7 @@ where
         loop {
             match live.recv().await {
                 Ok(event) => {
-                    let Some(position) = feed.position_of(&event) else { continue };
+                    let Some(position) = position_in(feed, &event) else { continue };
                     if position <= last {
                         continue;
                     }
@@ -396,7 +383,7 @@ impl SubscriptionRoot {
         let product_id = optional_id("productId", product_id.as_ref())?;
         let owner_id = optional_id("ownerId", owner_id.as_ref())?;
         let after = self::after_id(after_id.as_ref())?;
-        feed_stream(ctx, Feed::Stock, after, move |event| match event {
+        feed_stream(ctx, FeedKind::Stock, after, move |event| match event {
             FeedEvent::Stock(item)
                 if product_id.is_none_or(|p| p == item.movement.product_id)
                     && owner_id.is_none_or(|o| o == item.owner_id) =>
@@ -420,7 +407,7 @@ impl SubscriptionRoot {
         let viewer = actor(ctx)?;
         let owner_id = optional_id("ownerId", owner_id.as_ref())?;
         let after = self::after_id(after_id.as_ref())?;
-        feed_stream(ctx, Feed::Product, after, move |event| match event {
+        feed_stream(ctx, FeedKind::Product, after, move |event| match event {
             FeedEvent::Product(e) if owner_id.is_none_or(|o| o == e.owner_id) => {
                 Some(ProductChangedEvent {
                     event: e.clone(),
@@ -448,7 +435,7 @@ impl SubscriptionRoot {
             .into());
         }
         let after = self::after_id(after_id.as_ref())?;
-        feed_stream(ctx, Feed::Stock, after, move |event| match event {
+        feed_stream(ctx, FeedKind::Stock, after, move |event| match event {
             FeedEvent::Stock(item) if item.owner_id == owner && item.crossed_low_stock() => {
                 Some(LowStockEvent { item: item.clone() })
             }
