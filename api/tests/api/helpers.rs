@@ -173,6 +173,15 @@ impl TestApp {
         client
     }
 
+    /// The SQLite write gate of this replica, for a test that holds the write turn
+    /// itself; panics on PostgreSQL.
+    pub fn sqlite_write_gate(&self) -> &ecanteen_api::db::WriteGate {
+        let ecanteen_api::db::Db::Sqlite(_, gate) = self.state.service.db() else {
+            unreachable!("a SQLite app")
+        };
+        gate
+    }
+
     pub fn engine(&self) -> Engine {
         self.db.engine
     }

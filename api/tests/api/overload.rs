@@ -216,9 +216,7 @@ async fn a_write_past_the_write_deadline_is_refused_at_once_and_applies_once_whe
     let stock = format!("/ecanteen/product/{id}/stock");
     let adjust = "mutation($i: AdjustStockInput!) { adjustStock(input: $i) { product { quantity } replayed } }";
     let gql_input = json!({"i": {"productId": id, "delta": -1, "reason": "SALE", "idempotencyKey": "antre-gql"}});
-    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
-        unreachable!("a SQLite app")
-    };
+    let gate = app.sqlite_write_gate();
 
     // Another writer holds the only turn.
     let turn = gate.enter().await.unwrap();
@@ -280,9 +278,7 @@ async fn a_write_past_a_full_write_queue_is_refused_at_once_and_those_waiting_ar
     let mut c = app.partner("berjejal").await;
     let id = c.create_product("Cireng", 10).await;
     let token = c.api_token("kasir").await;
-    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
-        unreachable!("a SQLite app")
-    };
+    let gate = app.sqlite_write_gate();
 
     let turn = gate.enter().await.unwrap();
     let waiting: Vec<_> = (0..2)

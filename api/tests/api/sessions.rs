@@ -163,9 +163,7 @@ async fn refuse_session_inserts(app: &TestApp) {
 async fn a_session_write_waits_for_its_turn_at_the_write_gate() {
     let app = TestApp::new(Engine::Sqlite).await;
     let mut c = app.partner("antre").await;
-    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
-        unreachable!("a SQLite app")
-    };
+    let gate = app.sqlite_write_gate();
     let turn = gate.enter().await.unwrap();
     let logout = tokio::spawn(async move { c.ok(documents::LOGOUT, json!({})).await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -193,9 +191,7 @@ async fn a_logout_waits_past_the_write_deadline_and_a_full_queue() {
     .await;
     let mut c = app.partner("pulang").await;
     let cookie = c.cookie.clone();
-    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
-        unreachable!("a SQLite app")
-    };
+    let gate = app.sqlite_write_gate();
     let turn = gate.enter().await.unwrap();
     let logout = tokio::spawn(async move { c.ok(documents::LOGOUT, json!({})).await });
     // Longer than the deadline, with the queue's one place taken by the logout.

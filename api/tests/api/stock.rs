@@ -235,9 +235,7 @@ async fn changes_applied_in_one_batch_succeed_or_fail_alone() {
     .await;
     let mut c = app.partner("sekaligus").await;
     let id = c.create_product("Gorengan", 3).await;
-    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
-        unreachable!("a SQLite app")
-    };
+    let gate = app.sqlite_write_gate();
     let turn = gate.enter().await.unwrap();
     let changes = [
         (-1, Some("a")),

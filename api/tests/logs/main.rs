@@ -56,9 +56,7 @@ async fn a_refusal_with_503_is_not_logged_as_an_error() {
     .await;
     let mut c = app.partner("tenang").await;
     let id = c.create_product("Lemper", 10).await;
-    let ecanteen_api::db::Db::Sqlite(_, gate) = app.state.service.db() else {
-        unreachable!("a SQLite app")
-    };
+    let gate = app.sqlite_write_gate();
     let turn = gate.enter().await.unwrap();
     let refused = c
         .rest(
