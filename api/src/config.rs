@@ -105,6 +105,10 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_SESSION_REFRESH_SECS", default_value_t = 60)]
     pub session_refresh_secs: u64,
 
+    /// The canteen's time zone (an IANA name): where the sales report's days begin.
+    #[arg(long, env = "ECANTEEN_TIME_ZONE", default_value = "Asia/Jakarta", value_parser = parse_time_zone)]
+    pub time_zone: chrono_tz::Tz,
+
     /// Mark the session cookie `Secure` (set this behind HTTPS).
     #[arg(long, env = "ECANTEEN_SECURE_COOKIES", default_value_t = false, action = ArgAction::Set)]
     pub secure_cookies: bool,
@@ -281,4 +285,11 @@ impl Config {
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_mins * 60)
     }
+}
+
+/// An IANA time zone name, as `--time-zone` takes it.
+fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("{name:?} is not an IANA time zone name (e.g. Asia/Jakarta, Asia/Makassar)")
+    })
 }

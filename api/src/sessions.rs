@@ -41,30 +41,44 @@ use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::Session;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
-use crate::db::{now_ms, Db, WriteGate};
+use crate::db::{now_ms, Db, Sql};
 use crate::error::{ServiceError, ServiceResult};
 
-/// The session store of whichever engine the replica runs on.
+/// The session store of whichever engine the replica runs on, and the index of which
+/// partner each stored session belongs to (`partner_sessions`; a password change ends a
+/// partner's sessions with `Tx::end_sessions_of`).
 #[derive(Clone, Debug)]
-pub enum Store {
-    /// The store, and the gate every SQLite writer of this process passes.
-    Sqlite(SqliteStore, WriteGate),
+pub struct Store {
+    engine: Engine,
+    /// The database of the store and of the index; on SQLite, its write gate is the one
+    /// every writer of this process passes.
+    db: Db,
+}
+
+#[derive(Clone, Debug)]
+enum Engine {
+    Sqlite(SqliteStore),
     Postgres(PostgresStore),
 }
 
 impl Store {
     pub fn new(db: &Db) -> Self {
-        match db {
-            Db::Sqlite(pool, gate) => Self::Sqlite(SqliteStore::new(pool.clone()), gate.clone()),
-            Db::Postgres(pool, _) => Self::Postgres(PostgresStore::new(pool.clone())),
+        // The store's default table names, which `Tx::end_sessions_of` deletes from.
+        let engine = match db {
+            Db::Sqlite(pool, _) => Engine::Sqlite(SqliteStore::new(pool.clone())),
+            Db::Postgres(pool, _) => Engine::Postgres(PostgresStore::new(pool.clone())),
+        };
+        Self {
+            engine,
+            db: db.clone(),
         }
     }
 
     /// Creates the session table if it is missing (idempotent, safe to race).
     pub async fn migrate(&self) -> sqlx::Result<()> {
-        match self {
-            Self::Sqlite(s, _) => s.migrate().await,
-            Self::Postgres(s) => s.migrate().await,
+        match &self.engine {
+            Engine::Sqlite(s) => s.migrate().await,
+            Engine::Postgres(s) => s.migrate().await,
         }
     }
 
@@ -72,8 +86,8 @@ impl Store {
     /// A `patient` writer waits as long as the database timeout rather than the write
     /// deadline.
     async fn turn(&self, patient: bool) -> session_store::Result<Option<crate::db::WriteTurn>> {
-        match self {
-            Self::Sqlite(_, gate) => {
+        match &self.db {
+            Db::Sqlite(_, gate) => {
                 let turn = if patient {
                     gate.enter_patiently().await
                 } else {
@@ -83,25 +97,63 @@ impl Store {
                     session_store::Error::Backend(format!("no turn to write the session: {e}"))
                 })
             }
-            Self::Postgres(_) => Ok(None),
+            Db::Postgres(..) => Ok(None),
         }
     }
+
+    /// Notes in the index whose session `record` is, once the store holds it.
+    async fn index(&self, record: &Record) -> session_store::Result<()> {
+        let Some(user_id) = partner_of(record) else {
+            return Ok(());
+        };
+        self.db
+            .execute(
+                &Sql::new(
+                    "insert into partner_sessions (session_id, user_id, expires_at)
+                     values ($1, $2, $3)
+                     on conflict (session_id) do update
+                         set user_id = excluded.user_id, expires_at = excluded.expires_at",
+                )
+                .arg(record.id.to_string())
+                .arg(user_id)
+                .arg(expiry_ms(record)),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> session_store::Error {
+    session_store::Error::Backend(err.to_string())
+}
+
+/// The partner a session record is logged in as.
+fn partner_of(record: &Record) -> Option<i64> {
+    record
+        .data
+        .get(KEY)
+        .cloned()
+        .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
+        .map(|data| data.user_id)
+}
+
+fn expiry_ms(record: &Record) -> i64 {
+    i64::try_from(record.expiry_date.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl Store {
     /// The partner a stored session is logged in as: `None` once it was logged out,
-    /// replaced at login, or expired. A WebSocket opened with the session asks this
-    /// again before each operation (`http::auth::SocketCredential`).
+    /// replaced at login, ended by a password change, or expired. A WebSocket opened
+    /// with the session asks this again before each operation
+    /// (`http::auth::SocketCredential`).
     pub async fn partner(&self, id: &Id) -> ServiceResult<Option<i64>> {
-        let record = match self {
-            Self::Sqlite(s, _) => s.load(id).await,
-            Self::Postgres(s) => s.load(id).await,
+        let record = match &self.engine {
+            Engine::Sqlite(s) => s.load(id).await,
+            Engine::Postgres(s) => s.load(id).await,
         }
         .map_err(|e| ServiceError::Unavailable(anyhow!("cannot read the session: {e}")))?;
-        Ok(record
-            .and_then(|r| r.data.get(KEY).cloned())
-            .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
-            .map(|data| data.user_id))
+        Ok(record.as_ref().and_then(partner_of))
     }
 }
 
@@ -151,11 +203,12 @@ impl SessionStore for Store {
         *record = noted(
             detached(async move {
                 let _turn = store.turn(true).await?;
-                match &store {
-                    Self::Sqlite(s, _) => s.create(&mut owned).await,
-                    Self::Postgres(s) => s.create(&mut owned).await,
-                }
-                .map(|()| owned)
+                match &store.engine {
+                    Engine::Sqlite(s) => s.create(&mut owned).await,
+                    Engine::Postgres(s) => s.create(&mut owned).await,
+                }?;
+                store.index(&owned).await?;
+                Ok(owned)
             })
             .await,
         )?;
@@ -168,14 +221,31 @@ impl SessionStore for Store {
     /// error, and the client would count it as lost. So a refresh waits no longer than
     /// the write deadline, and one that fails is skipped with a warning: the session
     /// keeps its earlier expiry, and a later request refreshes it.
+    ///
+    /// The store's save is an upsert: a refresh that loaded the session before a
+    /// password change ended it would bring it back. So a partner's session is saved
+    /// only while the index still has it, and when the index lost it meanwhile (the
+    /// change committed between the check and the save), it is deleted again. A
+    /// session the index never had (stored before the index existed) ends here too.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (store, owned) = (self.clone(), record.clone());
         let saved = detached(async move {
             let _turn = store.turn(false).await?;
-            match &store {
-                Self::Sqlite(s, _) => s.save(&owned).await,
-                Self::Postgres(s) => s.save(&owned).await,
+            let Some(_) = partner_of(&owned) else {
+                return store.save_unindexed(&owned).await;
+            };
+            let touch =
+                Sql::new("update partner_sessions set expires_at = $1 where session_id = $2")
+                    .arg(expiry_ms(&owned))
+                    .arg(owned.id.to_string());
+            if store.db.execute(&touch).await.map_err(backend)? == 0 {
+                return store.delete_now(&owned.id).await;
             }
+            store.save_unindexed(&owned).await?;
+            if store.db.execute(&touch).await.map_err(backend)? == 0 {
+                store.delete_now(&owned.id).await?;
+            }
+            Ok(())
         })
         .await;
         if let Err(e) = saved {
@@ -185,9 +255,9 @@ impl SessionStore for Store {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        match self {
-            Self::Sqlite(s, _) => s.load(id).await,
-            Self::Postgres(s) => s.load(id).await,
+        match &self.engine {
+            Engine::Sqlite(s) => s.load(id).await,
+            Engine::Postgres(s) => s.load(id).await,
         }
     }
 
@@ -199,26 +269,51 @@ impl SessionStore for Store {
         noted(
             detached(async move {
                 let _turn = store.turn(true).await?;
-                match &store {
-                    Self::Sqlite(s, _) => s.delete(&id).await,
-                    Self::Postgres(s) => s.delete(&id).await,
-                }
+                store.delete_now(&id).await
             })
             .await,
         )
     }
 }
 
+impl Store {
+    /// The store's own save.
+    async fn save_unindexed(&self, record: &Record) -> session_store::Result<()> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.save(record).await,
+            Engine::Postgres(s) => s.save(record).await,
+        }
+    }
+
+    /// Deletes a session and its index entry; the caller holds the turn.
+    async fn delete_now(&self, id: &Id) -> session_store::Result<()> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.delete(id).await,
+            Engine::Postgres(s) => s.delete(id).await,
+        }?;
+        self.db
+            .execute(
+                &Sql::new("delete from partner_sessions where session_id = $1").arg(id.to_string()),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ExpiredDeletion for Store {
     async fn delete_expired(&self) -> session_store::Result<()> {
-        match self {
-            Self::Sqlite(s, _) => {
-                let _turn = self.turn(true).await?;
-                s.delete_expired().await
-            }
-            Self::Postgres(s) => s.delete_expired().await,
-        }
+        let _turn = self.turn(true).await?;
+        match &self.engine {
+            Engine::Sqlite(s) => s.delete_expired().await,
+            Engine::Postgres(s) => s.delete_expired().await,
+        }?;
+        self.db
+            .execute(&Sql::new("delete from partner_sessions where expires_at < $1").arg(now_ms()))
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }
 
@@ -283,6 +378,13 @@ impl PartnerSession {
                 },
             )
             .await?;
+        Ok(())
+    }
+
+    /// Keeps the session, under a fresh id: after a password change, whoever learnt the
+    /// old id holds nothing.
+    pub async fn renew(&self) -> ServiceResult<()> {
+        self.0.cycle_id().await?;
         Ok(())
     }
 

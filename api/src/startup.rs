@@ -70,7 +70,9 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         config.db_timeout(),
         Duration::from_millis(config.write_probe_ms.max(10)),
     );
-    let service = Service::new(db, hasher, throttle, pictures).with_login_ledger(logins);
+    let service = Service::new(db, hasher, throttle, pictures)
+        .with_login_ledger(logins)
+        .with_time_zone(config.time_zone);
     let events = EventHub::start(
         service.clone(),
         Duration::from_millis(config.event_poll_ms.max(10)),

@@ -160,3 +160,28 @@ impl Tx {
         }
     }
 }
+
+/// The session store's table (tower-sessions' sqlx store, `sessions::Store`, under the
+/// crate's default names) on SQLite, and on PostgreSQL.
+const SESSION_TABLES: [&str; 2] = ["tower_sessions", "\"tower_sessions\".\"session\""];
+
+impl Tx {
+    /// Ends every stored session of a partner, on every replica, in this transaction (a
+    /// password change: the new hash and the end of the old sessions commit together).
+    /// `partner_sessions` says which sessions are the partner's; the store's rows are
+    /// deleted by id.
+    pub(crate) async fn end_sessions_of(&mut self, user_id: i64) -> sqlx::Result<()> {
+        let table = SESSION_TABLES[usize::from(self.is_postgres())];
+        self.execute(
+            &Sql::new(format!(
+                "delete from {table} where id in
+                     (select session_id from partner_sessions where user_id = $1)"
+            ))
+            .arg(user_id),
+        )
+        .await?;
+        self.execute(&Sql::new("delete from partner_sessions where user_id = $1").arg(user_id))
+            .await?;
+        Ok(())
+    }
+}

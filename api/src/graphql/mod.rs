@@ -9,6 +9,7 @@ pub mod connection;
 pub mod limits;
 pub mod live;
 pub mod products;
+pub mod report;
 pub mod stock;
 pub mod users;
 
@@ -31,7 +32,12 @@ use crate::sessions::PartnerSession;
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(users::UserQuery, products::ProductQuery, stock::StockQuery);
+pub struct QueryRoot(
+    users::UserQuery,
+    products::ProductQuery,
+    stock::StockQuery,
+    report::ReportQuery,
+);
 
 /// Every mutation root, merged.
 #[derive(MergedObject, Default)]

@@ -75,6 +75,12 @@ impl StockMovementNode {
     async fn created_at(&self) -> DateTime<Utc> {
         datetime(self.0.created_at)
     }
+
+    /// The product's price, in rupiah, when the change was made: what a sale earned per
+    /// unit. Null on changes recorded before prices were kept.
+    async fn unit_price(&self) -> Option<i64> {
+        self.0.unit_price
+    }
 }
 
 pub type MovementConnection = Connection<OpaqueCursor<i64>, StockMovementNode>;

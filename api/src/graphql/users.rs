@@ -139,6 +139,31 @@ impl UserMutation {
         Ok(UserNode(user))
     }
 
+    /// Changes the logged-in partner's password. `current` is checked as a login is and
+    /// throttled with the same count: a wrong one is BAD_USER_INPUT on
+    /// `currentPassword`, and after five failures TOO_MANY_REQUESTS. `new` is 8–128
+    /// characters (BAD_USER_INPUT on `newPassword`). Every other session of the partner
+    /// ends on every replica; this one is kept under a new id (a new cookie). API tokens
+    /// are kept. Needs a session: FORBIDDEN with an API token.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current: String,
+        new: String,
+    ) -> async_graphql::Result<bool> {
+        let actor = actor(ctx)?;
+        let session = auth(ctx)?.session.clone().ok_or_else(|| {
+            ServiceError::Internal(anyhow::anyhow!(
+                "changePassword executed without an HTTP session"
+            ))
+        })?;
+        service(ctx)?
+            .change_password(&actor, &current, &new)
+            .await?;
+        session.renew().await?;
+        Ok(true)
+    }
+
     /// Ends the session on every replica. True when there was a session to end.
     async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let auth = auth(ctx)?;

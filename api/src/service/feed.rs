@@ -205,7 +205,8 @@ impl Service {
     ) -> ServiceResult<Vec<StockFeedItem>> {
         let sql = Sql::new(format!(
             "select m.id, m.product_id, m.actor_id, m.delta, m.quantity_after, m.reason, m.note,
-                    m.idempotency_key, m.created_at, m.txid, p.owner_id, p.low_stock_threshold,
+                    m.idempotency_key, m.created_at, m.unit_price, m.txid, p.owner_id,
+                    p.low_stock_threshold,
                     m.id = (select max(n.id) from stock_movements n
                             where n.product_id = m.product_id) as latest,
                     p.deleted_at is not null as product_deleted

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod password;
 pub mod pictures;
 pub mod products;
+pub mod report;
 pub mod stock;
 pub mod tokens;
 pub mod users;
@@ -35,6 +36,7 @@ use crate::error::{ServiceError, ServiceResult};
 
 pub use password::{PasswordAdmission, PasswordHasher};
 pub use products::{NewProduct, Product, ProductFilter, ProductOrder, ProductPatch, SortField};
+pub use report::{ReportGrouping, ReportRequest, SalesReport};
 pub use stock::{AdjustStock, SetStock, StockChange, StockMovement};
 pub use tokens::ApiToken;
 pub use users::User;
@@ -71,6 +73,10 @@ impl Default for LoginThrottle {
     }
 }
 
+/// The canteen's time zone unless configured: the campus of the original paper is in
+/// Indonesia's western zone.
+pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Asia::Jakarta;
+
 /// The service layer, cheap to clone: a database pool and the policies.
 #[derive(Clone, Debug)]
 pub struct Service {
@@ -87,6 +93,8 @@ pub struct Service {
     /// Where failed logins are counted: the main database, or on SQLite a file of its
     /// own (see `Db::open_login_ledger`).
     logins: Db,
+    /// The canteen's time zone: where a report's days begin (see [`report`]).
+    time_zone: chrono_tz::Tz,
 }
 
 impl Service {
@@ -110,7 +118,18 @@ impl Service {
                 "picture",
                 admission::AdmissionPolicy::per_core(Duration::from_secs(2)),
             )),
+            time_zone: DEFAULT_TIME_ZONE,
         }
+    }
+
+    /// The same service, with days in `time_zone` (default [`DEFAULT_TIME_ZONE`]).
+    pub fn with_time_zone(self, time_zone: chrono_tz::Tz) -> Self {
+        Self { time_zone, ..self }
+    }
+
+    /// The canteen's time zone.
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.time_zone
     }
 
     /// The same service, counting failed logins in `logins` (see

@@ -8,7 +8,7 @@ use crate::domain::{IdempotencyKey, Password, Username};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
 use crate::service::password::Admitted;
-use crate::service::{duration_ms, Service};
+use crate::service::{duration_ms, Actor, AuthMethod, Service};
 
 /// A partner account. The password hash never leaves [`Service`].
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -159,6 +159,72 @@ impl Service {
             // The attempt is already counted.
             _ => Err(ServiceError::Unauthenticated(WRONG_CREDENTIALS)),
         }
+    }
+
+    /// Changes the actor's password. The current one is checked as a login is, and
+    /// throttled with the same count (a wrong one is a failed login of the account).
+    /// On success the new hash is stored and every stored session of the partner is
+    /// ended on every replica, in one transaction; the caller keeps its own session
+    /// under a new id (`PartnerSession::renew`). API tokens are kept: they are
+    /// credentials of their own, revoked one by one.
+    ///
+    /// Only a logged-in session may change it: an API token is FORBIDDEN, as it is from
+    /// managing tokens.
+    pub async fn change_password(
+        &self,
+        actor: &Actor,
+        current: &str,
+        new: &str,
+    ) -> ServiceResult<()> {
+        if actor.method != AuthMethod::Session {
+            return Err(ServiceError::Forbidden(
+                "an API token cannot change the password; log in",
+            ));
+        }
+        let new = Password::parse("newPassword", new)?;
+        if new.expose() == current {
+            return Err(ServiceError::invalid(
+                "newPassword",
+                "is the same as the current password",
+            ));
+        }
+        let admitted = self.hasher.admit().await?;
+        // From here on the attempt is counted and the write may follow: it runs to its
+        // end on a task of its own, as a login does.
+        let (service, actor, current) = (self.clone(), *actor, current.to_owned());
+        self.detached(async move {
+            let user = service
+                .user(actor.user_id)
+                .await?
+                .ok_or(ServiceError::Unauthenticated(
+                    "the partner no longer exists",
+                ))?;
+            match service
+                .check_login(admitted, &user.username, &current)
+                .await
+            {
+                Ok(_) => {}
+                Err(ServiceError::Unauthenticated(_)) => {
+                    return Err(ServiceError::invalid(
+                        "currentPassword",
+                        "is not your current password",
+                    ))
+                }
+                Err(other) => return Err(other),
+            }
+            let hash = service.hasher.hash(&new).await?;
+            let mut tx = service.db.begin_write().await?;
+            tx.execute(
+                &Sql::new("update users set password_hash = $1 where id = $2")
+                    .arg(&hash)
+                    .arg(actor.user_id),
+            )
+            .await?;
+            tx.end_sessions_of(actor.user_id).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Counts the failures of `key` in the window and, below the limit, records this

@@ -9,6 +9,7 @@
 //!
 //! - [`users`]: `join`, `login`, `logout` and API `tokens`;
 //! - [`products`]: the catalogue, edits, stock and pictures;
+//! - [`report`]: the sales report and the CSV exports;
 //! - [`body`]: reading bodies, integers as strings, `data:` URIs, `Idempotency-Key`;
 //! - [`openapi`]: the OpenAPI 3.1 document.
 //!
@@ -20,6 +21,7 @@ pub mod body;
 pub mod error;
 pub mod openapi;
 pub mod products;
+pub mod report;
 pub mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/join", post(users::join))
         .route("/login", post(users::login))
         .route("/logout", get(users::logout_get).post(users::logout))
+        .route("/password", put(users::change_password))
         .route("/tokens", post(users::create_token))
         .route("/tokens/{id}", axum::routing::delete(users::revoke_token))
         .route(
@@ -55,7 +58,12 @@ pub fn router() -> Router<AppState> {
                 .put(products::update)
                 .delete(products::delete),
         )
-        .route("/product/{id}/stock", post(products::adjust_stock))
+        .route(
+            "/product/{id}/stock",
+            get(report::stock_history).post(products::adjust_stock),
+        )
+        .route("/report", get(report::report))
+        .route("/export/products", get(report::export_products))
         .route(
             "/product/{id}/image",
             // The handler bounds the body by the picture limit itself.

@@ -9,7 +9,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::products::{self, CreateProduct, ImageUpload, RestProduct, StockBody, UpdateProduct};
-use super::users::{self, Account, CreatedToken, Credentials, NewToken};
+use super::report::{self, RestMovement, RestSalesFigures, RestSalesGroup, RestSalesReport};
+use super::users::{self, Account, CreatedToken, Credentials, NewToken, PasswordChange};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +27,7 @@ use super::users::{self, Account, CreatedToken, Credentials, NewToken};
         users::login,
         users::logout,
         users::logout_get,
+        users::change_password,
         users::create_token,
         users::revoke_token,
         products::list,
@@ -36,15 +38,20 @@ use super::users::{self, Account, CreatedToken, Credentials, NewToken};
         products::delete,
         products::adjust_stock,
         products::replace_image,
+        report::report,
+        report::export_products,
+        report::stock_history,
     ),
     components(schemas(
         RestProduct, CreateProduct, UpdateProduct, StockBody, ImageUpload,
-        Credentials, Account, NewToken, CreatedToken, ErrorBody, ErrorDetail,
+        Credentials, Account, PasswordChange, NewToken, CreatedToken, ErrorBody, ErrorDetail,
+        RestSalesReport, RestSalesGroup, RestSalesFigures, RestMovement,
     )),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Accounts, sessions and API tokens"),
         (name = "products", description = "The catalogue, product edits, stock and pictures"),
+        (name = "reports", description = "The sales report and the CSV exports (RFC 4180, UTF-8, a header row; text cells that a spreadsheet would run as a formula are led by `'`)"),
     ),
 )]
 pub struct RestApi;

@@ -155,6 +155,46 @@ pub async fn logout_get(
     logout(session).await
 }
 
+/// A password change.
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChange {
+    /// The password in use now.
+    pub current: String,
+    /// The new password.
+    #[schema(min_length = 8, max_length = 128)]
+    pub new: String,
+}
+
+/// Changes the caller's password. Every other session of the partner ends on every
+/// replica; this one is kept under a new id (a new cookie is set). API tokens are kept.
+#[utoipa::path(put, path = "/ecanteen/password", tag = "auth",
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "\"password changed\"", body = String),
+        (status = 400, description = "`current` is not the password in use, or `new` is not 8–128 characters or equals it", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 403, description = "Sent with an API token: only a logged-in session may change the password", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts (wrong passwords count as failed logins); see Retry-After", body = ErrorBody),
+        (status = 503, description = "Busy: password hashing is at its bound (code `INTERNAL`); retry after Retry-After", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<&'static str>, RestError> {
+    let actor = actor(&state, &headers, session.clone()).await?;
+    let input: PasswordChange = body::json(&headers, body, state.settings.body_limit).await?;
+    state
+        .service
+        .change_password(&actor, &input.current, &input.new)
+        .await?;
+    PartnerSession::new(session).renew().await?;
+    Ok(Json("password changed"))
+}
+
 /// The name of a new API token.
 #[derive(Deserialize, ToSchema)]
 pub struct NewToken {

@@ -226,6 +226,7 @@ impl Service {
                 note: Some("initial stock"),
                 idempotency_key: None,
                 at: now,
+                unit_price: product.price,
             })
             .await?;
         }
@@ -361,6 +362,7 @@ impl Service {
                 note: Some("edited"),
                 idempotency_key: None,
                 at: now,
+                unit_price: updated.price,
             })
             .await?;
         }

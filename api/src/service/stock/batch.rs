@@ -269,7 +269,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, fresh: &Fresh) -> rusqlite::Result<Opti
     let Some(product) = query_row(tx, &fresh_update(actor, change, delta, *now), product)? else {
         return Ok(None);
     };
-    let movement = change.movement(actor, delta, 0, product.quantity, *now);
+    let movement = change.movement(actor, delta, 0, &product, *now);
     let inserted = Sql::new(INSERT_MOVEMENT)
         .arg(movement.product_id)
         .arg(movement.actor_id)
@@ -278,7 +278,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, fresh: &Fresh) -> rusqlite::Result<Opti
         .arg(movement.reason.as_str())
         .arg(movement.note.as_deref())
         .arg(movement.idempotency_key.as_deref())
-        .arg(movement.created_at);
+        .arg(movement.created_at)
+        .arg(movement.unit_price);
     let id = query_row(tx, &inserted, |row| row.get::<_, i64>("id"))?
         .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     let movement = StockMovement { id, ..movement };

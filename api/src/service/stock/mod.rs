@@ -47,6 +47,9 @@ pub struct StockMovement {
     pub note: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: i64,
+    /// The product's price, in rupiah, when the change was made; `None` on rows written
+    /// before prices were recorded.
+    pub unit_price: Option<i64>,
 }
 
 impl TryFrom<String> for StockReason {
@@ -61,8 +64,8 @@ impl TryFrom<String> for StockReason {
 const OWNER_AND_QUANTITY: &str =
     "select owner_id, quantity from products where id = $1 and deleted_at is null";
 
-const MOVEMENT_COLUMNS: &str =
-    "id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at";
+pub(crate) const MOVEMENT_COLUMNS: &str =
+    "id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at, unit_price";
 
 /// Add or remove stock.
 #[derive(Clone, Debug)]
@@ -108,6 +111,8 @@ pub(crate) struct NewMovement<'a> {
     pub note: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub at: i64,
+    /// The product's price at `at`.
+    pub unit_price: i64,
 }
 
 impl Tx {
@@ -127,7 +132,8 @@ impl Tx {
                     .arg(m.reason.as_str())
                     .arg(m.note)
                     .arg(m.idempotency_key)
-                    .arg(m.at),
+                    .arg(m.at)
+                    .arg(m.unit_price),
             )
             .await?;
         Ok(row)
@@ -135,9 +141,11 @@ impl Tx {
 }
 
 pub(crate) const INSERT_MOVEMENT: &str = "insert into stock_movements
-         (product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at)
-     values ($1, $2, $3, $4, $5, $6, $7, $8)
-     returning id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at";
+         (product_id, actor_id, delta, quantity_after, reason, note, idempotency_key, created_at,
+          unit_price)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     returning id, product_id, actor_id, delta, quantity_after, reason, note, idempotency_key,
+               created_at, unit_price";
 
 /// What an idempotency record stores as the first result of a stock change: its ledger
 /// row, and the product as that change left it.
@@ -173,13 +181,13 @@ pub(crate) struct Change {
 
 impl Change {
     /// The ledger row the fast path wrote for this change: what it inserted, with the
-    /// id it got.
+    /// id it got, for the product as the change left it.
     fn movement(
         &self,
         actor: &Actor,
         delta: i64,
         id: i64,
-        quantity_after: i64,
+        product: &Product,
         now: i64,
     ) -> StockMovement {
         StockMovement {
@@ -187,7 +195,8 @@ impl Change {
             product_id: self.product_id,
             actor_id: actor.user_id,
             delta,
-            quantity_after,
+            quantity_after: product.quantity,
+            unit_price: Some(product.price),
             reason: self.reason,
             note: self.note.as_ref().map(|n| n.as_str().to_owned()),
             idempotency_key: self.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
@@ -335,8 +344,8 @@ impl Service {
                      mv as (
                          insert into stock_movements
                              (product_id, actor_id, delta, quantity_after, reason, note,
-                              idempotency_key, created_at)
-                         select id, $4, $1, quantity, $8, $9, $7, $2 from upd
+                              idempotency_key, created_at, unit_price)
+                         select id, $4, $1, quantity, $8, $9, $7, $2, price from upd
                          returning id
                      ),
                      claimed as (
@@ -388,7 +397,7 @@ impl Service {
                  product,
                  movement_id,
              }| StockChange {
-                movement: change.movement(actor, delta, movement_id, product.quantity, now),
+                movement: change.movement(actor, delta, movement_id, &product, now),
                 product,
                 replayed: false,
             },
@@ -473,6 +482,7 @@ impl Service {
                 note: change.note.as_ref().map(Note::as_str),
                 idempotency_key: change.idempotency_key.as_ref().map(IdempotencyKey::as_str),
                 at: now,
+                unit_price: product.price,
             })
             .await?;
         let result = StoredStockResult {

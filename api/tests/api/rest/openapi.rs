@@ -276,3 +276,35 @@ async fn the_documented_limits_are_the_ones_enforced() {
         .lengths("name", &schemas["NewToken"]["properties"]["name"])
         .await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_report_the_exports_and_password_change() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let doc: Value = app.client().get("/ecanteen/openapi.json").await.json();
+    for (method, path) in [
+        ("get", "/ecanteen/report"),
+        ("get", "/ecanteen/export/products"),
+        ("get", "/ecanteen/product/{id}/stock"),
+        ("put", "/ecanteen/password"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        assert!(
+            operation["responses"]["200"].is_object(),
+            "{method} {path}: {operation}"
+        );
+        assert!(
+            operation["responses"]["401"].is_object(),
+            "{method} {path} lacks 401"
+        );
+    }
+    let report = &doc["paths"]["/ecanteen/report"]["get"];
+    let params: Vec<&str> = report["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["from", "to", "group_by", "format", "top"]);
+    assert!(report["responses"]["200"]["content"]["text/csv"].is_object());
+    assert!(doc["components"]["schemas"]["RestSalesReport"].is_object());
+}

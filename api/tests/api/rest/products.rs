@@ -203,7 +203,9 @@ dual_tests! {
             ("DELETE", "/ecanteen/product", vec!["GET", "POST", "PUT"]),
             ("POST", "/ecanteen/product/1", vec!["GET", "PUT", "DELETE"]),
             ("GET", "/ecanteen/join", vec!["POST"]),
-            ("GET", "/ecanteen/product/1/stock", vec!["POST"]),
+            ("PUT", "/ecanteen/product/1/stock", vec!["GET", "POST"]),
+            ("POST", "/ecanteen/report", vec!["GET"]),
+            ("GET", "/ecanteen/password", vec!["PUT"]),
             ("POST", "/ecanteen/product/1/image", vec!["PUT"]),
             ("PUT", "/ecanteen/logout", vec!["GET", "POST"]),
         ] {

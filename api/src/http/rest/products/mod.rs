@@ -85,7 +85,7 @@ async fn render(state: &AppState, product: Product) -> Result<RestProduct, RestE
 }
 
 /// A path id; one that is not a positive integer names no product.
-fn product_id(raw: &str) -> Result<i64, RestError> {
+pub(crate) fn product_id(raw: &str) -> Result<i64, RestError> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
