@@ -1,9 +1,12 @@
 // GraphQL over fetch, with errors turned into something a person can read.
 
+import { t } from './i18n.js';
+
 /** A failure, with the server's stable code and, for bad input, the field. */
 export class ApiError extends Error {
-  constructor(message, { code = 'INTERNAL', field = null, current = null, retryAfter = null } = {}) {
+  constructor(message, { code = 'INTERNAL', field = null, current = null, retryAfter = null, available = null } = {}) {
     super(message);
+    this.available = available;
     this.code = code;
     this.field = field;
     this.current = current;
@@ -21,36 +24,65 @@ export function setUnauthenticatedHandler(handler) {
 function transportError(response, body) {
   const retryAfter = Number(response.headers.get('retry-after')) || null;
   if (response.status === 429) {
-    return new ApiError(`Too many requests; please wait ${retryAfter ?? 'a few'} seconds and try again.`,
-      { code: 'TOO_MANY_REQUESTS', retryAfter });
+    return new ApiError(tooMany(retryAfter), { code: 'TOO_MANY_REQUESTS', retryAfter });
   }
   if (response.status === 503 || response.status === 502 || response.status === 504) {
-    return new ApiError('The service is busy or restarting. Please try again in a moment.',
-      { code: 'UNAVAILABLE', retryAfter });
+    return new ApiError(t('error.busy'), { code: 'UNAVAILABLE', retryAfter });
   }
   if (response.status === 413) {
-    return new ApiError(body?.errors?.[0]?.message ?? 'That is too large to upload.', { code: 'PAYLOAD_TOO_LARGE', field: 'image' });
+    return new ApiError(t('error.field.image'), { code: 'PAYLOAD_TOO_LARGE', field: 'image' });
   }
-  return new ApiError(`The server answered ${response.status}. Please try again.`, { code: 'INTERNAL' });
+  return new ApiError(t('error.status', { status: response.status }), { code: 'INTERNAL' });
 }
 
+function tooMany(retryAfter) {
+  return retryAfter ? t('error.tooManyWait', { seconds: retryAfter }) : t('error.tooMany');
+}
+
+/**
+ * A server error in the reader's language. The server's own messages are English and
+ * name the rule; the client says the same by its code and field, in either language.
+ */
 function friendly(error) {
   const ext = error.extensions ?? {};
   const code = ext.code ?? 'INTERNAL';
-  if (code === 'INTERNAL') {
-    return new ApiError(ext.retryable
-      ? 'The service is busy or restarting. Please try again in a moment.'
-      : 'Something went wrong on our side. Please try again.', { code });
-  }
   const field = typeof ext.field === 'string' ? ext.field.split('.').pop() : null;
-  // "input.name: must be …" reads better without the path.
-  const message = String(error.message ?? '').replace(/^[\w.]+: /, '');
-  return new ApiError(message || code, {
+  const options = {
     code,
     field,
     current: ext.current ?? null,
     retryAfter: ext.retryAfter ?? null,
-  });
+    available: ext.available ?? null,
+  };
+  let message;
+  switch (code) {
+    case 'INTERNAL':
+      message = ext.retryable ? t('error.busy') : t('error.internal');
+      break;
+    case 'BUSY':
+      message = t('error.busy');
+      break;
+    case 'TOO_MANY_REQUESTS':
+      message = tooMany(ext.retryAfter);
+      break;
+    case 'BAD_USER_INPUT': {
+      const key = `error.field.${field}`;
+      message = field && t(key) !== key ? t(key) : t('error.badInput');
+      break;
+    }
+    case 'UNAUTHENTICATED':
+    case 'FORBIDDEN':
+    case 'NOT_FOUND':
+    case 'CONFLICT':
+      message = t(`error.${code}`);
+      break;
+    case 'INSUFFICIENT_STOCK':
+      message = t('error.INSUFFICIENT_STOCK', { available: ext.available ?? '?' });
+      break;
+    default:
+      message = t('error.internal');
+  }
+  return new ApiError(message, options);
 }
 
 async function send(init) {
@@ -58,7 +90,7 @@ async function send(init) {
   try {
     response = await fetch('/graphql', { credentials: 'same-origin', ...init });
   } catch {
-    throw new ApiError('Cannot reach the server. Check your connection and try again.', { code: 'OFFLINE' });
+    throw new ApiError(t('error.offline'), { code: 'OFFLINE' });
   }
   let body = null;
   try {

@@ -1,12 +1,15 @@
 // The shell: who is logged in, the hash router, the navbar and the notice area.
 
 import { gql, setUnauthenticatedHandler } from './api.js';
+import { currentLanguage, preferredLanguage, t, useLanguage } from './i18n.js';
 import { Live } from './live.js';
 import { loginView, registerView } from './views/auth.js';
 import { dashboardView } from './views/dashboard.js';
 import { productFormView } from './views/product-form.js';
 import { historyView } from './views/history.js';
 import { catalogueView } from './views/catalogue.js';
+import { salesView } from './views/sales.js';
+import { passwordView } from './views/password.js';
 
 const main = document.getElementById('main');
 const notice = document.getElementById('notice');
@@ -43,6 +46,16 @@ const app = {
     app.cleanup.push(fn);
   },
 
+  /** Opens the live connection again: the session got a new id (a password change). */
+  restartLive() {
+    if (app.live) {
+      app.live.onStatus = () => {};
+      app.live.close();
+      app.live = null;
+    }
+    app.setMe(app.me);
+  },
+
   setMe(me) {
     app.me = me;
     nav.hidden = !me;
@@ -71,7 +84,7 @@ const app = {
 function sessionEnded() {
   if (!app.me) return;
   app.setMe(null);
-  app.pendingMessage = 'Your session has expired. Please log in again.';
+  app.pendingMessage = t('session.expired');
   app.navigate('#/login');
 }
 
@@ -85,6 +98,8 @@ const routes = [
   [/^#\/products\/(\d+)\/edit$/, (m) => productFormView(app, m[1]), true],
   [/^#\/products\/(\d+)\/history$/, (m) => historyView(app, m[1]), true],
   [/^#\/catalogue$/, () => catalogueView(app), true],
+  [/^#\/sales$/, () => salesView(app), true],
+  [/^#\/password$/, () => passwordView(app), true],
 ];
 
 async function render() {
@@ -138,7 +153,7 @@ profileButton.addEventListener('click', () => {
   const open = profileMenu.hidden;
   profileMenu.hidden = !open;
   profileButton.setAttribute('aria-expanded', String(open));
-  if (open) profileMenu.querySelector('[role=menuitem]')?.focus();
+  if (open) profileMenu.querySelector('[role^=menuitem]')?.focus();
 });
 profileMenu.addEventListener('keydown', (event) => {
   if (event.key === 'Escape') {
@@ -159,15 +174,48 @@ document.getElementById('logout-button').addEventListener('click', async () => {
     return;
   }
   app.setMe(null);
-  app.pendingMessage = 'You are logged out.';
+  app.pendingMessage = t('session.loggedOut');
   app.navigate('#/login');
 });
 
 window.addEventListener('hashchange', render);
-window.addEventListener('offline', () => app.notify('You are offline. Changes will fail until the connection is back.'));
-window.addEventListener('online', () => app.notify('Back online.', 'info'));
+window.addEventListener('offline', () => app.notify(t('network.offline')));
+window.addEventListener('online', () => app.notify(t('network.online'), 'info'));
+
+/** Marks the current language in the profile menu. */
+function markLanguage() {
+  for (const button of profileMenu.querySelectorAll('[data-language]')) {
+    button.setAttribute('aria-checked', String(button.dataset.language === currentLanguage()));
+  }
+}
+
+/** Switches the language, remembers it, and draws the page again in it. */
+export async function switchLanguage(code) {
+  closeMenu();
+  try {
+    await useLanguage(code, { remember: true });
+  } catch (error) {
+    app.notify(error.message);
+    return;
+  }
+  markLanguage();
+  await render();
+}
+
+for (const button of profileMenu.querySelectorAll('[data-language]')) {
+  button.addEventListener('click', () => switchLanguage(button.dataset.language));
+}
+document.getElementById('password-link').addEventListener('click', closeMenu);
+app.switchLanguage = switchLanguage;
 
 async function start() {
+  try {
+    await useLanguage(preferredLanguage());
+  } catch (error) {
+    // Without strings the keys show; the service is still usable.
+    app.notify(error.message);
+  }
+  markLanguage();
   try {
     const data = await gql('{ me { id username } }');
     app.setMe(data.me);

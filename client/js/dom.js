@@ -1,6 +1,8 @@
 // Building the page safely: every text from the server goes in as a text node, never
 // as HTML, so a product named `<img src=x onerror=alert(1)>` is shown, not run.
 
+import { t } from './i18n.js';
+
 /** Creates an element: h('button', {class: 'x', onclick: f}, 'text', child). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -35,22 +37,6 @@ function append(el, children) {
 export function mount(el, ...children) {
   el.replaceChildren();
   append(el, children);
-}
-
-const rupiah = new Intl.NumberFormat('id-ID', {
-  style: 'currency',
-  currency: 'IDR',
-  maximumFractionDigits: 0,
-});
-
-export function formatRupiah(amount) {
-  return rupiah.format(amount);
-}
-
-const when = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-
-export function formatTime(iso) {
-  return when.format(new Date(iso));
 }
 
 /** A labelled form field with a place for its error message. */
@@ -89,7 +75,7 @@ export function clearFieldErrors(form) {
 }
 
 /** Asks for confirmation in an accessible modal dialog. */
-export function confirmDialog(text, okLabel = 'Delete') {
+export function confirmDialog(text, okLabel = t('common.delete')) {
   const dialog = document.getElementById('confirm-dialog');
   document.getElementById('confirm-text').textContent = text;
   document.getElementById('confirm-ok').textContent = okLabel;

@@ -3,7 +3,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
@@ -11,6 +11,19 @@ import { chromium } from 'playwright-core';
 import { KEEPALIVE_MS, Partner, startStack } from './stack.mjs';
 
 const SCREENSHOTS = resolve(import.meta.dirname, '../../docs/screenshots');
+const STRINGS = Object.fromEntries(['en', 'id'].map((code) => [code,
+  JSON.parse(readFileSync(resolve(import.meta.dirname, `../../client/i18n/${code}.json`), 'utf8'))]));
+// The browser language each client language is picked from.
+const LOCALES = { en: 'en-US', id: 'id-ID' };
+
+/** The client's string `key` in `lang`, placeholders filled, as the client does. */
+function tr(lang) {
+  return (key, params = {}) => {
+    const template = STRINGS[lang][key];
+    assert.ok(template !== undefined, `no string ${key}`);
+    return template.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+  };
+}
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const PASSWORD = 'correct horse battery';
 // Two small pictures to upload.
@@ -54,8 +67,8 @@ after(async () => {
 });
 
 /** A fresh browser profile; fails the test on any script dialog or page error. */
-async function newPage(viewport = { width: 1200, height: 800 }) {
-  const context = await browser.newContext({ viewport, baseURL: stack.base });
+async function newPage(viewport = { width: 1200, height: 800 }, locale = 'en-US') {
+  const context = await browser.newContext({ viewport, baseURL: stack.base, locale });
   const page = await context.newPage();
   page.problems = [];
   page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
@@ -95,118 +108,130 @@ async function shot(page, name) {
 }
 
 describe('the browser client', () => {
-  test('register, add with a picture, stock + and −, edit, change picture, history, delete, log out', async () => {
-    const page = await newPage();
+  for (const lang of ['en', 'id']) test(`register, add with a picture, stock + and −, edit, change picture, history, delete, log out (${lang})`, async () => {
+    const t = tr(lang);
+    const user = lang === 'en' ? 'saif' : 'saif_id';
+    // Screenshots of the English journey only: the README shows those.
+    const snap = (page, name) => (lang === 'en' ? shot(page, name) : null);
+    // The browser's language picks the client's.
+    const page = await newPage(undefined, LOCALES[lang]);
     const response = await page.goto('/');
     const csp = response.headers()['content-security-policy'] ?? '';
     assert.match(csp, /script-src 'self'/);
     assert.match(csp, /frame-ancestors 'none'/);
     assert.equal(response.headers()['x-content-type-options'], 'nosniff');
-    await page.getByRole('heading', { name: 'Log in' }).waitFor();
-    await shot(page, 'login');
+    await page.getByRole('heading', { name: t('login.title') }).waitFor();
+    assert.equal(await page.evaluate(() => document.documentElement.lang), lang);
+    await snap(page, 'login');
 
     // Register, with the field rules enforced beside their fields.
-    await page.getByRole('link', { name: 'Create a partner account' }).click();
-    await page.getByLabel('Username').fill('saif');
-    await page.getByLabel('Password', { exact: true }).fill('short');
-    await page.getByLabel('Repeat the password').fill('short');
-    await page.getByRole('button', { name: 'Create account' }).click();
-    await page.locator('#field-password-error', { hasText: 'too weak' }).waitFor();
-    await page.getByLabel('Username').fill('no spaces allowed');
-    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-    await page.getByLabel('Repeat the password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Create account' }).click();
-    await page.locator('#field-username-error').filter({ hasText: /./ }).waitFor();
-    await page.getByLabel('Username').fill('saif');
-    await page.getByRole('button', { name: 'Create account' }).click();
-    await page.getByRole('heading', { name: 'Your products' }).waitFor();
-    await page.getByText('Welcome, saif!').waitFor();
+    await page.getByRole('link', { name: t('login.toRegister') }).click();
+    await page.getByLabel(t('field.username')).fill(user);
+    await page.getByLabel(t('field.password'), { exact: true }).fill('short');
+    await page.getByLabel(t('field.confirm')).fill('short');
+    await page.getByRole('button', { name: t('register.submit') }).click();
+    await page.locator('#field-password-error', { hasText: t('password.tooWeak') }).waitFor();
+    await page.getByLabel(t('field.username')).fill('no spaces allowed');
+    await page.getByLabel(t('field.password'), { exact: true }).fill(PASSWORD);
+    await page.getByLabel(t('field.confirm')).fill(PASSWORD);
+    await page.getByRole('button', { name: t('register.submit') }).click();
+    await page.locator('#field-username-error', { hasText: t('error.field.username') }).waitFor();
+    await page.getByLabel(t('field.username')).fill(user);
+    await page.getByRole('button', { name: t('register.submit') }).click();
+    await page.getByRole('heading', { name: t('dashboard.title') }).waitFor();
+    await page.getByText(t('register.welcome', { name: user })).waitFor();
 
     // Add a product with a picture, and its preview.
-    await page.getByRole('link', { name: '+ Add new product' }).click();
-    await page.getByRole('heading', { name: 'Add new product' }).waitFor();
-    await page.getByRole('button', { name: 'Add product' }).click();
-    await page.locator('#field-price-error').filter({ hasText: /./ }).waitFor();
-    await page.getByLabel('Name').fill('Es Teh Manis');
-    await page.getByLabel('Description').fill('Dingin dan segar');
-    await page.getByLabel('Price (Rp)').fill('5000');
-    await page.getByLabel('Quantity').fill('5');
-    await page.getByLabel('Minuman').check();
-    await page.getByLabel('Picture').setInputFiles({ name: 'teh.png', mimeType: 'image/png', buffer: PNG_A });
-    await page.getByAltText('Preview of the chosen picture').waitFor();
-    await shot(page, 'add-product');
-    await page.getByRole('button', { name: 'Add product' }).click();
-    await page.getByText('Added “Es Teh Manis”.').waitFor();
+    await page.getByRole('link', { name: t('dashboard.add') }).click();
+    await page.getByRole('heading', { name: t('form.addTitle') }).waitFor();
+    await page.getByRole('button', { name: t('form.add') }).click();
+    await page.locator('#field-price-error', { hasText: t('error.field.price') }).waitFor();
+    await page.getByLabel(t('field.name'), { exact: true }).fill('Es Teh Manis');
+    await page.getByLabel(t('field.description')).fill('Dingin dan segar');
+    await page.getByLabel(t('field.price')).fill('5000');
+    await page.getByLabel(t('field.quantity'), { exact: true }).fill('5');
+    await page.getByLabel(t('category.minuman')).check();
+    await page.getByLabel(t('field.picture'), { exact: true }).setInputFiles({ name: 'teh.png', mimeType: 'image/png', buffer: PNG_A });
+    await page.getByAltText(t('picture.preview')).waitFor();
+    await snap(page, 'add-product');
+    await page.getByRole('button', { name: t('form.add') }).click();
+    await page.getByText(t('form.added', { name: 'Es Teh Manis' })).waitFor();
     const teh = row(page, 'Es Teh Manis');
     await teh.waitFor();
-    assert.match(await teh.textContent(), /Rp\s5\.000/);
+    // Prices read "Rp 5.000" in both languages.
+    assert.match(await teh.textContent(), /Rp 5\.000/);
     assert.match(await teh.textContent(), /minuman/);
     const firstPicture = await teh.getByRole('img').getAttribute('src');
     assert.match(firstPicture, /^\/images\/[0-9a-f]{64}\/thumb\.jpg$/);
 
     // + and −, and the flags.
-    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('3');
-    await teh.getByRole('button', { name: 'Add stock of Es Teh Manis' }).click();
+    const amount = t('stock.amountLabel', { name: 'Es Teh Manis' });
+    const plus = t('stock.addLabel', { name: 'Es Teh Manis' });
+    const minus = t('stock.removeLabel', { name: 'Es Teh Manis' });
+    await teh.getByLabel(amount).fill('3');
+    await teh.getByRole('button', { name: plus }).click();
     await teh.locator('.quantity-value', { hasText: '8' }).waitFor();
-    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('8');
-    await teh.getByRole('button', { name: 'Remove stock of Es Teh Manis' }).click();
+    await teh.getByLabel(amount).fill('8');
+    await teh.getByRole('button', { name: minus }).click();
     await teh.locator('.quantity-value', { hasText: '0' }).waitFor();
-    await teh.getByText('Out of stock').waitFor();
+    await teh.getByText(t('stock.out')).waitFor();
     await page.locator('#count-out', { hasText: '1' }).waitFor();
-    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('1');
-    await teh.getByRole('button', { name: 'Remove stock of Es Teh Manis' }).click();
-    await page.getByRole('alert').filter({ hasText: 'cannot remove 1' }).waitFor();
-    await teh.getByLabel('Amount of Es Teh Manis to add or remove').fill('2');
-    await teh.getByRole('button', { name: 'Add stock of Es Teh Manis' }).click();
+    await teh.getByLabel(amount).fill('1');
+    await teh.getByRole('button', { name: minus }).click();
+    await page.getByRole('alert').filter({ hasText: t('stock.notEnough', { available: 0, name: 'Es Teh Manis', requested: 1 }) }).waitFor();
+    await teh.getByLabel(amount).fill('2');
+    await teh.getByRole('button', { name: plus }).click();
     await teh.locator('.quantity-value', { hasText: '2' }).waitFor();
-    await shot(page, 'dashboard');
+    await snap(page, 'dashboard');
 
     // Edit.
-    await teh.getByRole('link', { name: 'Edit Es Teh Manis' }).click();
-    await page.getByRole('heading', { name: 'Edit “Es Teh Manis”' }).waitFor();
-    assert.equal(await page.getByLabel('Price (Rp)').inputValue(), '5000');
-    await page.getByLabel('Price (Rp)').fill('6000');
-    await page.getByRole('button', { name: 'Save changes' }).click();
-    await page.getByText('Saved “Es Teh Manis”.').waitFor();
-    assert.match(await row(page, 'Es Teh Manis').textContent(), /Rp\s6\.000/);
+    await teh.getByRole('link', { name: t('dashboard.editLabel', { name: 'Es Teh Manis' }) }).click();
+    await page.getByRole('heading', { name: t('form.editTitle', { name: 'Es Teh Manis' }) }).waitFor();
+    assert.equal(await page.getByLabel(t('field.price')).inputValue(), '5000');
+    await page.getByLabel(t('field.price')).fill('6000');
+    await page.getByRole('button', { name: t('form.save') }).click();
+    await page.getByText(t('form.saved', { name: 'Es Teh Manis' })).waitFor();
+    assert.match(await row(page, 'Es Teh Manis').textContent(), /Rp 6\.000/);
 
     // Change the picture by clicking it.
     const chooser = page.waitForEvent('filechooser');
-    await row(page, 'Es Teh Manis').getByRole('button', { name: 'Change the picture of Es Teh Manis' }).click();
+    await row(page, 'Es Teh Manis').getByRole('button', { name: t('picture.change', { name: 'Es Teh Manis' }) }).click();
     await (await chooser).setFiles({ name: 'teh2.png', mimeType: 'image/png', buffer: PNG_B });
-    await page.waitForFunction((old) => {
-      const img = [...document.querySelectorAll('tr img')].find((i) => i.alt === 'Picture of Es Teh Manis');
+    await page.waitForFunction(([old, alt]) => {
+      const img = [...document.querySelectorAll('tr img')].find((i) => i.alt === alt);
       return img && img.getAttribute('src') !== old;
-    }, firstPicture);
+    }, [firstPicture, t('picture.alt', { name: 'Es Teh Manis' })]);
 
-    // Stock history, from the ledger.
-    await row(page, 'Es Teh Manis').getByRole('link', { name: 'Stock history of Es Teh Manis' }).click();
-    await page.getByRole('heading', { name: 'Stock history of “Es Teh Manis”' }).waitFor();
+    // Stock history, from the ledger, with the price of each change.
+    await row(page, 'Es Teh Manis').getByRole('link', { name: t('dashboard.historyLabel', { name: 'Es Teh Manis' }) }).click();
+    await page.getByRole('heading', { name: t('history.title', { name: 'Es Teh Manis' }) }).waitFor();
     // The rows arrive after the heading: wait for the fourth.
     await page.locator('table.history tbody tr').nth(3).waitFor();
     const changes = await page.locator('table.history tbody tr').allTextContents();
     assert.equal(changes.length, 4, changes.join('\n'));
-    assert.match(changes[0], /saif.*\+2.*Restock.*2/s);
-    assert.match(changes[1], /−8.*Sale.*0/s);
-    assert.match(changes[3], /\+5.*Restock.*5.*initial stock/s);
-    await shot(page, 'history');
+    const restock = t('reason.RESTOCK');
+    assert.match(changes[0], new RegExp(`${user}.*\\+2.*${restock}.*2.*Rp 5\\.000`, 's'));
+    assert.match(changes[1], new RegExp(`−8.*${t('reason.SALE')}.*0.*Rp 5\\.000`, 's'));
+    assert.match(changes[3], new RegExp(`\\+5.*${restock}.*5.*Rp 5\\.000.*${t('history.noteInitial')}`, 's'));
+    await snap(page, 'history');
 
     // Delete, with a confirmation.
-    await page.getByRole('link', { name: 'Back to your products' }).click();
-    await row(page, 'Es Teh Manis').getByRole('button', { name: 'Delete Es Teh Manis' }).click();
-    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    await page.getByRole('link', { name: t('common.backToProducts') }).click();
+    const remove = t('dashboard.deleteLabel', { name: 'Es Teh Manis' });
+    await row(page, 'Es Teh Manis').getByRole('button', { name: remove }).click();
+    await page.getByRole('dialog').getByRole('button', { name: t('common.cancel') }).click();
     await row(page, 'Es Teh Manis').waitFor();
-    await row(page, 'Es Teh Manis').getByRole('button', { name: 'Delete Es Teh Manis' }).click();
-    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
-    await page.getByText('Deleted “Es Teh Manis”.').waitFor();
+    await row(page, 'Es Teh Manis').getByRole('button', { name: remove }).click();
+    await page.getByRole('dialog').getByRole('button', { name: t('common.delete') }).click();
+    await page.getByText(t('dashboard.deleted', { name: 'Es Teh Manis' })).waitFor();
     assert.equal(await row(page, 'Es Teh Manis').count(), 0);
-    await page.getByText('No products yet').waitFor();
+    await page.getByText(t('dashboard.empty')).waitFor();
 
     // Log out from the profile menu.
-    await page.getByRole('button', { name: 'saif' }).click();
-    await page.getByRole('menuitem', { name: 'Log out' }).click();
-    await page.getByRole('heading', { name: 'Log in' }).waitFor();
-    await page.getByText('You are logged out.').waitFor();
+    await page.getByRole('button', { name: user }).click();
+    await page.getByRole('menuitem', { name: t('menu.logout') }).click();
+    await page.getByRole('heading', { name: t('login.title') }).waitFor();
+    await page.getByText(t('session.loggedOut')).waitFor();
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });
@@ -403,7 +428,7 @@ describe('the browser client', () => {
     await page.getByRole('button', { name: 'Save changes' }).click();
     const conflict = page.locator('.conflict');
     await conflict.getByText('Someone else changed this product').waitFor();
-    await conflict.getByText(/price: now “15000” \(was “9999”\)/).waitFor();
+    await conflict.getByText(/price: now “Rp 15\.000” \(was “Rp 9\.999”\)/).waitFor();
     await conflict.getByText(/Your unsaved changes: name “Nasi Kuning Spesial”/).waitFor();
     assert.equal(await page.getByLabel('Price (Rp)').inputValue(), '15000');
     assert.equal(await page.getByLabel('Name').inputValue(), 'Nasi Kuning');
@@ -465,5 +490,106 @@ describe('the browser client', () => {
     await page.keyboard.press('Escape');
     assert.equal(await page.getByRole('menuitem', { name: 'Log out' }).isVisible(), false);
     await page.context().close();
+  });
+  test('the sales page: totals, the chart with its table, best sellers, CSV, and live updates', async () => {
+    const owner = await new Partner(stack.base, 'laris').join();
+    const nasi = await owner.createProduct('Nasi Uduk', 20);
+    const teh = await owner.createProduct('Teh Hangat', 20);
+    for (const [product, delta] of [[nasi, -3], [teh, -1]]) {
+      const r = await owner.rest('POST', `/ecanteen/product/${product.id}/stock`, { delta: String(delta) });
+      assert.equal(r.status, 200);
+    }
+    const page = await newPage();
+    await logIn(page, 'laris');
+    await page.getByRole('link', { name: 'Sales' }).click();
+    await page.getByRole('heading', { name: 'Sales', exact: true }).waitFor();
+    // Both products cost Rp 9.999 (the test partner's default): 4 sold today.
+    await page.locator('#sales-units', { hasText: /^4$/ }).waitFor();
+    assert.equal(await page.locator('#sales-revenue').textContent(), 'Rp 39.996');
+    // The chart is an image with a name, and the table holds its numbers.
+    const chart = page.getByRole('img', { name: 'Revenue per day' });
+    await chart.waitFor();
+    assert.equal(await chart.locator('rect').count(), 1);
+    const table = page.getByRole('table', { name: 'Sales and stock per day' });
+    assert.match(await table.locator('tbody').textContent(), /4.*Rp 39\.996/s);
+    const best = await page.locator('.top-products li').allTextContents();
+    assert.equal(best.length, 2);
+    assert.match(best[0], /Nasi Uduk.*3.*Rp 29\.997/s);
+    // The CSV is the same report, and parses as CSV.
+    const href = await page.getByRole('link', { name: 'Download CSV' }).getAttribute('href');
+    const csv = await page.evaluate(async (url) => (await fetch(url)).text(), href);
+    const lines = csv.trim().split('\r\n');
+    assert.equal(lines[0], 'day,units_sold,revenue,unpriced_units_sold,units_restocked,units_wasted,corrections');
+    assert.match(lines[1], /^\d{4}-\d{2}-\d{2},4,39996,0,40,0,0$/);
+    await shot(page, 'sales');
+    // A sale made elsewhere shows up without a reload.
+    const r = await owner.rest('POST', `/ecanteen/product/${teh.id}/stock`, { delta: '-2' });
+    assert.equal(r.status, 200);
+    await page.locator('#sales-units', { hasText: /^6$/ }).waitFor({ timeout: 5000 });
+    // This week, and a chosen range.
+    await page.getByLabel('This week').check();
+    await page.locator('#sales-units', { hasText: /^6$/ }).waitFor();
+    await page.getByLabel('Choose dates').check();
+    await page.getByLabel('From', { exact: true }).fill('2026-01-01');
+    await page.getByLabel('To', { exact: true }).fill('2026-01-07');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.locator('#sales-units', { hasText: /^0$/ }).waitFor();
+    assert.equal(await page.getByRole('img', { name: 'Revenue per day' }).locator('rect').count(), 7);
+    await page.getByText('No sales in this period.').waitFor();
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  test('the language is switched in the profile menu and remembered', async () => {
+    await new Partner(stack.base, 'bahasa').join();
+    const page = await newPage();
+    await logIn(page, 'bahasa');
+    const id = tr('id');
+    await page.getByRole('button', { name: 'bahasa' }).click();
+    await page.getByRole('menuitemradio', { name: 'Bahasa Indonesia' }).click();
+    await page.getByRole('heading', { name: id('dashboard.title') }).waitFor();
+    assert.equal(await page.evaluate(() => document.documentElement.lang), 'id');
+    await page.getByRole('link', { name: id('nav.sales') }).waitFor();
+    // Remembered: a reload (the browser still says English) stays in Indonesian.
+    await page.reload();
+    await page.getByRole('heading', { name: id('dashboard.title') }).waitFor();
+    await page.getByRole('button', { name: 'bahasa' }).click();
+    assert.equal(await page.getByRole('menuitemradio', { name: 'Bahasa Indonesia' }).getAttribute('aria-checked'), 'true');
+    await page.getByRole('menuitemradio', { name: 'English' }).click();
+    await page.getByRole('heading', { name: 'Your products' }).waitFor();
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  test('a password change from the profile menu logs the other browser out', async () => {
+    const owner = await new Partner(stack.base, 'sandi').join();
+    await owner.createProduct('Kopi Susu', 3);
+    const phone = await newPage();
+    const laptop = await newPage();
+    await logIn(phone, 'sandi');
+    await logIn(laptop, 'sandi');
+    await phone.getByRole('button', { name: 'sandi' }).click();
+    await phone.getByRole('menuitem', { name: 'Change password' }).click();
+    await phone.getByRole('heading', { name: 'Change your password' }).waitFor();
+    await phone.getByLabel('Current password').fill('not my password');
+    await phone.getByLabel('New password', { exact: true }).fill('a brand new password');
+    await phone.getByLabel('Repeat the password').fill('a brand new password');
+    await phone.getByRole('button', { name: 'Change password' }).click();
+    await phone.locator('#field-currentPassword-error', { hasText: 'not your current password' }).waitFor();
+    await phone.getByLabel('Current password').fill(PASSWORD);
+    await phone.getByRole('button', { name: 'Change password' }).click();
+    await phone.getByText('Your password is changed.').waitFor();
+    await phone.getByRole('heading', { name: 'Your products' }).waitFor();
+    // The laptop's session is gone: its next request goes back to login.
+    await row(laptop, 'Kopi Susu').getByRole('button', { name: 'Add stock of Kopi Susu' }).click();
+    await laptop.getByRole('heading', { name: 'Log in' }).waitFor();
+    // The phone stays logged in, and live.
+    await phone.locator('#live-status').waitFor();
+    await phone.getByRole('link', { name: 'Catalogue' }).click();
+    await phone.getByRole('heading', { name: 'Catalogue' }).waitFor();
+    await logIn(laptop, 'sandi', 'a brand new password');
+    assert.deepEqual([...phone.problems, ...laptop.problems], []);
+    await phone.context().close();
+    await laptop.context().close();
   });
 });

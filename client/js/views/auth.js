@@ -2,6 +2,7 @@
 
 import { gql } from '../api.js';
 import { h, mount, field, showFieldError, clearFieldErrors } from '../dom.js';
+import { currentLanguage, LANGUAGES, t } from '../i18n.js';
 
 const main = () => document.getElementById('main');
 
@@ -14,19 +15,30 @@ export function showError(form, error) {
   if (invalid) invalid.focus();
 }
 
-function submitting(form, busy) {
+/**
+ * The language choice on the pages before login (the profile menu has it after): a
+ * link to the other language, named in that language.
+ */
+function languageSwitch(app) {
+  return h('p', { class: 'language-switch' },
+    LANGUAGES.filter((l) => l.code !== currentLanguage()).map((l) =>
+      h('button', { type: 'button', class: 'link', lang: l.code, onclick: () => app.switchLanguage(l.code) }, l.name)));
+}
+
+export function submitting(form, busy) {
   for (const button of form.querySelectorAll('button')) button.disabled = busy;
   form.setAttribute('aria-busy', String(busy));
 }
 
 export function loginView(app) {
   const form = h('form', { class: 'card narrow', novalidate: true },
-    h('h1', {}, 'Log in'),
+    h('h1', {}, t('login.title')),
     h('p', { class: 'form-error', role: 'alert' }),
-    field({ name: 'username', label: 'Username', autocomplete: 'username', required: true }),
-    field({ name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', required: true }),
-    h('button', { type: 'submit', class: 'primary' }, 'Log in'),
-    h('p', {}, 'New here? ', h('a', { href: '#/register' }, 'Create a partner account')));
+    field({ name: 'username', label: t('field.username'), autocomplete: 'username', required: true }),
+    field({ name: 'password', label: t('field.password'), type: 'password', autocomplete: 'current-password', required: true }),
+    h('button', { type: 'submit', class: 'primary' }, t('login.submit')),
+    h('p', {}, t('login.newHere'), ' ', h('a', { href: '#/register' }, t('login.toRegister'))),
+    languageSwitch(app));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     clearFieldErrors(form);
@@ -49,15 +61,16 @@ export function loginView(app) {
 
 export function registerView(app) {
   const form = h('form', { class: 'card narrow', novalidate: true },
-    h('h1', {}, 'Create a partner account'),
+    h('h1', {}, t('register.title')),
     h('p', { class: 'form-error', role: 'alert' }),
-    field({ name: 'username', label: 'Username', autocomplete: 'username', required: true,
-      hint: '3–32 characters: letters, digits, “_”, “.” or “-”.', minlength: 3, maxlength: 32 }),
-    field({ name: 'password', label: 'Password', type: 'password', autocomplete: 'new-password', required: true,
-      hint: 'At least 8 characters.', minlength: 8, maxlength: 128 }),
-    field({ name: 'confirm', label: 'Repeat the password', type: 'password', autocomplete: 'new-password', required: true }),
-    h('button', { type: 'submit', class: 'primary' }, 'Create account'),
-    h('p', {}, 'Already have an account? ', h('a', { href: '#/login' }, 'Log in')));
+    field({ name: 'username', label: t('field.username'), autocomplete: 'username', required: true,
+      hint: t('register.usernameHint'), minlength: 3, maxlength: 32 }),
+    field({ name: 'password', label: t('field.password'), type: 'password', autocomplete: 'new-password', required: true,
+      hint: t('password.hint'), minlength: 8, maxlength: 128 }),
+    field({ name: 'confirm', label: t('field.confirm'), type: 'password', autocomplete: 'new-password', required: true }),
+    h('button', { type: 'submit', class: 'primary' }, t('register.submit')),
+    h('p', {}, t('register.haveAccount'), ' ', h('a', { href: '#/login' }, t('login.submit'))),
+    languageSwitch(app));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     clearFieldErrors(form);
@@ -65,11 +78,11 @@ export function registerView(app) {
     const username = form.username.value.trim();
     const password = form.password.value;
     if (password.length < 8) {
-      showError(form, { field: 'password', message: 'The password is too weak: use at least 8 characters.' });
+      showError(form, { field: 'password', message: t('password.tooWeak') });
       return;
     }
     if (password !== form.confirm.value) {
-      showError(form, { field: 'confirm', message: 'The two passwords differ.' });
+      showError(form, { field: 'confirm', message: t('password.differ') });
       return;
     }
     submitting(form, true);
@@ -78,12 +91,12 @@ export function registerView(app) {
       const data = await gql('mutation($u: String!, $p: String!) { login(username: $u, password: $p) { id username } }',
         { u: username, p: password });
       app.setMe(data.login);
-      app.pendingMessage = `Welcome, ${data.login.username}!`;
+      app.pendingMessage = t('register.welcome', { name: data.login.username });
       app.navigate('#/dashboard');
     } catch (error) {
       if (error.code === 'CONFLICT') {
         error.field = 'username';
-        error.message = 'This username is already taken. Please choose another.';
+        error.message = t('register.taken');
       }
       showError(form, error);
     } finally {

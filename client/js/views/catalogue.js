@@ -3,6 +3,7 @@
 
 import { gql, newest, PRODUCT_FIELDS } from '../api.js';
 import { h, mount } from '../dom.js';
+import { formatNumber, t } from '../i18n.js';
 import { priceText, quantityCell, subscribeChanges, thumbnail } from './products.js';
 
 const PAGE = 12;
@@ -11,18 +12,18 @@ export async function catalogueView(app) {
   const main = document.getElementById('main');
   const search = h('input', { id: 'catalogue-search', type: 'search', name: 'search', autocomplete: 'off' });
   const category = h('select', { id: 'catalogue-category', name: 'category' },
-    h('option', { value: '' }, 'All categories'),
-    h('option', { value: 'makanan' }, 'Makanan'),
-    h('option', { value: 'minuman' }, 'Minuman'));
+    h('option', { value: '' }, t('catalogue.allCategories')),
+    h('option', { value: 'makanan' }, t('category.makanan')),
+    h('option', { value: 'minuman' }, t('category.minuman')));
   const list = h('ul', { class: 'catalogue', 'aria-live': 'polite' });
   const status = h('p', { class: 'page-status', role: 'status' });
-  const prev = h('button', { type: 'button', class: 'secondary', disabled: true }, '← Previous');
-  const next = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Next →');
+  const prev = h('button', { type: 'button', class: 'secondary', disabled: true }, t('catalogue.previous'));
+  const next = h('button', { type: 'button', class: 'secondary', disabled: true }, t('catalogue.next'));
   const filters = h('form', { class: 'filters', role: 'search' },
-    h('div', { class: 'field' }, h('label', { for: 'catalogue-search' }, 'Search by name'), search),
-    h('div', { class: 'field' }, h('label', { for: 'catalogue-category' }, 'Category'), category),
-    h('button', { type: 'submit', class: 'primary' }, 'Search'));
-  mount(main, h('h1', {}, 'Catalogue'), filters, status, list, h('nav', { class: 'pager', 'aria-label': 'Pages' }, prev, next));
+    h('div', { class: 'field' }, h('label', { for: 'catalogue-search' }, t('catalogue.search')), search),
+    h('div', { class: 'field' }, h('label', { for: 'catalogue-category' }, t('field.category')), category),
+    h('button', { type: 'submit', class: 'primary' }, t('catalogue.submit')));
+  mount(main, h('h1', {}, t('catalogue.title')), filters, status, list, h('nav', { class: 'pager', 'aria-label': t('catalogue.pages') }, prev, next));
 
   // Cursors of the pages before the current one, for "Previous". Each read says which
   // trail it belongs to, and the trail changes only when that read's answer is shown.
@@ -37,9 +38,9 @@ export async function catalogueView(app) {
       thumbnail(p, 96),
       h('div', { class: 'body' },
         h('h2', { class: 'name' }, p.name),
-        h('p', { class: 'meta' }, `${priceText(p)} · ${p.category} · by ${p.owner.username}`),
+        h('p', { class: 'meta' }, t('catalogue.meta', { price: priceText(p), category: p.category, owner: p.owner.username })),
         p.description ? h('p', { class: 'description' }, p.description) : null,
-        h('p', {}, 'In stock: ', quantityCell(p))));
+        h('p', {}, t('catalogue.inStock'), ' ', quantityCell(p))));
     cards.set(p.id, li);
     return li;
   };
@@ -60,8 +61,8 @@ export async function catalogueView(app) {
     mount(list, page.nodes.map(card));
     const first = stack.length * PAGE + 1;
     status.textContent = page.totalCount === 0
-      ? 'No products match.'
-      : `Showing ${first}–${first + page.nodes.length - 1} of ${page.totalCount} products`;
+      ? t('catalogue.none')
+      : t('catalogue.showing', { first: formatNumber(first), last: formatNumber(first + page.nodes.length - 1), total: formatNumber(page.totalCount) });
     next.disabled = !page.pageInfo.hasNextPage;
     prev.disabled = stack.length === 0;
   }

@@ -3,29 +3,40 @@
 
 import { gql, newest, PRODUCT_FIELDS } from '../api.js';
 import { h, mount, confirmDialog } from '../dom.js';
+import { formatNumber, t } from '../i18n.js';
 import { pictureButton, priceText, quantityCell, stockControl, subscribeChanges } from './products.js';
 
 const PAGE = 100;
 
+/** The table's columns: what each cell holds, and its heading's key. */
+const COLUMNS = [
+  ['id', 'column.id'], ['picture', 'column.picture'], ['name', 'column.name'], ['price', 'column.price'],
+  ['category', 'column.category'], ['quantity', 'column.quantity'], ['stock', 'column.stock'], ['actions', 'column.actions'],
+];
+
+/** A cell, labelled with its column's heading for the phone layout. */
+function cell(column, content) {
+  const key = COLUMNS.find(([name]) => name === column)[1];
+  return h('td', { role: 'cell', 'data-label': t(key), dataset: { column }, class: column === 'category' ? 'category' : undefined }, content);
+}
+
 export async function dashboardView(app) {
   const main = document.getElementById('main');
-  const summary = h('dl', { class: 'summary', 'aria-label': 'Summary' });
+  const summary = h('dl', { class: 'summary', 'aria-label': t('dashboard.summary') });
   // Explicit roles: the phone layout restyles the table, which would otherwise drop
   // its semantics for screen readers.
   const tbody = h('tbody', { role: 'rowgroup' });
-  const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Show more products');
-  const empty = h('p', { class: 'empty', hidden: true }, 'No products yet. Add your first one!');
+  const more = h('button', { type: 'button', class: 'secondary', hidden: true }, t('dashboard.more'));
+  const empty = h('p', { class: 'empty', hidden: true }, t('dashboard.empty'));
   const table = h('table', { class: 'products', role: 'table' },
-    h('caption', { class: 'visually-hidden' }, 'Your products'),
+    h('caption', { class: 'visually-hidden' }, t('dashboard.title')),
     h('thead', { role: 'rowgroup' }, h('tr', { role: 'row' },
-      h('th', { scope: 'col', role: 'columnheader' }, 'ID'), h('th', { scope: 'col', role: 'columnheader' }, 'Picture'), h('th', { scope: 'col', role: 'columnheader' }, 'Name'),
-      h('th', { scope: 'col', role: 'columnheader' }, 'Price'), h('th', { scope: 'col', role: 'columnheader' }, 'Category'), h('th', { scope: 'col', role: 'columnheader' }, 'Quantity'),
-      h('th', { scope: 'col', role: 'columnheader' }, 'Modify stock'), h('th', { scope: 'col', role: 'columnheader' }, 'Actions'))),
+      COLUMNS.map(([, key]) => h('th', { scope: 'col', role: 'columnheader' }, t(key))))),
     tbody);
   mount(main,
     h('div', { class: 'page-head' },
-      h('h1', {}, 'Your products'),
-      h('a', { href: '#/products/new', class: 'button primary' }, '+ Add new product')),
+      h('h1', {}, t('dashboard.title')),
+      h('a', { href: '#/products/new', class: 'button primary' }, t('dashboard.add'))),
     summary,
     h('div', { class: 'table-wrap' }, table),
     empty, more);
@@ -39,17 +50,17 @@ export async function dashboardView(app) {
 
   const row = (product) => {
     const tr = h('tr', { role: 'row', dataset: { productId: product.id }, class: product.quantity === 0 ? 'is-out' : product.isLowStock ? 'is-low' : '' },
-      h('td', { role: 'cell', 'data-label': 'ID' }, product.id),
-      h('td', { role: 'cell', 'data-label': 'Picture' }, pictureButton(product, replace, (e) => app.notify(e.message))),
-      h('th', { scope: 'row', role: 'rowheader', 'data-label': 'Name', class: 'name' }, product.name),
-      h('td', { role: 'cell', 'data-label': 'Price' }, priceText(product)),
-      h('td', { role: 'cell', 'data-label': 'Category', class: 'category' }, product.category),
-      h('td', { role: 'cell', 'data-label': 'Quantity' }, quantityCell(product)),
-      h('td', { role: 'cell', 'data-label': 'Modify stock' }, stockControl(product, replaceQuantity, (e) => app.notify(e.message))),
-      h('td', { role: 'cell', 'data-label': 'Actions' }, h('div', { class: 'actions' },
-        h('a', { href: `#/products/${product.id}/edit`, class: 'button small', 'aria-label': `Edit ${product.name}` }, 'Edit'),
-        h('a', { href: `#/products/${product.id}/history`, class: 'button small secondary', 'aria-label': `Stock history of ${product.name}` }, 'History'),
-        h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${product.name}`, onclick: () => remove(product) }, 'Delete'))));
+      cell('id', product.id),
+      cell('picture', pictureButton(product, replace, (e) => app.notify(e.message))),
+      h('th', { scope: 'row', role: 'rowheader', 'data-label': t('column.name'), dataset: { column: 'name' }, class: 'name' }, product.name),
+      cell('price', priceText(product)),
+      cell('category', product.category),
+      cell('quantity', quantityCell(product)),
+      cell('stock', stockControl(product, replaceQuantity, (e) => app.notify(e.message))),
+      cell('actions', h('div', { class: 'actions' },
+        h('a', { href: `#/products/${product.id}/edit`, class: 'button small', 'aria-label': t('dashboard.editLabel', { name: product.name }) }, t('common.edit')),
+        h('a', { href: `#/products/${product.id}/history`, class: 'button small secondary', 'aria-label': t('dashboard.historyLabel', { name: product.name }) }, t('dashboard.history')),
+        h('button', { type: 'button', class: 'small danger', 'aria-label': t('dashboard.deleteLabel', { name: product.name }), onclick: () => remove(product) }, t('common.delete')))));
     rows.set(product.id, tr);
     return tr;
   };
@@ -65,17 +76,17 @@ export async function dashboardView(app) {
     const tr = rows.get(product.id);
     if (!tr) return;
     tr.className = product.quantity === 0 ? 'is-out' : product.isLowStock ? 'is-low' : '';
-    tr.querySelector('td[data-label=Quantity]').replaceChildren(quantityCell(product));
+    tr.querySelector('td[data-column=quantity]').replaceChildren(quantityCell(product));
     loadSummary().catch(fail);
   }
 
   async function remove(product) {
-    if (!(await confirmDialog(`Delete “${product.name}”? Its stock history is kept.`))) return;
+    if (!(await confirmDialog(t('dashboard.confirmDelete', { name: product.name })))) return;
     try {
       await gql('mutation($id: ID!) { deleteProduct(id: $id) { id } }', { id: product.id });
       rows.get(product.id)?.remove();
       rows.delete(product.id);
-      app.notify(`Deleted “${product.name}”.`, 'info');
+      app.notify(t('dashboard.deleted', { name: product.name }), 'info');
       loadSummary().catch(fail);
       empty.hidden = rows.size > 0;
     } catch (error) {
@@ -90,9 +101,9 @@ export async function dashboardView(app) {
       out: products(first: 1, filter: {ownerId: $o, inStock: false}) { totalCount } }`, { o: app.me.id }));
     if (!data) return;
     mount(summary,
-      h('div', {}, h('dt', {}, 'Products'), h('dd', { id: 'count-all' }, data.all.totalCount)),
-      h('div', { class: 'low' }, h('dt', {}, 'Low stock'), h('dd', { id: 'count-low' }, data.low.totalCount)),
-      h('div', { class: 'out' }, h('dt', {}, 'Out of stock'), h('dd', { id: 'count-out' }, data.out.totalCount)));
+      h('div', {}, h('dt', {}, t('dashboard.count')), h('dd', { id: 'count-all' }, formatNumber(data.all.totalCount))),
+      h('div', { class: 'low' }, h('dt', {}, t('stock.low')), h('dd', { id: 'count-low' }, formatNumber(data.low.totalCount))),
+      h('div', { class: 'out' }, h('dt', {}, t('stock.out')), h('dd', { id: 'count-out' }, formatNumber(data.out.totalCount))));
   }
 
   async function loadPage(reset) {

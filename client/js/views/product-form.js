@@ -4,16 +4,18 @@
 
 import { gql, gqlUpload, PRODUCT_FIELDS } from '../api.js';
 import { h, mount, field, clearFieldErrors } from '../dom.js';
+import { formatRupiah, t } from '../i18n.js';
 import { showError } from './auth.js';
 import { pictureButton } from './products.js';
 
-const CATEGORIES = [['makanan', 'Makanan'], ['minuman', 'Minuman']];
+const CATEGORIES = ['makanan', 'minuman'];
 
 function categoryField(current) {
-  const known = CATEGORIES.some(([value]) => value === current);
-  const options = known || !current ? CATEGORIES : [...CATEGORIES, [current, current]];
+  const known = CATEGORIES.includes(current);
+  const options = (known || !current ? CATEGORIES : [...CATEGORIES, current])
+    .map((value) => [value, CATEGORIES.includes(value) ? t(`category.${value}`) : value]);
   return h('fieldset', { class: 'field', 'aria-describedby': 'field-category-error' },
-    h('legend', {}, 'Category'),
+    h('legend', {}, t('field.category')),
     options.map(([value, label]) => h('label', { class: 'radio' },
       h('input', { type: 'radio', name: 'category', value, checked: value === (current || 'makanan') }), ' ', label)),
     h('p', { class: 'field-error', id: 'field-category-error', 'aria-live': 'polite' }));
@@ -43,9 +45,16 @@ function readForm(form) {
 }
 
 function checkNumbers(form, input) {
-  if (input.price === null) return { field: 'price', message: 'Enter the price in rupiah, as a whole number.' };
-  if (input.quantity === null) return { field: 'quantity', message: 'Enter the quantity as a whole number (0 or more).' };
+  if (input.price === null) return { field: 'price', message: t('error.field.price') };
+  if (input.quantity === null) return { field: 'quantity', message: t('error.field.quantity') };
   return null;
+}
+
+/** A product's value as the form shows it. */
+function shown(key, value) {
+  if (key === 'price' && typeof value === 'number') return formatRupiah(value);
+  if (key === 'category' && CATEGORIES.includes(value)) return t(`category.${value}`);
+  return value;
 }
 
 export async function productFormView(app, id) {
@@ -56,36 +65,36 @@ export async function productFormView(app, id) {
     const data = await gql(`query($id: ID!) { product(id: $id) { ${PRODUCT_FIELDS} } }`, { id });
     product = data.product;
     if (!product || product.owner.id !== app.me.id) {
-      mount(main, h('h1', {}, 'Product not found'),
-        h('p', {}, 'It may have been deleted. ', h('a', { href: '#/dashboard' }, 'Back to your products')));
+      mount(main, h('h1', {}, t('form.notFound')),
+        h('p', {}, t('form.maybeDeleted'), ' ', h('a', { href: '#/dashboard' }, t('common.backToProducts'))));
       return;
     }
   }
 
-  const preview = h('img', { class: 'preview', alt: 'Preview of the chosen picture', hidden: true });
+  const preview = h('img', { class: 'preview', alt: t('picture.preview'), hidden: true });
   const conflict = h('div', { class: 'conflict', role: 'alert', hidden: true });
   const form = h('form', { class: 'card', novalidate: true },
-    h('h1', {}, editing ? `Edit “${product.name}”` : 'Add new product'),
+    h('h1', {}, editing ? t('form.editTitle', { name: product.name }) : t('form.addTitle')),
     h('p', { class: 'form-error', role: 'alert' }),
     conflict,
-    field({ name: 'name', label: 'Name', required: true, maxlength: 100 }),
-    field({ name: 'description', label: 'Description', type: 'textarea', maxlength: 1000, rows: 3 }),
+    field({ name: 'name', label: t('field.name'), required: true, maxlength: 100 }),
+    field({ name: 'description', label: t('field.description'), type: 'textarea', maxlength: 1000, rows: 3 }),
     h('div', { class: 'row' },
-      field({ name: 'price', label: 'Price (Rp)', type: 'number', min: 0, step: 1, inputmode: 'numeric', required: true }),
-      field({ name: 'quantity', label: editing ? 'Quantity (a correction)' : 'Quantity', type: 'number', min: 0, step: 1, inputmode: 'numeric', required: true, value: '0' })),
+      field({ name: 'price', label: t('field.price'), type: 'number', min: 0, step: 1, inputmode: 'numeric', required: true }),
+      field({ name: 'quantity', label: editing ? t('field.quantityCorrection') : t('field.quantity'), type: 'number', min: 0, step: 1, inputmode: 'numeric', required: true, value: '0' })),
     categoryField(product?.category),
     editing
-      ? h('div', { class: 'field' }, h('span', { class: 'label' }, 'Picture (click it to change it)'),
-        pictureButton(product, (updated) => { product.version = updated.version; app.notify('Picture changed.', 'success'); mountPicture(updated); }, (e) => showError(form, e)))
+      ? h('div', { class: 'field' }, h('span', { class: 'label' }, t('form.pictureClick')),
+        pictureButton(product, (updated) => { product.version = updated.version; app.notify(t('form.pictureChanged'), 'success'); mountPicture(updated); }, (e) => showError(form, e)))
       : h('div', { class: 'field' },
-        h('label', { for: 'field-image' }, 'Picture'),
-        h('p', { class: 'hint', id: 'field-image-hint' }, 'JPEG, PNG, WebP or GIF, at most 5 MB.'),
+        h('label', { for: 'field-image' }, t('field.picture')),
+        h('p', { class: 'hint', id: 'field-image-hint' }, t('form.pictureHint')),
         h('input', { id: 'field-image', name: 'image', type: 'file', accept: 'image/jpeg,image/png,image/webp,image/gif', 'aria-describedby': 'field-image-hint field-image-error' }),
         h('p', { class: 'field-error', id: 'field-image-error', 'aria-live': 'polite' }),
         preview),
     h('div', { class: 'actions' },
-      h('button', { type: 'submit', class: 'primary' }, editing ? 'Save changes' : 'Add product'),
-      h('a', { href: '#/dashboard', class: 'button secondary' }, 'Cancel')));
+      h('button', { type: 'submit', class: 'primary' }, editing ? t('form.save') : t('form.add')),
+      h('a', { href: '#/dashboard', class: 'button secondary' }, t('common.cancel'))));
   mount(main, form);
   if (product) fill(form, product);
 
@@ -123,12 +132,12 @@ export async function productFormView(app, id) {
         if (patch.quantity === product.quantity) delete patch.quantity;
         await gql(`mutation($id: ID!, $i: UpdateProductInput!, $v: Int) {
           updateProduct(id: $id, input: $i, expectedVersion: $v) { id } }`, { id, i: patch, v: product.version });
-        app.pendingMessage = `Saved “${input.name}”.`;
+        app.pendingMessage = t('form.saved', { name: input.name });
       } else {
         const file = form.image.files?.[0];
         const query = `mutation($i: CreateProductInput!, $img: Upload) { createProduct(input: $i, image: $img) { id name } }`;
         const data = file ? await gqlUpload(query, { i: input }, 'img', file) : await gql(query, { i: input });
-        app.pendingMessage = `Added “${data.createProduct.name}”.`;
+        app.pendingMessage = t('form.added', { name: data.createProduct.name });
       }
       app.navigate('#/dashboard');
     } catch (error) {
@@ -147,7 +156,7 @@ export async function productFormView(app, id) {
     const data = await gql(`query($id: ID!) { product(id: $id) { ${PRODUCT_FIELDS} } }`, { id });
     const current = data.product;
     if (!current) {
-      mount(conflict, h('p', {}, 'This product was deleted by someone else. Nothing was saved.'));
+      mount(conflict, h('p', {}, t('form.deletedElsewhere')));
       conflict.hidden = false;
       return;
     }
@@ -155,13 +164,14 @@ export async function productFormView(app, id) {
     const theirs = keys.filter((key) => String(current[key]) !== String(product[key]));
     const yours = keys.filter((key) => String(mine[key]) !== String(product[key]) && String(mine[key]) !== String(current[key]));
     mount(conflict,
-      h('h2', {}, 'Someone else changed this product'),
-      h('p', {}, 'Your changes were not saved. The form now shows the current values; make your changes again and save.'),
+      h('h2', {}, t('form.conflictTitle')),
+      h('p', {}, t('form.conflictText')),
       theirs.length
-        ? h('ul', { 'aria-label': 'Changed by someone else' }, theirs.map((key) => h('li', {}, `${key}: now “${current[key]}” (was “${product[key]}”)`)))
+        ? h('ul', { 'aria-label': t('form.changedElsewhere') }, theirs.map((key) =>
+          h('li', {}, t('form.changedValue', { field: t(`conflict.${key}`), now: shown(key, current[key]), was: shown(key, product[key]) }))))
         : null,
       yours.length
-        ? h('p', {}, 'Your unsaved changes: ', yours.map((key) => `${key} “${mine[key]}”`).join(', '))
+        ? h('p', {}, t('form.unsaved'), ' ', yours.map((key) => `${t(`conflict.${key}`)} “${shown(key, mine[key])}”`).join(', '))
         : null);
     conflict.hidden = false;
     product = current;

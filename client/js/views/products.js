@@ -1,18 +1,19 @@
 // What the product views share: loading, picture changes, stock buttons, flags.
 
 import { gql, gqlUpload, PRODUCT_FIELDS } from '../api.js';
-import { h, formatRupiah } from '../dom.js';
+import { h } from '../dom.js';
+import { formatNumber, formatRupiah, t } from '../i18n.js';
 
 /** The stock flag of a product: out of stock, low, or nothing. */
 export function stockFlag(product) {
-  if (product.quantity === 0) return h('span', { class: 'flag out' }, 'Out of stock');
-  if (product.isLowStock) return h('span', { class: 'flag low' }, 'Low stock');
+  if (product.quantity === 0) return h('span', { class: 'flag out' }, t('stock.out'));
+  if (product.isLowStock) return h('span', { class: 'flag low' }, t('stock.low'));
   return null;
 }
 
 export function quantityCell(product) {
   return h('span', { class: 'quantity' },
-    h('span', { class: 'quantity-value', dataset: { quantity: '' } }, String(product.quantity)),
+    h('span', { class: 'quantity-value', dataset: { quantity: '' } }, formatNumber(product.quantity)),
     ' ', stockFlag(product));
 }
 
@@ -22,8 +23,8 @@ export function priceText(product) {
 
 export function thumbnail(product, size = 56) {
   return product.thumbnailUrl
-    ? h('img', { src: product.thumbnailUrl, alt: `Picture of ${product.name}`, width: size, height: size, class: 'thumb' })
-    : h('span', { class: 'thumb placeholder', role: 'img', 'aria-label': `No picture of ${product.name}` }, 'No photo');
+    ? h('img', { src: product.thumbnailUrl, alt: t('picture.alt', { name: product.name }), width: size, height: size, class: 'thumb' })
+    : h('span', { class: 'thumb placeholder', role: 'img', 'aria-label': t('picture.none', { name: product.name }) }, t('picture.noPhoto'));
 }
 
 /**
@@ -32,7 +33,7 @@ export function thumbnail(product, size = 56) {
  */
 export function pictureButton(product, onChanged, onError) {
   const input = h('input', { type: 'file', accept: 'image/jpeg,image/png,image/webp,image/gif', class: 'visually-hidden', tabindex: '-1', 'aria-hidden': 'true' });
-  const button = h('button', { type: 'button', class: 'picture-button', 'aria-label': `Change the picture of ${product.name}` },
+  const button = h('button', { type: 'button', class: 'picture-button', 'aria-label': t('picture.change', { name: product.name }) },
     thumbnail(product));
   button.addEventListener('click', () => input.click());
   input.addEventListener('change', async () => {
@@ -61,7 +62,7 @@ export function stockControl(product, onChanged, onError) {
   const change = async (sign, button) => {
     const n = Number.parseInt(amount.value, 10);
     if (!Number.isInteger(n) || n < 1) {
-      onError(new Error('Enter a whole number of at least 1 to add or remove.'));
+      onError(new Error(t('stock.amountInvalid')));
       amount.focus();
       return;
     }
@@ -73,18 +74,18 @@ export function stockControl(product, onChanged, onError) {
       onChanged(data.adjustStock.product);
     } catch (error) {
       onError(error.code === 'INSUFFICIENT_STOCK'
-        ? new Error(`Only ${error.message.match(/(\d+) available/)?.[1] ?? 'fewer'} of ${product.name} in stock: cannot remove ${n}.`)
+        ? new Error(t('stock.notEnough', { available: formatNumber(error.available ?? 0), name: product.name, requested: formatNumber(n) }))
         : error);
     } finally {
       button.disabled = false;
     }
   };
-  const plus = h('button', { type: 'button', class: 'stock plus', 'aria-label': `Add stock of ${product.name}` }, '+');
-  const minus = h('button', { type: 'button', class: 'stock minus', 'aria-label': `Remove stock of ${product.name}` }, '−');
+  const plus = h('button', { type: 'button', class: 'stock plus', 'aria-label': t('stock.addLabel', { name: product.name }) }, '+');
+  const minus = h('button', { type: 'button', class: 'stock minus', 'aria-label': t('stock.removeLabel', { name: product.name }) }, '−');
   plus.addEventListener('click', () => change(1, plus));
   minus.addEventListener('click', () => change(-1, minus));
   return h('div', { class: 'stock-control' },
-    h('label', { for: amountId, class: 'visually-hidden' }, `Amount of ${product.name} to add or remove`),
+    h('label', { for: amountId, class: 'visually-hidden' }, t('stock.amountLabel', { name: product.name })),
     minus, amount, plus);
 }
 
