@@ -9,6 +9,18 @@ contract promises instead: no 5xx, and every error has a code that is not INTERN
 import json
 
 import schemathesis
+from hypothesis import strategies as st
+from schemathesis.graphql import nodes
+
+# A calendar day (the sales report's range): real dates of any year, and strings that
+# are not dates, which must be refused with a code.
+schemathesis.graphql.scalar(
+    "NaiveDate",
+    st.one_of(
+        st.dates().map(lambda d: nodes.String(d.isoformat())),
+        st.text(max_size=12).map(nodes.String),
+    ),
+)
 
 
 @schemathesis.check

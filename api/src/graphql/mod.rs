@@ -171,6 +171,17 @@ fn with_codes(mut response: Response) -> Response {
     response
 }
 
+/// Whether an error is async-graphql's own refusal of an argument's value, raised when a
+/// resolver reads its arguments: a value that passed validation but does not parse (a
+/// custom scalar such as `NaiveDate` is checked only then, as `"__dict__"` for a date
+/// showed), or a null where the argument has a default. Its message (`InputValueError`)
+/// names the type and the value's problem: the client's mistake, with nothing internal.
+fn is_argument_coercion(message: &str) -> bool {
+    message.starts_with("Failed to parse \"")
+        || message.starts_with("Expected input type \"")
+        || message.contains("(occurred while parsing \"")
+}
+
 fn add_code(err: &mut ServerError) {
     let source = err.source.clone();
     if let Some(service_err) = source
@@ -205,7 +216,7 @@ fn add_code(err: &mut ServerError) {
     {
         return;
     }
-    let code = if err.path.is_empty() {
+    let code = if err.path.is_empty() || is_argument_coercion(&err.message) {
         "BAD_USER_INPUT"
     } else {
         tracing::error!(error = %err.message, path = ?err.path, "uncoded resolver error");
