@@ -104,36 +104,21 @@ fn sales_report(c: &mut Criterion) {
             ("by day", ReportGrouping::Day),
             ("by product", ReportGrouping::Product),
         ] {
+            let request = ReportRequest {
+                from,
+                to,
+                grouping,
+                top: 5,
+            };
             // The month is all there, in both groupings.
             let report = rt
-                .block_on(service.sales_report(
-                    &actor,
-                    ReportRequest {
-                        from,
-                        to,
-                        grouping,
-                        top: 5,
-                    },
-                ))
+                .block_on(service.sales_report(&actor, request))
                 .expect("report");
             assert!(report.totals.units_sold + report.totals.units_wasted > 40_000);
             group.bench_function(format!("{}/{label}", engine.name()), |b| {
                 b.to_async(&rt).iter(|| {
                     let service = service.clone();
-                    async move {
-                        service
-                            .sales_report(
-                                &actor,
-                                ReportRequest {
-                                    from,
-                                    to,
-                                    grouping,
-                                    top: 5,
-                                },
-                            )
-                            .await
-                            .expect("report")
-                    }
+                    async move { service.sales_report(&actor, request).await.expect("report") }
                 });
             });
         }
