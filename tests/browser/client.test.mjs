@@ -161,6 +161,10 @@ describe('the browser client', () => {
     // Prices read "Rp 5.000" in both languages.
     assert.match(await teh.textContent(), /Rp 5\.000/);
     assert.match(await teh.textContent(), /minuman/);
+    // The products as CSV, from the dashboard's link.
+    const exportHref = await page.getByRole('link', { name: t('dashboard.export') }).getAttribute('href');
+    const exported = await page.evaluate(async (url) => (await fetch(url)).text(), exportHref);
+    assert.match(exported.split('\r\n')[1], /^\d+,Es Teh Manis,Dingin dan segar,minuman,5000,5,,/);
     const firstPicture = await teh.getByRole('img').getAttribute('src');
     assert.match(firstPicture, /^\/images\/[0-9a-f]{64}\/thumb\.jpg$/);
 

@@ -36,7 +36,9 @@ export async function dashboardView(app) {
   mount(main,
     h('div', { class: 'page-head' },
       h('h1', {}, t('dashboard.title')),
-      h('a', { href: '#/products/new', class: 'button primary' }, t('dashboard.add'))),
+      h('div', { class: 'actions' },
+        h('a', { href: '/ecanteen/export/products', class: 'button secondary', download: '' }, t('dashboard.export')),
+        h('a', { href: '#/products/new', class: 'button primary' }, t('dashboard.add')))),
     summary,
     h('div', { class: 'table-wrap' }, table),
     empty, more);
