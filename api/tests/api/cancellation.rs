@@ -283,6 +283,17 @@ dual_tests! {
             ))
         })
         .await;
+        // A password change: the hash and the end of the other sessions commit together,
+        // then the session is renewed, each dropped at any await. A fresh partner each
+        // time, as a change that finished leaves another password behind.
+        drop_at_every_await(&app, &mut probe, "changePassword", async |n| {
+            let partner = app.partner(&format!("sandi{n}")).await;
+            partner.authorize(gql_request(
+                "mutation($c: String!, $n: String!) { changePassword(current: $c, new: $n) }",
+                json!({"c": PASSWORD, "n": "a new password, longer"}),
+            ))
+        })
+        .await;
     }
 }
 
