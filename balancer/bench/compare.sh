@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Benchmark: the same GraphQL product read, direct to one replica, through
-# ecanteen-balancer to two replicas, and through nginx (least_conn, keep-alive to the
-# upstreams) to the same two replicas, in one run. Prints a Markdown table for
+# ecanteen-balancer to two replicas, through nginx (least_conn, keep-alive to the
+# upstreams) and through HAProxy (leastconn, http-reuse always, one thread) to the same
+# two replicas, in one run, the targets interleaved in each round. Prints a Markdown table for
 # docs/BENCHMARKS.md. Beside throughput and latency it reports each proxy's own CPU time
 # per request (user + system, from /proc), which is steadier than throughput on a shared
-# machine because it does not depend on what else got the CPU.
+# machine because it does not depend on what else got the CPU, and the mean and spread
+# (sample standard deviation) of each target over the rounds.
 #
 #   balancer/bench/compare.sh [seconds per run] [connections] [rounds] [path]
 #
 # path defaults to the product read; `/healthz` (almost no replica work) isolates the
 # proxies' own cost.
 #
-# Loopback only; bounded by time. Needs wrk and nginx-light (installed when missing).
+# Loopback only; bounded by time. Needs wrk, nginx-light and haproxy (installed when
+# missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,6 +27,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -45,7 +49,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
 
 db="sqlite://$work/bench.db"
-r1=$(free_port); r2=$(free_port); lb=$(free_port); admin=$(free_port); ngx=$(free_port)
+r1=$(free_port); r2=$(free_port); lb=$(free_port); admin=$(free_port); ngx=$(free_port); hap=$(free_port)
 RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:$r1 --database-url "$db" >/dev/null 2>&1 & pids+=($!)
 sleep 1
 RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:$r2 --database-url "$db" >/dev/null 2>&1 & pids+=($!)
@@ -99,9 +103,40 @@ NGINX
 /usr/sbin/nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 nginx_master=$!
 
+# HAProxy as issue #20 measured it: least connections, idle server connections shared
+# across clients (http-reuse always), one thread, the same forwarding headers.
+cat >"$work/haproxy.cfg" <<HAPROXY
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend front
+  bind 127.0.0.1:$hap
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid
+  unique-id-header X-Request-Id
+  http-response set-header X-Request-Id %[unique-id]
+  default_backend replicas
+backend replicas
+  balance leastconn
+  http-reuse always
+  server r1 127.0.0.1:$r1
+  server r2 127.0.0.1:$r2
+HAPROXY
+/usr/sbin/haproxy -db -f "$work/haproxy.cfg" & pids+=($!)
+haproxy_pid=$!
+
 query=${path:-'/graphql?query=%7B%20products(first%3A%2020)%20%7B%20edges%20%7B%20node%20%7B%20id%20name%20price%20quantity%20%7D%20%7D%20%7D%20%7D'}
 wait_http "http://127.0.0.1:$lb$query"
 wait_http "http://127.0.0.1:$ngx$query"
+wait_http "http://127.0.0.1:$hap$query"
 nginx_pid=$(pgrep -P "$nginx_master" | head -1)
 
 # CPU time (user + system) of a process so far, in clock ticks.
@@ -127,21 +162,33 @@ run() {
   echo "$rps $mean $p99 $((non2xx + sock)) $cpu"
 }
 
-declare -A rps_sum cpu_sum
+declare -A rps_all cpu_all
 echo "| round | target | requests/s | mean ms | p99 ms | errors | proxy CPU µs/request |"
 echo "|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
-  for target in direct:$r1: pingora:$lb:$lb_pid nginx:$ngx:$nginx_pid; do
+  for target in direct:$r1: pingora:$lb:$lb_pid nginx:$ngx:$nginx_pid haproxy:$hap:$haproxy_pid; do
     IFS=: read -r name port pid <<<"$target"
     read -r rps mean p99 errors cpu <<<"$(run "$port" "$pid")"
-    rps_sum[$name]=$(awk -v a="${rps_sum[$name]:-0}" -v b="$rps" 'BEGIN {print a + b}')
-    [ "$cpu" = - ] || cpu_sum[$name]=$(awk -v a="${cpu_sum[$name]:-0}" -v b="$cpu" 'BEGIN {print a + b}')
+    rps_all[$name]="${rps_all[$name]:-} $rps"
+    [ "$cpu" = - ] || cpu_all[$name]="${cpu_all[$name]:-} $cpu"
     echo "| $round | $name | $rps | $mean | $p99 | $errors | $cpu |"
   done
 done
 echo
-awk -v d="${rps_sum[direct]}" -v p="${rps_sum[pingora]}" -v n="${rps_sum[nginx]}" \
-  -v pc="${cpu_sum[pingora]}" -v nc="${cpu_sum[nginx]}" -v r="$rounds" 'BEGIN {
-  printf "mean requests/s over %d rounds: direct (1 replica) %.0f, ecanteen-balancer (2 replicas) %.0f, nginx (2 replicas) %.0f\n", r, d/r, p/r, n/r;
-  printf "mean proxy CPU per request: ecanteen-balancer %.1f µs, nginx %.1f µs\n", pc/r, nc/r;
-  printf "ecanteen-balancer / nginx throughput ratio: %.2f\n", p/n }'
+# "mean ± sample standard deviation" of a list of numbers.
+spread() { tr ' ' '\n' <<<"$1" | awk -v f="$2" 'NF {n++; s+=$1; q+=$1*$1} END {
+  m = s / n; sd = n > 1 ? sqrt((q - n*m*m) / (n - 1)) : 0; if (sd < 0) sd = 0;
+  printf f " ± " f, m, sd }'; }
+mean_of() { tr ' ' '\n' <<<"$1" | awk 'NF {n++; s+=$1} END {print s / n}'; }
+echo "| target | requests/s over $rounds rounds | proxy CPU µs/request |"
+echo "|---|---|---|"
+for name in direct pingora nginx haproxy; do
+  cpu=-
+  [ -n "${cpu_all[$name]:-}" ] && cpu=$(spread "${cpu_all[$name]}" "%.1f")
+  echo "| $name | $(spread "${rps_all[$name]}" "%.0f") | $cpu |"
+done
+echo
+awk -v p="$(mean_of "${rps_all[pingora]}")" -v n="$(mean_of "${rps_all[nginx]}")" \
+  -v h="$(mean_of "${rps_all[haproxy]}")" 'BEGIN {
+  printf "ecanteen-balancer / nginx throughput ratio: %.2f\n", p / n;
+  printf "ecanteen-balancer / HAProxy throughput ratio: %.2f\n", p / h }'
