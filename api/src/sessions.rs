@@ -101,25 +101,37 @@ impl Store {
         }
     }
 
-    /// Notes in the index whose session `record` is, once the store holds it.
+    /// Notes in the index whose session `record` is, once the store holds it: only
+    /// while the password version its login verified is still the partner's. A login
+    /// that checked the password just before a change committed stores nothing: the
+    /// session is deleted again and the login fails (503, a retry meets the new
+    /// password).
     async fn index(&self, record: &Record) -> session_store::Result<()> {
-        let Some(user_id) = partner_of(record) else {
+        let Some(data) = session_data(record) else {
             return Ok(());
         };
-        self.db
+        let indexed = self
+            .db
             .execute(
                 &Sql::new(
                     "insert into partner_sessions (session_id, user_id, expires_at)
-                     values ($1, $2, $3)
+                     select $1, id, $3 from users where id = $2 and password_version = $4
                      on conflict (session_id) do update
                          set user_id = excluded.user_id, expires_at = excluded.expires_at",
                 )
                 .arg(record.id.to_string())
-                .arg(user_id)
-                .arg(expiry_ms(record)),
+                .arg(data.user_id)
+                .arg(expiry_ms(record))
+                .arg(data.password_version),
             )
             .await
             .map_err(backend)?;
+        if indexed == 0 {
+            self.delete_now(&record.id).await?;
+            return Err(session_store::Error::Backend(
+                "the partner's password changed while logging in".to_owned(),
+            ));
+        }
         Ok(())
     }
 }
@@ -128,14 +140,18 @@ fn backend(err: impl std::fmt::Display) -> session_store::Error {
     session_store::Error::Backend(err.to_string())
 }
 
-/// The partner a session record is logged in as.
-fn partner_of(record: &Record) -> Option<i64> {
+/// What a session record says of its partner, when it is logged in.
+fn session_data(record: &Record) -> Option<SessionData> {
     record
         .data
         .get(KEY)
         .cloned()
         .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
-        .map(|data| data.user_id)
+}
+
+/// The partner a session record is logged in as.
+fn partner_of(record: &Record) -> Option<i64> {
+    session_data(record).map(|data| data.user_id)
 }
 
 fn expiry_ms(record: &Record) -> i64 {
@@ -319,11 +335,16 @@ impl ExpiredDeletion for Store {
 
 const KEY: &str = "partner";
 
-/// What a session remembers: who logged in, and when the session was last extended.
+/// What a session remembers: who logged in, with which version of their password, and
+/// when the session was last extended.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct SessionData {
     user_id: i64,
     touched_at: i64,
+    /// `users.password_version` when the login checked the password (0 in sessions
+    /// stored before versions were kept: never current).
+    #[serde(default)]
+    password_version: i64,
 }
 
 /// The typed view of a tower-sessions [`Session`].
@@ -366,8 +387,9 @@ impl PartnerSession {
     }
 
     /// Starts a logged-in session under a fresh id, so an id planted before login
-    /// (session fixation) is worthless afterwards.
-    pub async fn log_in(&self, user_id: i64) -> ServiceResult<()> {
+    /// (session fixation) is worthless afterwards. `password_version` is the version the
+    /// login verified: the session is stored only while it is still the partner's.
+    pub async fn log_in(&self, user_id: i64, password_version: i64) -> ServiceResult<()> {
         self.0.cycle_id().await?;
         self.0
             .insert(
@@ -375,15 +397,27 @@ impl PartnerSession {
                 SessionData {
                     user_id,
                     touched_at: now_ms(),
+                    password_version,
                 },
             )
             .await?;
         Ok(())
     }
 
-    /// Keeps the session, under a fresh id: after a password change, whoever learnt the
-    /// old id holds nothing.
-    pub async fn renew(&self) -> ServiceResult<()> {
+    /// Keeps the session, under a fresh id and with the password's new version: after a
+    /// password change, whoever learnt the old id holds nothing.
+    pub async fn renew(&self, password_version: i64) -> ServiceResult<()> {
+        if let Some(data) = self.0.get::<SessionData>(KEY).await? {
+            self.0
+                .insert(
+                    KEY,
+                    SessionData {
+                        password_version,
+                        ..data
+                    },
+                )
+                .await?;
+        }
         self.0.cycle_id().await?;
         Ok(())
     }

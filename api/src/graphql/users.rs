@@ -134,9 +134,11 @@ impl UserMutation {
         let session = auth(ctx)?.session.clone().ok_or_else(|| {
             ServiceError::Internal(anyhow::anyhow!("login executed without an HTTP session"))
         })?;
-        let user = service(ctx)?.login(&username, &password).await?;
-        session.log_in(user.id).await?;
-        Ok(UserNode(user))
+        let login = service(ctx)?.login(&username, &password).await?;
+        session
+            .log_in(login.user.id, login.password_version)
+            .await?;
+        Ok(UserNode(login.user))
     }
 
     /// Changes the logged-in partner's password. `current` is checked as a login is and
@@ -157,10 +159,10 @@ impl UserMutation {
                 "changePassword executed without an HTTP session"
             ))
         })?;
-        service(ctx)?
+        let version = service(ctx)?
             .change_password(&actor, &current, &new)
             .await?;
-        session.renew().await?;
+        session.renew(version).await?;
         Ok(true)
     }
 

@@ -39,7 +39,7 @@ pub use products::{NewProduct, Product, ProductFilter, ProductOrder, ProductPatc
 pub use report::{ReportGrouping, ReportRequest, SalesReport};
 pub use stock::{AdjustStock, SetStock, StockChange, StockMovement};
 pub use tokens::ApiToken;
-pub use users::User;
+pub use users::{Login, User};
 
 /// How a request proved who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,6 +25,15 @@ const WRONG_CREDENTIALS: &str = "wrong username or password";
 /// the one-key feed lock.
 const LOGIN_LOCK: i64 = 7_236_002;
 
+/// A login that succeeded: the partner, and the version of the password it verified.
+/// A session records the version, and is stored only while it is still the partner's
+/// (`sessions::Store`), so a login that raced a password change stores nothing.
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub user: User,
+    pub password_version: i64,
+}
+
 impl Service {
     /// Creates a partner account. A taken username (in any letter case) is a CONFLICT,
     /// detected by the unique constraint rather than a racy pre-check.
@@ -110,7 +119,7 @@ impl Service {
     /// clears the username's failures. Counted after the check instead, concurrent
     /// guesses all read "no failures yet" and all get through. Password admission comes
     /// first, so an attempt refused as BUSY is not counted against the account.
-    pub async fn login(&self, username: &str, password: &str) -> ServiceResult<User> {
+    pub async fn login(&self, username: &str, password: &str) -> ServiceResult<Login> {
         let admitted = self.hasher.admit().await?;
         // From here on the attempt is counted, so it runs to its end on a task of its
         // own: a client that goes away mid-login with the right password must not leave
@@ -126,7 +135,7 @@ impl Service {
         admitted: Admitted,
         username: &str,
         password: &str,
-    ) -> ServiceResult<User> {
+    ) -> ServiceResult<Login> {
         let key = username.to_ascii_lowercase();
         self.reserve_login_attempt(&key).await?;
 
@@ -142,7 +151,7 @@ impl Service {
                     .verify_admitted(
                         admitted,
                         password,
-                        stored.as_ref().map(|(_, hash)| hash.as_str()),
+                        stored.as_ref().map(|(_, hash, _)| hash.as_str()),
                     )
                     .await?
             }
@@ -150,11 +159,14 @@ impl Service {
         };
 
         match stored {
-            Some((user, _)) if verified => {
+            Some((user, _, password_version)) if verified => {
                 self.logins
                     .execute(&Sql::new("delete from login_failures where username = $1").arg(&key))
                     .await?;
-                Ok(user)
+                Ok(Login {
+                    user,
+                    password_version,
+                })
             }
             // The attempt is already counted.
             _ => Err(ServiceError::Unauthenticated(WRONG_CREDENTIALS)),
@@ -169,13 +181,13 @@ impl Service {
     /// credentials of their own, revoked one by one.
     ///
     /// Only a logged-in session may change it: an API token is FORBIDDEN, as it is from
-    /// managing tokens.
+    /// managing tokens. Answers the password's new version (see [`Login`]).
     pub async fn change_password(
         &self,
         actor: &Actor,
         current: &str,
         new: &str,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<i64> {
         if actor.method != AuthMethod::Session {
             return Err(ServiceError::Forbidden(
                 "an API token cannot change the password; log in",
@@ -214,15 +226,19 @@ impl Service {
             }
             let hash = service.hasher.hash(&new).await?;
             let mut tx = service.db.begin_write().await?;
-            tx.execute(
-                &Sql::new("update users set password_hash = $1 where id = $2")
+            let version: i64 = tx
+                .scalar_one(
+                    &Sql::new(
+                        "update users set password_hash = $1, password_version = password_version + 1
+                         where id = $2 returning password_version",
+                    )
                     .arg(&hash)
                     .arg(actor.user_id),
-            )
-            .await?;
+                )
+                .await?;
             tx.end_sessions_of(actor.user_id).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(version)
         })
         .await
     }
@@ -279,17 +295,22 @@ impl Service {
         Ok(())
     }
 
-    async fn user_with_hash(&self, username: &Username) -> ServiceResult<Option<(User, String)>> {
-        let row: Option<(i64, String, i64, String)> = self
+    /// A partner, with the password's hash and version.
+    async fn user_with_hash(
+        &self,
+        username: &Username,
+    ) -> ServiceResult<Option<(User, String, i64)>> {
+        let row: Option<(i64, String, i64, String, i64)> = self
             .db
             .fetch_optional(
                 &Sql::new(
-                    "select id, username, created_at, password_hash from users where username = $1",
+                    "select id, username, created_at, password_hash, password_version
+                     from users where username = $1",
                 )
                 .arg(username.as_str()),
             )
             .await?;
-        Ok(row.map(|(id, username, created_at, hash)| {
+        Ok(row.map(|(id, username, created_at, hash, version)| {
             (
                 User {
                     id,
@@ -297,6 +318,7 @@ impl Service {
                     created_at,
                 },
                 hash,
+                version,
             )
         }))
     }

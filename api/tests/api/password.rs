@@ -67,6 +67,37 @@ dual_tests! {
         assert_eq!(laptop.ok(ME, json!({})).await["me"], json!(null));
     }
 
+    // A login checks the password, then its session is stored when the answer goes
+    // out. A change that commits in between must leave that login nothing.
+    async fn a_login_that_raced_a_password_change_stores_no_session(app) {
+        let mut phone = app.partner("selisih").await;
+        let store = ecanteen_api::sessions::Store::new(app.state.service.db());
+        // What the login stores: the session of a partner, at the version it verified.
+        let login = app.state.service.login("selisih", PASSWORD).await.unwrap();
+        let partner = json!({
+            "user_id": login.user.id, "touched_at": 0, "password_version": login.password_version,
+        });
+        let mut record = tower_sessions::session::Record {
+            id: Id::default(),
+            data: [("partner".to_owned(), partner)].into_iter().collect(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        let mut stale = record.clone();
+        stale.id = Id::default();
+
+        // Before the change, it is stored; the change ends it as any other.
+        store.create(&mut record).await.unwrap();
+        assert_eq!(store.partner(&record.id).await.unwrap(), Some(login.user.id));
+        phone.ok(CHANGE, json!({"c": PASSWORD, "n": NEW})).await;
+        assert_eq!(store.partner(&record.id).await.unwrap(), None);
+
+        // After the change, the same login's session is refused and not kept.
+        assert!(store.create(&mut stale).await.is_err());
+        assert_eq!(store.partner(&stale.id).await.unwrap(), None);
+        // The phone's own session, renewed at the new version, lives on.
+        assert_eq!(phone.ok(ME, json!({})).await["me"]["username"], "selisih");
+    }
+
     async fn a_password_change_needs_the_current_password_and_is_throttled_as_a_login(app) {
         let mut c = app.partner("kunci").await;
         let r = c.gql(CHANGE, json!({"c": "not the password", "n": NEW})).await;

@@ -113,14 +113,16 @@ pub async fn login(
     body: Body,
 ) -> Result<Json<Account>, RestError> {
     let input = credentials(&state, &headers, body).await?;
-    let user = state
+    let login = state
         .service
         .login(&input.username, &input.password)
         .await?;
-    PartnerSession::new(session).log_in(user.id).await?;
+    PartnerSession::new(session)
+        .log_in(login.user.id, login.password_version)
+        .await?;
     Ok(Json(Account {
-        id: user.id,
-        username: user.username,
+        id: login.user.id,
+        username: login.user.username,
     }))
 }
 
@@ -187,11 +189,11 @@ pub async fn change_password(
 ) -> Result<Json<&'static str>, RestError> {
     let actor = actor(&state, &headers, session.clone()).await?;
     let input: PasswordChange = body::json(&headers, body, state.settings.body_limit).await?;
-    state
+    let version = state
         .service
         .change_password(&actor, &input.current, &input.new)
         .await?;
-    PartnerSession::new(session).renew().await?;
+    PartnerSession::new(session).renew(version).await?;
     Ok(Json("password changed"))
 }
 
