@@ -111,8 +111,12 @@ describe('the browser client', () => {
   for (const lang of ['en', 'id']) test(`register, add with a picture, stock + and −, edit, change picture, history, delete, log out (${lang})`, async () => {
     const t = tr(lang);
     const user = lang === 'en' ? 'saif' : 'saif_id';
-    // Screenshots of the English journey only: the README shows those.
-    const snap = (page, name) => (lang === 'en' ? shot(page, name) : null);
+    // Screenshots of the English journey, and the dashboard in Indonesian: the README
+    // shows those.
+    const snap = (page, name) => {
+      if (lang === 'en') return shot(page, name);
+      return name === 'dashboard' ? shot(page, 'dashboard-id') : null;
+    };
     // The browser's language picks the client's.
     const page = await newPage(undefined, LOCALES[lang]);
     const response = await page.goto('/');
