@@ -36,7 +36,7 @@ use crate::error::{ServiceError, ServiceResult};
 
 pub use password::{PasswordAdmission, PasswordHasher};
 pub use products::{NewProduct, Product, ProductFilter, ProductOrder, ProductPatch, SortField};
-pub use report::{ReportGrouping, ReportRequest, SalesReport};
+pub use report::{ReportGrouping, ReportGroups, ReportRequest, SalesReport};
 pub use stock::{AdjustStock, SetStock, StockChange, StockMovement};
 pub use tokens::ApiToken;
 pub use users::{Login, User};

@@ -78,6 +78,24 @@ pub struct ProductSales {
     pub figures: SalesFigures,
 }
 
+/// A report's groups, as it was asked for them.
+#[derive(Clone, Debug)]
+pub enum ReportGroups {
+    /// Every day of the range, in order.
+    Days(Vec<DaySales>),
+    /// Every product that changed, best-selling first.
+    Products(Vec<ProductSales>),
+}
+
+impl ReportGroups {
+    pub fn grouping(&self) -> ReportGrouping {
+        match self {
+            Self::Days(_) => ReportGrouping::Day,
+            Self::Products(_) => ReportGrouping::Product,
+        }
+    }
+}
+
 /// A partner's sales over a range of days.
 #[derive(Clone, Debug)]
 pub struct SalesReport {
@@ -86,11 +104,7 @@ pub struct SalesReport {
     /// The last day, included.
     pub to: NaiveDate,
     pub time_zone: Tz,
-    pub grouping: ReportGrouping,
-    /// With [`ReportGrouping::Day`]: every day of the range, in order.
-    pub days: Vec<DaySales>,
-    /// With [`ReportGrouping::Product`]: every product that changed, best-selling first.
-    pub products: Vec<ProductSales>,
+    pub groups: ReportGroups,
     pub totals: SalesFigures,
     /// The best-selling products (most units sold, then most revenue), only those that
     /// sold.
@@ -276,8 +290,8 @@ impl Service {
             .cloned()
             .collect();
 
-        let (days, products) = match grouping {
-            ReportGrouping::Product => (Vec::new(), products),
+        let groups = match grouping {
+            ReportGrouping::Product => ReportGroups::Products(products),
             ReportGrouping::Day => {
                 let mut days = Vec::new();
                 let mut day = from;
@@ -286,16 +300,14 @@ impl Service {
                     days.push(DaySales { day, figures });
                     day = next_day(day)?;
                 }
-                (days, Vec::new())
+                ReportGroups::Days(days)
             }
         };
         Ok(SalesReport {
             from,
             to,
             time_zone: tz,
-            grouping,
-            days,
-            products,
+            groups,
             totals,
             top_products,
         })

@@ -30,7 +30,8 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::http::AppState;
 use crate::service::report::{DaySales, ProductSales, SalesFigures, MAX_TOP_PRODUCTS};
 use crate::service::{
-    Actor, Product, ProductFilter, ReportGrouping, ReportRequest, Service, StockMovement,
+    Actor, Product, ProductFilter, ReportGrouping, ReportGroups, ReportRequest, Service,
+    StockMovement,
 };
 
 /// Rows read per page of an export.
@@ -215,15 +216,12 @@ pub async fn report(
     };
     let top = match params.top.as_deref() {
         None => 5,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|t| *t <= MAX_TOP_PRODUCTS)
-            .ok_or_else(|| {
-                RestError::bad_request(format!(
-                    "top: must be an integer from 0 to {MAX_TOP_PRODUCTS}, not {raw:?}"
-                ))
-            })?,
+        // The bound itself is the service's.
+        Some(raw) => raw.parse::<usize>().map_err(|_| {
+            RestError::bad_request(format!(
+                "top: must be an integer from 0 to {MAX_TOP_PRODUCTS}, not {raw:?}"
+            ))
+        })?,
     };
     let report = state
         .service
@@ -237,9 +235,9 @@ pub async fn report(
             },
         )
         .await?;
-    let groups: Vec<RestSalesGroup> = match grouping {
-        ReportGrouping::Day => report.days.iter().map(RestSalesGroup::from).collect(),
-        ReportGrouping::Product => report.products.iter().map(RestSalesGroup::from).collect(),
+    let groups: Vec<RestSalesGroup> = match &report.groups {
+        ReportGroups::Days(days) => days.iter().map(RestSalesGroup::from).collect(),
+        ReportGroups::Products(products) => products.iter().map(RestSalesGroup::from).collect(),
     };
     if format == Format::Json {
         return Ok(Json(RestSalesReport {
