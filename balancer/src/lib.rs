@@ -9,7 +9,9 @@
 //! - [`config`]: flags and `ECANTEEN_BALANCER_…` variables;
 //! - [`upstream`]: replicas, health state, leases, round robin and least connections
 //!   (and the races they accept);
-//! - [`proxy`]: pingora's `ProxyHttp` phases: selection, retries, headers, errors;
+//! - [`proxy`]: the request path on pingora-core (one task per request: lease, pooled
+//!   connection, request and answer, retries, errors, WebSocket tunnels);
+//! - [`forwarding`]: what changes in a request and its answer on the way through;
 //! - [`limits`]: rate limits per client IP and per partner (429);
 //! - [`health`]: active `GET /readyz` probes with rise/fall;
 //! - [`discovery`]: the upstreams file, re-read when it changes;
@@ -21,6 +23,7 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod forwarding;
 pub mod health;
 pub mod limits;
 pub mod metrics;

@@ -1,19 +1,40 @@
-//! The proxy: pingora's `ProxyHttp` phases, in the order a request meets them.
+//! The request path: an HTTP/1 reverse proxy on pingora-core's public API.
+//!
+//! # Why not pingora-proxy's `ProxyHttp`
+//!
+//! pingora-proxy 0.9 runs every HTTP/1 request as two futures (one per side) that pass
+//! the header and each body chunk to each other through two bounded channels, joined
+//! per request. That pipeline was most of the balancer's CPU per request, 1.6 times
+//! nginx's (docs/BENCHMARKS.md). Here one task does what nginx does in one pass: read
+//! the request header, lease a replica, take a pooled connection from pingora-core's
+//! HTTP/1 connector, write the request and stream its body, read the answer and stream
+//! it back, and put the connection back in the pool. No channel, no second task.
 //!
 //! # Retries, and why they never apply a write twice
 //!
-//! - A failed *connect* is retried on another replica whatever the method: pingora
-//!   guarantees nothing was sent.
+//! - A failed *connect* is retried on another replica whatever the method: nothing was
+//!   sent.
 //! - A failure *after* sending is retried only for GET and HEAD, and for the REST
 //!   writes under `/ecanteen/` that carry an `Idempotency-Key` header (the replica
-//!   answers a repeat with the first result), and only while pingora still holds the
-//!   whole body in its retry buffer. Any other write (every GraphQL mutation, with the
-//!   header or without: `/graphql` ignores it) that may have reached a replica is never
-//!   replayed; GraphQL clients that need safe retries put an idempotency key in the
-//!   mutation's input and retry themselves.
+//!   answers a repeat with the first result), and only when the whole body was read and
+//!   kept (pingora keeps up to 64 KiB of it). Any other write (every GraphQL mutation,
+//!   with the header or without: `/graphql` ignores it) that may have reached a replica
+//!   is never replayed; GraphQL clients that need safe retries put an idempotency key in
+//!   the mutation's input and retry themselves.
 //! - At most `max_tries` attempts, never twice on the same replica.
+//!
+//! # A client that goes away
+//!
+//! While the replica works on a request, the client's side is watched: a client that
+//! closes its connection then has the replica's connection closed too, as nginx does
+//! (`proxy_ignore_client_abort off`), so the replica sees the hang-up and stops.
+//!
+//! # WebSockets
+//!
+//! A `101 Switching Protocols` turns both connections into a tunnel: bytes are copied
+//! each way, in the same task, until either side closes. The lease is held until then.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,11 +42,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::v1::common::is_expect_continue_req;
+use pingora::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorType};
 
+use crate::forwarding;
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
 use crate::upstream::{Lease, Pool, Upstream};
@@ -51,94 +79,433 @@ pub struct Balancer {
     pub settings: Settings,
     /// Requests waiting for room now.
     pub queued: AtomicUsize,
+    /// Pooled connections to the replicas (pingora-core's HTTP/1 connector).
+    pub connector: Connector,
 }
 
-/// The error of a request that found every replica at its cap, and no room in time.
-const AT_CAPACITY: ErrorType = ErrorType::Custom("every replica is at capacity");
-
-/// Per-request state.
-pub struct Ctx {
-    /// The replica this attempt holds (released at the end, or when a retry moves on).
-    lease: Option<Lease>,
-    /// Replicas this request has been sent to.
-    tried: Vec<SocketAddr>,
-    attempts: usize,
-    started: Instant,
-    body_bytes: usize,
-    upgrade: bool,
-    request_id: String,
-    /// A keyed hash of the request's credential, for the per-partner rate limit.
-    credential: Option<u64>,
+/// What the balancer answers itself, and why. Each is one JSON error in the replicas'
+/// shape, and closes the client's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Malformed,
+    MethodNotAllowed,
+    TooLarge,
+    TooManyRequests(u64),
+    NoneReady,
+    AtCapacity,
+    /// The replica took the request and did not answer in time.
+    Slow,
+    /// The replica failed (refused, reset, or sent nonsense).
+    Failed,
 }
 
-const REQUEST_ID: &str = "x-request-id";
-
-/// A request id unique across processes and restarts: this process's start time and
-/// pid, fixed once, then a counter. Nothing per request but the counter and the format.
-fn new_request_id() -> String {
-    use std::sync::atomic::AtomicU64;
-    use std::sync::OnceLock;
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!("{started:016x}-{:08x}", std::process::id())
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{n:x}")
-}
-
-/// A JSON error in the shape the replicas use, so clients parse one shape.
-fn error_body(code: &str, message: &str) -> Bytes {
-    Bytes::from(
-        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
-            .to_string(),
-    )
-}
-
-async fn respond_json(
-    session: &mut Session,
-    status: u16,
-    body: Bytes,
-    retry_after: Option<u64>,
-) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header("Content-Type", "application/json")?;
-    header.insert_header("Content-Length", body.len().to_string())?;
-    header.insert_header("Cache-Control", "no-store")?;
-    if let Some(seconds) = retry_after {
-        header.insert_header("Retry-After", seconds.to_string())?;
+impl Refusal {
+    fn status(self) -> u16 {
+        match self {
+            Self::Malformed => 400,
+            Self::MethodNotAllowed => 405,
+            Self::TooLarge => 413,
+            Self::TooManyRequests(_) => 429,
+            Self::NoneReady | Self::AtCapacity | Self::Slow => 503,
+            Self::Failed => 502,
+        }
     }
-    session.set_keepalive(None);
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+
+    fn retry_after(self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests(seconds) => Some(seconds),
+            Self::NoneReady | Self::AtCapacity | Self::Slow | Self::Failed => Some(1),
+            Self::Malformed | Self::MethodNotAllowed | Self::TooLarge => None,
+        }
+    }
+
+    fn body(self, body_limit: usize) -> Bytes {
+        let (code, message) = match self {
+            Self::Malformed => ("BAD_USER_INPUT", "malformed request".to_owned()),
+            Self::MethodNotAllowed => ("BAD_USER_INPUT", "method not allowed".to_owned()),
+            Self::TooLarge => (
+                "BAD_USER_INPUT",
+                format!("the request body is larger than {body_limit} bytes"),
+            ),
+            Self::TooManyRequests(_) => (
+                "TOO_MANY_REQUESTS",
+                "too many requests; please slow down".to_owned(),
+            ),
+            Self::NoneReady => ("INTERNAL", "no replica is ready; please retry".to_owned()),
+            Self::AtCapacity => (
+                "INTERNAL",
+                "every replica is at capacity; please retry".to_owned(),
+            ),
+            Self::Slow => (
+                "INTERNAL",
+                "the replica is slow to answer; please retry".to_owned(),
+            ),
+            Self::Failed => (
+                "INTERNAL",
+                "the replica failed to answer; please retry".to_owned(),
+            ),
+        };
+        Bytes::from(
+            serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+                .to_string(),
+        )
+    }
+}
+
+/// How one attempt on a replica went wrong.
+enum Fault {
+    /// Nothing reached the replica: another may be tried, whatever the method.
+    Connect,
+    /// The replica may have the request. `slow`: it did not answer in time.
+    AfterSend { slow: bool },
+    /// The client's side failed (it went away, or sent a broken body): nobody to
+    /// answer.
+    Client,
+    /// The balancer refuses the request itself (a body over the limit).
+    Refused(Refusal),
+}
+
+/// The outcome of a request, for the downstream connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// The client's connection can take another request.
+    KeepAlive,
+    Close,
+}
+
+#[async_trait]
+impl HttpServerApp for Balancer {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // No h2c is configured: every session is HTTP/1.
+        let ServerSession::H1(downstream) = &mut session else {
+            return None;
+        };
+        let mut stopping = shutdown.clone();
+        let read = tokio::select! {
+            // A request already buffered is served before the shutdown is looked at.
+            biased;
+            read = downstream.read_request() => read,
+            // Draining: an idle keep-alive connection is closed, not kept waiting.
+            _ = stopping.wait_for(|stop| *stop) => return None,
+        };
+        match read {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                if *e.etype() == ErrorType::InvalidHTTPHeader {
+                    self.refuse(downstream, Refusal::Malformed).await;
+                }
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            downstream.set_server_keepalive(None);
+        }
+        let started = Instant::now();
+        let reuse = self.serve(downstream).await;
+        self.metrics.observe(started.elapsed());
+        if reuse == Reuse::Close {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
 }
 
 impl Balancer {
-    /// Every ready replica is at its cap: waits, in a bounded queue, until one has room
-    /// or the queue's wait runs out (then AT_CAPACITY, answered 503 with Retry-After).
-    async fn wait_for_room(&self, ctx: &Ctx) -> Result<Lease> {
-        let refuse = || Error::explain(AT_CAPACITY, "every replica is at capacity");
+    /// One request, from its header (read) to the end of its answer.
+    async fn serve(&self, downstream: &mut DownstreamSession) -> Reuse {
+        let request_id = forwarding::client_request_id(downstream.req_header())
+            .map_or_else(forwarding::new_request_id, str::to_owned);
+        let client = client_ip(downstream);
+        let mut credential = None;
+        if self.limits.enabled() {
+            credential = self.limits.credential(&downstream.req_header().headers);
+            if let Err(wait) = self.limits.check(client, credential) {
+                self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let seconds = limits::retry_after_secs(wait);
+                return self
+                    .refuse(downstream, Refusal::TooManyRequests(seconds))
+                    .await;
+            }
+        }
+        if downstream.req_header().method == Method::CONNECT {
+            return self.refuse(downstream, Refusal::MethodNotAllowed).await;
+        }
+        let declared = downstream
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > self.settings.body_limit) {
+            return self.refuse(downstream, Refusal::TooLarge).await;
+        }
+        if !self.pool.any_ready() {
+            return self.refuse(downstream, Refusal::NoneReady).await;
+        }
+        let upgrade = forwarding::is_websocket(downstream.req_header());
+        if upgrade {
+            // A WebSocket may stay quiet for long; its end, not a timer, ends it.
+            downstream.set_read_timeout(None);
+        }
+        let has_body = !downstream.is_body_empty();
+        if has_body {
+            // Kept (up to 64 KiB) so that a request that may be replayed can be.
+            downstream.enable_retry_buffering();
+        }
+        let replayable = Self::can_retry_after_send(downstream.req_header()) && !upgrade;
+
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > 1 {
+                self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let lease = match self.lease(&tried).await {
+                Ok(lease) => lease,
+                Err(refusal) => return self.refuse(downstream, refusal).await,
+            };
+            let replica = lease.upstream().clone();
+            tried.push(replica.addr);
+            let request = match forwarding::upstream_request(
+                downstream.req_header(),
+                has_body,
+                client,
+                &request_id,
+            ) {
+                Ok(request) => request,
+                Err(_) => return self.refuse(downstream, Refusal::Malformed).await,
+            };
+            let peer = self.peer(replica.addr, upgrade);
+            let fault = match self.connector.get_http_session(&peer).await {
+                Err(_) => Fault::Connect,
+                Ok((mut upstream, _reused)) => {
+                    if !upgrade {
+                        upstream.read_timeout = Some(self.settings.read_timeout);
+                        upstream.write_timeout = Some(self.settings.read_timeout);
+                    }
+                    match self
+                        .exchange(downstream, &mut upstream, request, attempts > 1)
+                        .await
+                    {
+                        Ok(()) => {
+                            return self
+                                .answer(downstream, upstream, &peer, lease, &request_id, credential)
+                                .await;
+                        }
+                        Err(fault) => fault,
+                    }
+                }
+            };
+            let more = attempts < self.settings.max_tries;
+            match fault {
+                Fault::Connect => {
+                    replica.record_outcome(false, &self.pool.policy);
+                    if !more {
+                        return self.refuse(downstream, Refusal::Failed).await;
+                    }
+                }
+                Fault::AfterSend { slow } => {
+                    replica.record_outcome(false, &self.pool.policy);
+                    let body_kept = !has_body
+                        || (downstream.is_body_done() && !downstream.retry_buffer_truncated());
+                    if !(more && replayable && body_kept) {
+                        let refusal = if slow { Refusal::Slow } else { Refusal::Failed };
+                        return self.refuse(downstream, refusal).await;
+                    }
+                }
+                Fault::Client => return Reuse::Close,
+                Fault::Refused(refusal) => return self.refuse(downstream, refusal).await,
+            }
+        }
+    }
+
+    /// Sends the request to the replica and reads its answer's header. On a retry
+    /// (`replay`), the body is the one kept from the first attempt.
+    async fn exchange(
+        &self,
+        downstream: &mut DownstreamSession,
+        upstream: &mut UpstreamSession,
+        request: Box<RequestHeader>,
+        replay: bool,
+    ) -> Result<(), Fault> {
+        let sent = |e: Box<Error>| Fault::AfterSend {
+            slow: matches!(
+                e.etype(),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            ),
+        };
+        upstream.write_request_header(request).await.map_err(sent)?;
+        if replay {
+            if let Some(body) = downstream.get_retry_buffer() {
+                upstream.write_body(&body).await.map_err(sent)?;
+            }
+        } else if !downstream.is_body_done() {
+            if is_expect_continue_req(downstream.req_header()) {
+                downstream
+                    .write_continue_response()
+                    .await
+                    .map_err(|_| Fault::Client)?;
+            }
+            loop {
+                match downstream.read_body_bytes().await {
+                    Ok(Some(chunk)) => {
+                        if downstream.body_bytes_read() > self.settings.body_limit {
+                            return Err(Fault::Refused(Refusal::TooLarge));
+                        }
+                        upstream.write_body(&chunk).await.map_err(sent)?;
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Err(Fault::Client),
+                }
+            }
+        }
+        upstream.finish_body().await.map_err(sent)?;
+        loop {
+            let read = tokio::select! {
+                biased;
+                read = upstream.read_response() => read,
+                // The client hung up while the replica works: the replica's connection
+                // is closed (dropped) so that it sees the hang-up too.
+                _ = downstream.read_body_or_idle(true) => return Err(Fault::Client),
+            };
+            read.map_err(sent)?;
+            match upstream.get_status() {
+                // `100 Continue` and other interim answers were the balancer's to give.
+                Some(status) if status.is_informational() && status != 101 => continue,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Passes the replica's answer back to the client; the lease ends with it.
+    async fn answer(
+        &self,
+        downstream: &mut DownstreamSession,
+        mut upstream: UpstreamSession,
+        peer: &HttpPeer,
+        lease: Lease,
+        request_id: &str,
+        credential: Option<u64>,
+    ) -> Reuse {
+        let Some(header) = upstream.resp_header() else {
+            return Reuse::Close;
+        };
+        let mut header = Box::new(header.clone());
+        let replica = lease.upstream();
+        replica.record_outcome(
+            !Upstream::counts_as_failure(header.status.as_u16()),
+            &self.pool.policy,
+        );
+        if let (Some(partner), Some(credential)) = (
+            forwarding::downstream_response(&mut header, request_id),
+            credential,
+        ) {
+            self.limits.learn(credential, partner);
+        }
+        if downstream.write_response_header(header).await.is_err() {
+            return Reuse::Close;
+        }
+        if upstream.was_upgraded() && downstream.was_upgraded() {
+            tunnel(downstream, &mut upstream).await;
+            return Reuse::Close;
+        }
+        loop {
+            match upstream.read_body_ref().await {
+                Ok(Some(chunk)) => {
+                    if downstream.write_body(chunk).await.is_err() {
+                        return Reuse::Close;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // The answer is cut short: the client learns it from the close.
+                    replica.record_outcome(false, &self.pool.policy);
+                    return Reuse::Close;
+                }
+            }
+        }
+        if downstream.finish_body().await.is_err() {
+            return Reuse::Close;
+        }
+        self.connector
+            .release_http_session(upstream, peer, Some(self.settings.idle_timeout))
+            .await;
+        drop(lease);
+        Reuse::KeepAlive
+    }
+
+    /// Leases a ready replica not yet tried. When every one is at its cap, waits for
+    /// room in a bounded queue; when none is ready, refuses at once.
+    async fn lease(&self, tried: &[SocketAddr]) -> Result<Lease, Refusal> {
+        if let Some(lease) = self.pool.select(tried) {
+            return Ok(lease);
+        }
+        if !self.pool.any_ready_besides(tried) {
+            return Err(Refusal::NoneReady);
+        }
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.settings.max_queued {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(refuse());
+            return Err(Refusal::AtCapacity);
         }
         // Counted out however the wait ends.
         let _queued = Queued(&self.queued);
         let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
         loop {
             if !self.pool.wait_for_room(deadline).await {
-                return Err(refuse());
+                return Err(Refusal::AtCapacity);
             }
-            if let Some(lease) = self.pool.select(&ctx.tried) {
+            if let Some(lease) = self.pool.select(tried) {
                 return Ok(lease);
             }
         }
+    }
+
+    /// The replica as pingora's connector knows it. Every request to one replica gets
+    /// equal options, so they share one pool of connections.
+    fn peer(&self, addr: SocketAddr, upgrade: bool) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.settings.connect_timeout);
+        options.total_connection_timeout = Some(self.settings.connect_timeout);
+        options.idle_timeout = Some(self.settings.idle_timeout);
+        if !upgrade {
+            options.read_timeout = Some(self.settings.read_timeout);
+            options.write_timeout = Some(self.settings.read_timeout);
+        }
+        peer
+    }
+
+    /// Answers the request itself, and closes the connection (an unread body may
+    /// follow the header).
+    async fn refuse(&self, downstream: &mut DownstreamSession, refusal: Refusal) -> Reuse {
+        match refusal {
+            Refusal::TooLarge => {
+                self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+            }
+            Refusal::NoneReady | Refusal::AtCapacity | Refusal::Slow => {
+                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        if downstream.response_written().is_some() {
+            return Reuse::Close;
+        }
+        let body = refusal.body(self.settings.body_limit);
+        if let Err(e) = write_json(downstream, refusal.status(), body, refusal.retry_after()).await
+        {
+            tracing::debug!(error = %e, "could not send the error response");
+        }
+        Reuse::Close
     }
 
     /// Whether a request that may have reached a replica can be sent again: reads, and
@@ -154,312 +521,53 @@ impl Balancer {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for Balancer {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            lease: None,
-            tried: Vec::new(),
-            attempts: 0,
-            started: Instant::now(),
-            body_bytes: 0,
-            upgrade: false,
-            request_id: String::new(),
-            credential: None,
-        }
+async fn write_json(
+    downstream: &mut DownstreamSession,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<u64>,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("Content-Type", "application/json")?;
+    header.insert_header("Content-Length", body.len().to_string())?;
+    header.insert_header("Cache-Control", "no-store")?;
+    if let Some(seconds) = retry_after {
+        header.insert_header("Retry-After", seconds.to_string())?;
     }
+    downstream.set_server_keepalive(None);
+    downstream.write_response_header(Box::new(header)).await?;
+    downstream.write_body(&body).await?;
+    downstream.finish_body().await?;
+    Ok(())
+}
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = session
-            .req_header()
-            .headers
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(new_request_id, str::to_owned);
-        if self.limits.enabled() {
-            ctx.credential = self.limits.credential(&session.req_header().headers);
-            let ip = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            if let Err(wait) = self.limits.check(ip, ctx.credential) {
-                self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-                let body = error_body("TOO_MANY_REQUESTS", "too many requests; please slow down");
-                let seconds = limits::retry_after_secs(wait);
-                respond_json(session, 429, body, Some(seconds)).await?;
-                return Ok(true);
-            }
-        }
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > self.settings.body_limit) {
-            self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "the request body is larger than {} bytes",
-                self.settings.body_limit
-            );
-            respond_json(session, 413, error_body("BAD_USER_INPUT", &message), None).await?;
-            return Ok(true);
-        }
-        if !self.pool.any_ready() {
-            self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-            let body = error_body("INTERNAL", "no replica is ready; please retry");
-            respond_json(session, 503, body, Some(1)).await?;
-            return Ok(true);
-        }
-        if session.is_upgrade_req() {
-            // A WebSocket may stay quiet for long; its end, not a timer, ends it.
-            ctx.upgrade = true;
-            session.set_read_timeout(None);
-        }
-        Ok(false)
+/// Copies an upgraded connection's bytes both ways until either side closes or fails.
+///
+/// Both reads wait in one `select!`; the one that loses is dropped, which loses
+/// nothing: pingora's body readers keep what they read in the session (pingora-proxy
+/// relies on the same when it selects between them).
+async fn tunnel(downstream: &mut DownstreamSession, upstream: &mut UpstreamSession) {
+    enum Side {
+        Client(pingora::Result<Option<Bytes>>),
+        Replica(pingora::Result<Option<Bytes>>),
     }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(chunk) = body {
-            ctx.body_bytes += chunk.len();
-            if ctx.body_bytes > self.settings.body_limit {
-                self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(413),
-                    "request body too large",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        // A retry: the previous attempt's lease ends here, not at the end of the request.
-        ctx.lease = None;
-        if ctx.attempts >= self.settings.max_tries {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "every attempt failed",
-            ));
-        }
-        if ctx.attempts > 0 {
-            self.metrics.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        ctx.attempts += 1;
-        let lease = match self.pool.select(&ctx.tried) {
-            Some(lease) => lease,
-            None if self.pool.any_ready_besides(&ctx.tried) => self.wait_for_room(ctx).await?,
-            None => {
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    "no replica is ready",
-                ))
-            }
+    upstream.maybe_upgrade_body_writer();
+    loop {
+        let side = tokio::select! {
+            read = downstream.read_body_bytes() => Side::Client(read),
+            read = upstream.read_body_bytes() => Side::Replica(read),
         };
-        let addr = lease.upstream().addr;
-        ctx.tried.push(addr);
-        ctx.lease = Some(lease);
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        let options = &mut peer.options;
-        options.connection_timeout = Some(self.settings.connect_timeout);
-        options.total_connection_timeout = Some(self.settings.connect_timeout);
-        options.idle_timeout = Some(self.settings.idle_timeout);
-        if ctx.upgrade {
-            options.read_timeout = None;
-            options.write_timeout = None;
-        } else {
-            options.read_timeout = Some(self.settings.read_timeout);
-            options.write_timeout = Some(self.settings.read_timeout);
-        }
-        Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(client) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            let forwarded = match upstream_request
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(previous) if !previous.is_empty() => format!("{previous}, {client}"),
-                _ => client,
-            };
-            upstream_request.insert_header("X-Forwarded-For", forwarded)?;
-        }
-        upstream_request.insert_header("X-Forwarded-Proto", "http")?;
-        if let Some(host) = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-        {
-            upstream_request.insert_header("X-Forwarded-Host", host)?;
-        }
-        upstream_request.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        Ok(())
-    }
-
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(lease) = &ctx.lease {
-            lease.upstream().record_outcome(
-                !Upstream::counts_as_failure(upstream_response.status.as_u16()),
-                &self.pool.policy,
-            );
-        }
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        // The replica's note of who the partner was is for the balancer only.
-        if let Some(partner) = upstream_response.remove_header(limits::PARTNER_HEADER) {
-            let partner = partner.to_str().ok().and_then(|v| v.parse::<i64>().ok());
-            if let (Some(credential), Some(partner)) = (ctx.credential, partner) {
-                self.limits.learn(credential, partner);
-            }
-        }
-        Ok(())
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        if let Some(lease) = &ctx.lease {
-            lease.upstream().record_outcome(false, &self.pool.policy);
-        }
-        // Nothing was sent: safe to try elsewhere, whatever the method.
-        if ctx.attempts < self.settings.max_tries {
-            e.set_retry(true);
-        }
-        e
-    }
-
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut Ctx,
-        _client_reused: bool,
-    ) -> Box<Error> {
-        let mut e = e.more_context(format!("peer: {peer}"));
-        if e.esource() == &ErrorSource::Upstream {
-            if let Some(lease) = &ctx.lease {
-                lease.upstream().record_outcome(false, &self.pool.policy);
-            }
-        }
-        let retry = Self::can_retry_after_send(session.req_header())
-            && !session.as_ref().retry_buffer_truncated()
-            && !ctx.upgrade
-            && ctx.attempts < self.settings.max_tries;
-        e.set_retry(retry);
-        e
-    }
-
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        // What the balancer says is never a 500, and a replica that is alive but slow
-        // (it took the request and did not answer in time) is not a 502: both are 503
-        // with Retry-After, which clients retry.
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            ErrorType::Custom(_) if *e.etype() == AT_CAPACITY => 503,
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if e.esource() == &ErrorSource::Upstream =>
-            {
-                503
-            }
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 503,
-            },
+        let sent = match side {
+            Side::Client(Ok(Some(bytes))) => upstream.write_body(&bytes).await.is_ok(),
+            Side::Replica(Ok(Some(bytes))) => downstream.write_body(&bytes).await.is_ok(),
+            Side::Client(_) | Side::Replica(_) => false,
         };
-        let (error_code, message, retry_after) = match code {
-            413 => (
-                "BAD_USER_INPUT",
-                format!(
-                    "the request body is larger than {} bytes",
-                    self.settings.body_limit
-                ),
-                None,
-            ),
-            503 => (
-                "INTERNAL",
-                match e.etype() {
-                    ErrorType::HTTPStatus(_) => "no replica is ready; please retry",
-                    _ if *e.etype() == AT_CAPACITY => "every replica is at capacity; please retry",
-                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                        "the replica is slow to answer; please retry"
-                    }
-                    _ => "the request could not be completed; please retry",
-                }
-                .to_owned(),
-                Some(1),
-            ),
-            502 | 504 => (
-                "INTERNAL",
-                "the replica failed to answer; please retry".to_owned(),
-                Some(1),
-            ),
-            400 => ("BAD_USER_INPUT", "malformed request".to_owned(), None),
-            _ => ("INTERNAL", "internal error".to_owned(), None),
-        };
-        if code == 503 {
-            self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-        }
-        if code > 0 {
-            if let Err(err) =
-                respond_json(session, code, error_body(error_code, &message), retry_after).await
-            {
-                tracing::debug!(error = %err, "could not send the error response");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
+        if !sent {
+            break;
         }
     }
-
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        self.metrics.observe(ctx.started.elapsed());
-        // The end of the request (or of the WebSocket tunnel) ends its lease.
-        ctx.lease = None;
-    }
+    upstream.shutdown().await;
+    downstream.shutdown().await;
 }
 
 /// Counts a queued request out when dropped.
@@ -471,20 +579,10 @@ impl Drop for Queued<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::new_request_id;
-
-    #[test]
-    fn request_ids_share_the_process_prefix_and_never_repeat() {
-        let ids: Vec<String> = (0..1000).map(|_| new_request_id()).collect();
-        let prefix = |id: &str| id.rsplit_once('-').map(|(p, _)| p.to_owned());
-        let first = prefix(&ids[0]).expect("an id has a prefix and a counter");
-        assert!(first.ends_with(&format!("-{:08x}", std::process::id())));
-        assert!(ids
-            .iter()
-            .all(|id| prefix(id).as_deref() == Some(first.as_str())));
-        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
-        assert_eq!(distinct.len(), ids.len());
-    }
+/// The client's address, for the rate limits and `X-Forwarded-For`.
+fn client_ip(downstream: &DownstreamSession) -> Option<IpAddr> {
+    downstream
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(SocketAddr::ip)
 }

@@ -1,4 +1,5 @@
-//! Assembles the pingora server: the proxy service and its background services.
+//! Assembles the pingora server: the proxy's listening service and its background
+//! services.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -6,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -118,8 +122,11 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             max_queued: config.max_queued,
         },
         queued: AtomicUsize::new(0),
+        connector: Connector::new(Some(ConnectorOptions::from_server_conf(
+            &server.configuration,
+        ))),
     };
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, balancer);
+    let mut proxy = Service::new("ecanteen-balancer".to_owned(), balancer);
     // Pingora buffers at most one MSS (1,460 bytes) of a response before writing, so a
     // header and a body of a few KiB went out in two writes. With 16 KiB both leave in
     // one. Only bodies of a known length are buffered: chunked bodies and WebSocket

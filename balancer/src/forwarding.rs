@@ -1,0 +1,293 @@
+//! What the balancer changes in a request on its way to a replica, and in the answer on
+//! its way back.
+//!
+//! # The request
+//!
+//! - Hop-by-hop fields (RFC 9110 §7.6.1) are the client's business with the balancer,
+//!   not the replica's: `Connection` and the fields it names, `Keep-Alive`, `TE`,
+//!   `Trailer`, `Transfer-Encoding`, `Upgrade`, the proxy fields, and `Expect` (the
+//!   balancer answers `100 Continue` itself and sends the body at once). The same list
+//!   pingora-proxy 0.9 strips by default, so nothing changed for the replicas when the
+//!   request path left it.
+//! - A WebSocket handshake keeps `Connection: Upgrade` and `Upgrade: websocket`; no
+//!   other protocol is upgraded to.
+//! - The framing is the balancer's: a body of unknown length goes on chunked.
+//! - `X-Forwarded-For` (the client's address appended to any the client sent),
+//!   `X-Forwarded-Proto`, `X-Forwarded-Host`, and `X-Request-Id` (the client's, when
+//!   it sent one of sane length, else a new one).
+//!
+//! # The answer
+//!
+//! - `X-Request-Id` is the request's.
+//! - The replica's note of the partner it authenticated ([`limits::PARTNER_HEADER`]) is
+//!   taken out and given to the rate limits.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::Version;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+
+use crate::limits;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Fields never forwarded, whatever `Connection` says.
+const HOP_BY_HOP: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "expect",
+];
+
+/// Fields `Connection` may not take away: the message's framing and its target.
+const NOT_NOMINABLE: [HeaderName; 3] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+];
+
+/// Most `Connection` tokens read; past this the request is refused (as pingora does),
+/// so a header of thousands of tokens costs nothing.
+const MAX_NOMINATIONS: usize = 32;
+
+/// The request id a client sent, when it is of sane length.
+pub fn client_request_id(request: &RequestHeader) -> Option<&str> {
+    request
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// A request id unique across processes and restarts: this process's start time and
+/// pid, fixed once, then a counter. Nothing per request but the counter and the format.
+pub fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{started:016x}-{:08x}", std::process::id())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
+}
+
+/// Whether the request asks for a WebSocket (the only upgrade forwarded).
+pub fn is_websocket(request: &RequestHeader) -> bool {
+    request.version == Version::HTTP_11
+        && request
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The request as a replica gets it. `Err` (answered 400) when the client's
+/// `Connection` header is malformed or names too many fields.
+pub fn upstream_request(
+    downstream: &RequestHeader,
+    has_body: bool,
+    client: Option<IpAddr>,
+    request_id: &str,
+) -> Result<Box<RequestHeader>> {
+    let mut request = Box::new(downstream.clone());
+    request.set_version(Version::HTTP_11);
+    let nominated = nominations(downstream)?;
+    for name in &nominated {
+        request.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        request.remove_header(name);
+    }
+    if is_websocket(downstream) {
+        request.insert_header(header::CONNECTION, "Upgrade")?;
+        request.insert_header(header::UPGRADE, "websocket")?;
+    }
+    if has_body && !request.headers.contains_key(header::CONTENT_LENGTH) {
+        request.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    }
+    if let Some(client) = client {
+        let forwarded = match downstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) if !previous.is_empty() => format!("{previous}, {client}"),
+            _ => client.to_string(),
+        };
+        request.insert_header("X-Forwarded-For", forwarded)?;
+    }
+    request.insert_header("X-Forwarded-Proto", "http")?;
+    if let Some(host) = downstream.headers.get(header::HOST).cloned() {
+        request.insert_header("X-Forwarded-Host", host)?;
+    }
+    request.insert_header("X-Request-Id", request_id)?;
+    Ok(request)
+}
+
+/// The fields the client's `Connection` header names (RFC 9110 §7.6.1), but never the
+/// message's framing or target.
+fn nominations(request: &RequestHeader) -> Result<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    let tokens = request
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    for (n, token) in tokens.enumerate() {
+        if n >= MAX_NOMINATIONS {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "too many Connection header nominations",
+            );
+        }
+        let name = HeaderName::from_bytes(token).map_err(|_| {
+            pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "invalid token nominated by the Connection header",
+            )
+        })?;
+        if !NOT_NOMINABLE.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The answer as the client gets it. Returns the partner the replica named, if any.
+pub fn downstream_response(response: &mut ResponseHeader, request_id: &str) -> Option<i64> {
+    let partner = response
+        .remove_header(limits::PARTNER_HEADER)
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<i64>().ok()));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        // A client's id was checked for length, and a header value it came from.
+        let _ = response.insert_header(REQUEST_ID, id);
+    }
+    partner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("POST", b"/graphql", None).unwrap();
+        for (name, value) in headers {
+            request.append_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    #[test]
+    fn request_ids_share_the_process_prefix_and_never_repeat() {
+        let ids: Vec<String> = (0..1000).map(|_| new_request_id()).collect();
+        let prefix = |id: &str| id.rsplit_once('-').map(|(p, _)| p.to_owned());
+        let first = prefix(&ids[0]).expect("an id has a prefix and a counter");
+        assert!(first.ends_with(&format!("-{:08x}", std::process::id())));
+        assert!(ids
+            .iter()
+            .all(|id| prefix(id).as_deref() == Some(first.as_str())));
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_stay_behind() {
+        let downstream = request(&[
+            ("Host", "shop"),
+            ("Connection", "keep-alive, X-Secret, content-length"),
+            ("X-Secret", "between the client and the balancer"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Expect", "100-continue"),
+            ("Upgrade", "h2c"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+            ("Content-Length", "2"),
+            ("Authorization", "Bearer t"),
+        ]);
+        let up = upstream_request(&downstream, true, None, "id-1").unwrap();
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "expect",
+            "upgrade",
+            "proxy-authorization",
+            "transfer-encoding",
+        ] {
+            assert!(!up.headers.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(
+            up.headers["content-length"], "2",
+            "framing is never nominated"
+        );
+        assert_eq!(up.headers["authorization"], "Bearer t");
+        assert_eq!(up.headers["host"], "shop");
+        assert_eq!(up.headers["x-forwarded-host"], "shop");
+        assert_eq!(up.headers["x-request-id"], "id-1");
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_is_forwarded_and_unknown_lengths_go_chunked() {
+        let ws = request(&[
+            ("Host", "shop"),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+        ]);
+        let up = upstream_request(&ws, false, None, "id").unwrap();
+        assert_eq!(up.headers["upgrade"], "websocket");
+        assert_eq!(up.headers["connection"], "Upgrade");
+        assert!(!up.headers.contains_key("transfer-encoding"));
+
+        let chunked = request(&[("Transfer-Encoding", "chunked")]);
+        let up = upstream_request(&chunked, true, None, "id").unwrap();
+        assert_eq!(up.headers["transfer-encoding"], "chunked");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_to_what_it_claimed() {
+        let client: IpAddr = "10.0.0.7".parse().unwrap();
+        let plain = upstream_request(&request(&[]), false, Some(client), "id").unwrap();
+        assert_eq!(plain.headers["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(plain.headers["x-forwarded-proto"], "http");
+        let claimed = request(&[("X-Forwarded-For", "1.2.3.4")]);
+        let up = upstream_request(&claimed, false, Some(client), "id").unwrap();
+        assert_eq!(up.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
+    }
+
+    #[test]
+    fn a_connection_header_of_a_thousand_tokens_or_a_bad_token_is_refused() {
+        let many = vec!["x-a"; 1000].join(",");
+        assert!(upstream_request(&request(&[("Connection", &many)]), false, None, "id").is_err());
+        assert!(
+            upstream_request(&request(&[("Connection", "bad token")]), false, None, "id").is_err()
+        );
+    }
+
+    #[test]
+    fn the_partner_note_is_taken_out_of_the_answer() {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response
+            .insert_header(limits::PARTNER_HEADER, "42")
+            .unwrap();
+        assert_eq!(downstream_response(&mut response, "id-9"), Some(42));
+        assert!(!response.headers.contains_key(limits::PARTNER_HEADER));
+        assert_eq!(response.headers[REQUEST_ID], "id-9");
+    }
+}
