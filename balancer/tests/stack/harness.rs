@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
@@ -298,6 +299,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     pub delay_ms: Arc<AtomicU64>,
+    /// `/watch` requests whose handler was dropped before it answered: the
+    /// connection they came on closed while they waited.
+    pub abandoned: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -305,6 +309,57 @@ struct BackendState {
     name: String,
     hits: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
+    abandoned: Arc<AtomicU64>,
+}
+
+/// Counts a `/watch` request as abandoned unless it answered.
+struct Watch {
+    abandoned: Arc<AtomicU64>,
+    answered: bool,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Waits `delay_ms` (2 s when unset) and answers, unless its connection goes first.
+async fn watch(State(state): State<BackendState>) -> &'static str {
+    let mut guard = Watch {
+        abandoned: state.abandoned.clone(),
+        answered: false,
+    };
+    let delay = match state.delay_ms.load(Ordering::SeqCst) {
+        0 => 2000,
+        ms => ms,
+    };
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    guard.answered = true;
+    "answered"
+}
+
+/// The body it got, as it got it, and how it was framed.
+async fn echo_body(headers: HeaderMap, body: Bytes) -> axum::Json<Value> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    axum::Json(json!({
+        "body": String::from_utf8_lossy(&body),
+        "content-length": header("content-length"),
+        "transfer-encoding": header("transfer-encoding"),
+        "expect": header("expect"),
+    }))
+}
+
+/// The address of the connection the request came on.
+async fn peer(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+    peer.to_string()
 }
 
 async fn whoami(State(state): State<BackendState>, headers: HeaderMap) -> axum::Json<Value> {
@@ -326,24 +381,31 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let abandoned = Arc::new(AtomicU64::new(0));
         let state = BackendState {
             name: name.to_owned(),
             hits: hits.clone(),
             delay_ms: delay_ms.clone(),
+            abandoned: abandoned.clone(),
         };
         let app = Router::new()
             .route("/readyz", get(|| async { "ok" }))
             .route("/who", get(whoami).post(whoami))
             .route("/graphql", post(whoami))
             .route("/ecanteen/{*rest}", get(whoami).post(whoami))
+            .route("/watch", get(watch))
+            .route("/body", post(echo_body))
+            .route("/peer", get(peer))
             .with_state(state);
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         Self {
             addr,
             hits,
             delay_ms,
+            abandoned,
         }
     }
 

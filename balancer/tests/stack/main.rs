@@ -19,3 +19,4 @@ mod proxying;
 mod secrets;
 mod selection;
 mod startup;
+mod wire;
