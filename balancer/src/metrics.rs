@@ -1,7 +1,7 @@
 //! Counters the admin endpoint renders in Prometheus' text format.
 //!
 //! Per-replica counts live on each `Upstream`; these are the balancer-wide ones. They are
-//! plain atomics, written once per request in pingora's `logging` phase.
+//! plain atomics, written once per request when its answer ends (`proxy::Balancer`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
