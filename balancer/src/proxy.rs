@@ -17,7 +17,8 @@
 //! - A failure *after* sending is retried only for GET and HEAD, and for the REST
 //!   writes under `/ecanteen/` that carry an `Idempotency-Key` header (the replica
 //!   answers a repeat with the first result), and only when the whole body was read and
-//!   kept (pingora keeps up to 64 KiB of it). Any other write (every GraphQL mutation,
+//!   kept (pingora keeps up to 64 KiB of it; when the replica fails before the body has
+//!   all come, the rest is read first). Any other write (every GraphQL mutation,
 //!   with the header or without: `/graphql` ignores it) that may have reached a replica
 //!   is never replayed; GraphQL clients that need safe retries put an idempotency key in
 //!   the mutation's input and retry themselves.
@@ -316,6 +317,17 @@ impl Balancer {
                 }
                 Fault::AfterSend { slow } => {
                     replica.record_outcome(false, &self.pool.policy);
+                    if more && replayable && has_body && !downstream.is_body_done() {
+                        // The replica failed before the whole body had come: the rest
+                        // is read now, and kept, so the next replica gets all of it.
+                        match self.read_rest_of_body(downstream).await {
+                            Ok(()) => {}
+                            Err(Fault::Refused(refusal)) => {
+                                return self.refuse(downstream, refusal).await;
+                            }
+                            Err(_) => return Reuse::Close,
+                        }
+                    }
                     let body_kept = !has_body
                         || (downstream.is_body_done() && !downstream.retry_buffer_truncated());
                     if !(more && replayable && body_kept) {
@@ -350,23 +362,9 @@ impl Balancer {
                 upstream.write_body(&body).await.map_err(sent)?;
             }
         } else if !downstream.is_body_done() {
-            if is_expect_continue_req(downstream.req_header()) {
-                downstream
-                    .write_continue_response()
-                    .await
-                    .map_err(|_| Fault::Client)?;
-            }
-            loop {
-                match downstream.read_body_bytes().await {
-                    Ok(Some(chunk)) => {
-                        if downstream.body_bytes_read() > self.settings.body_limit {
-                            return Err(Fault::Refused(Refusal::TooLarge));
-                        }
-                        upstream.write_body(&chunk).await.map_err(sent)?;
-                    }
-                    Ok(None) => break,
-                    Err(_) => return Err(Fault::Client),
-                }
+            Self::continue_body(downstream).await?;
+            while let Some(chunk) = self.next_body_chunk(downstream).await? {
+                upstream.write_body(&chunk).await.map_err(sent)?;
             }
         }
         upstream.finish_body().await.map_err(sent)?;
@@ -385,6 +383,47 @@ impl Balancer {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Tells a client that waits for `100 Continue` to send its body.
+    async fn continue_body(downstream: &mut DownstreamSession) -> Result<(), Fault> {
+        if is_expect_continue_req(downstream.req_header()) {
+            downstream
+                .write_continue_response()
+                .await
+                .map_err(|_| Fault::Client)?;
+        }
+        Ok(())
+    }
+
+    /// The next piece of the request's body (pingora keeps it, up to 64 KiB, for a
+    /// replay), within the body limit.
+    async fn next_body_chunk(
+        &self,
+        downstream: &mut DownstreamSession,
+    ) -> Result<Option<Bytes>, Fault> {
+        match downstream.read_body_bytes().await {
+            Ok(Some(_)) if downstream.body_bytes_read() > self.settings.body_limit => {
+                Err(Fault::Refused(Refusal::TooLarge))
+            }
+            Ok(chunk) => Ok(chunk),
+            Err(_) => Err(Fault::Client),
+        }
+    }
+
+    /// Reads what is left of a body a failed replica did not take, so that the request
+    /// can be replayed whole. Nothing is read when what was kept is already cut short.
+    async fn read_rest_of_body(&self, downstream: &mut DownstreamSession) -> Result<(), Fault> {
+        if downstream.retry_buffer_truncated() {
+            return Ok(());
+        }
+        // The replica failed on the request's header: the client still waits to be
+        // told to send the body.
+        if downstream.body_bytes_read() == 0 {
+            Self::continue_body(downstream).await?;
+        }
+        while self.next_body_chunk(downstream).await?.is_some() {}
+        Ok(())
     }
 
     /// Passes the replica's answer back to the client; the lease ends with it.

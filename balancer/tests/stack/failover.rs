@@ -355,3 +355,56 @@ async fn keyed_rest_writes_survive_a_killed_replica_exactly_once() {
     );
     assert!(sent > 20, "the load ran: {sent}");
 }
+
+/// A keyed REST write whose replica fails after the request's header but before its
+/// body has all come is replayed on another replica with the whole body: the rest is
+/// read first, not lost, and the client never sees the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_write_whose_replica_fails_before_its_body_has_come_is_replayed_whole() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dropper = Dropper::start().await;
+    let backend = Backend::start("whole").await;
+    let balancer = Balancer::start(
+        &[dropper.addr, backend.addr],
+        &["--algorithm", "round-robin"],
+    );
+    balancer.wait_ready(2);
+    let addr = balancer.url.trim_start_matches("http://").to_owned();
+    for n in 0..4 {
+        let body = format!("{{\"delta\": {n}}}");
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let header = format!(
+            "POST /ecanteen/body HTTP/1.1\r\nHost: shop\r\nIdempotency-Key: whole-{n}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(header.as_bytes()).await.unwrap();
+        // The body comes later, in two pieces: the first replica is gone by then.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (first, rest) = body.split_at(3);
+        stream.write_all(first.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream.write_all(rest.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stream.read_to_string(&mut response),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "request {n}: {response}"
+        );
+        let (_, json) = response.split_once("\r\n\r\n").unwrap();
+        let echoed: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(echoed["body"], body.as_str(), "request {n}: the whole body");
+    }
+    assert!(
+        dropper.requests() > 0,
+        "a request went to the failing replica first"
+    );
+}

@@ -392,6 +392,7 @@ impl Backend {
             .route("/readyz", get(|| async { "ok" }))
             .route("/who", get(whoami).post(whoami))
             .route("/graphql", post(whoami))
+            .route("/ecanteen/body", post(echo_body))
             .route("/ecanteen/{*rest}", get(whoami).post(whoami))
             .route("/watch", get(watch))
             .route("/body", post(echo_body))
@@ -411,6 +412,60 @@ impl Backend {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A replica that passes its health checks and fails every other request the way a
+/// replica killed mid-request does: it reads the request's header, then resets the
+/// connection without reading the body.
+pub struct Dropper {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+}
+
+impl Dropper {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let requests = counted.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let end = loop {
+                            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            match stream.read(&mut buf).await {
+                                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                                _ => return,
+                            }
+                        };
+                        if !seen.starts_with(b"GET /readyz ") {
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            let _ = stream.set_zero_linger();
+                            return;
+                        }
+                        seen.drain(..end);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, requests }
+    }
+
+    /// Requests it took and failed.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
