@@ -11,6 +11,7 @@
 //!   (and the races they accept);
 //! - [`proxy`]: the request path on pingora-core (one task per request: lease, pooled
 //!   connection, request and answer, retries, errors, WebSocket tunnels);
+//! - [`keepalive`]: idle connections to the replicas, kept per worker thread;
 //! - [`forwarding`]: what changes in a request and its answer on the way through;
 //! - [`limits`]: rate limits per client IP and per partner (429);
 //! - [`health`]: active `GET /readyz` probes with rise/fall;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod discovery;
 pub mod forwarding;
 pub mod health;
+pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

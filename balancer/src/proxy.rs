@@ -6,9 +6,10 @@
 //! the header and each body chunk to each other through two bounded channels, joined
 //! per request. That pipeline was most of the balancer's CPU per request, 1.6 times
 //! nginx's (docs/BENCHMARKS.md). Here one task does what nginx does in one pass: read
-//! the request header, lease a replica, take a pooled connection from pingora-core's
-//! HTTP/1 connector, write the request and stream its body, read the answer and stream
-//! it back, and put the connection back in the pool. No channel, no second task.
+//! the request header, lease a replica, take an idle connection to it kept by this
+//! thread (or open one; [`crate::keepalive`]), write the request and stream its body,
+//! read the answer and stream it back, and keep the connection for the next request.
+//! No channel, no second task.
 //!
 //! # Retries, and why they never apply a write twice
 //!
@@ -44,7 +45,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
@@ -55,6 +55,7 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
 use crate::forwarding;
+use crate::keepalive::Keepalive;
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
 use crate::upstream::{Lease, Pool, Upstream};
@@ -80,8 +81,8 @@ pub struct Balancer {
     pub settings: Settings,
     /// Requests waiting for room now.
     pub queued: AtomicUsize,
-    /// Pooled connections to the replicas (pingora-core's HTTP/1 connector).
-    pub connector: Connector,
+    /// Connections to the replicas, idle ones kept per worker thread.
+    pub keepalive: Keepalive,
 }
 
 /// What the balancer answers itself, and why. Each is one JSON error in the replicas'
@@ -287,7 +288,7 @@ impl Balancer {
                 Err(_) => return self.refuse(downstream, Refusal::Malformed).await,
             };
             let peer = self.peer(replica.addr, upgrade);
-            let fault = match self.connector.get_http_session(&peer).await {
+            let fault = match self.keepalive.session(&peer, replica.addr).await {
                 Err(_) => Fault::Connect,
                 Ok((mut upstream, _reused)) => {
                     if !upgrade {
@@ -300,7 +301,7 @@ impl Balancer {
                     {
                         Ok(()) => {
                             return self
-                                .answer(downstream, upstream, &peer, lease, &request_id, credential)
+                                .answer(downstream, upstream, lease, &request_id, credential)
                                 .await;
                         }
                         Err(fault) => fault,
@@ -431,7 +432,6 @@ impl Balancer {
         &self,
         downstream: &mut DownstreamSession,
         mut upstream: UpstreamSession,
-        peer: &HttpPeer,
         lease: Lease,
         request_id: &str,
         credential: Option<u64>,
@@ -476,9 +476,7 @@ impl Balancer {
         if downstream.finish_body().await.is_err() {
             return Reuse::Close;
         }
-        self.connector
-            .release_http_session(upstream, peer, Some(self.settings.idle_timeout))
-            .await;
+        self.keepalive.release(upstream, replica.addr).await;
         drop(lease);
         Reuse::KeepAlive
     }
@@ -509,8 +507,8 @@ impl Balancer {
         }
     }
 
-    /// The replica as pingora's connector knows it. Every request to one replica gets
-    /// equal options, so they share one pool of connections.
+    /// The replica as pingora's connector knows it, with the timeouts to open and use a
+    /// connection to it.
     fn peer(&self, addr: SocketAddr, upgrade: bool) -> HttpPeer {
         let mut peer = HttpPeer::new(addr, false, String::new());
         let options = &mut peer.options;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
@@ -19,6 +18,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::discovery::UpstreamsFile;
 use crate::health::HealthChecker;
+use crate::keepalive::Keepalive;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Balancer, Settings};
@@ -122,9 +122,13 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             max_queued: config.max_queued,
         },
         queued: AtomicUsize::new(0),
-        connector: Connector::new(Some(ConnectorOptions::from_server_conf(
-            &server.configuration,
-        ))),
+        // As many idle connections per replica as pingora's pool would keep in all,
+        // shared out among the worker threads.
+        keepalive: Keepalive::new(
+            ConnectorOptions::from_server_conf(&server.configuration),
+            Duration::from_secs(config.idle_timeout_secs),
+            server.configuration.upstream_keepalive_pool_size / threads.max(1),
+        ),
     };
     let mut proxy = Service::new("ecanteen-balancer".to_owned(), balancer);
     // Pingora buffers at most one MSS (1,460 bytes) of a response before writing, so a
