@@ -13,6 +13,9 @@
 # path defaults to the product read; `/healthz` (almost no replica work) isolates the
 # proxies' own cost.
 #
+# ECANTEEN_BENCH_BALANCER=path measures another build of the balancer (an earlier commit's,
+# say) against the same anchors; the default is this workspace's release build.
+#
 # Loopback only; bounded by time. Needs wrk, nginx-light and haproxy (installed when
 # missing).
 set -euo pipefail
@@ -65,7 +68,7 @@ for i in $(seq 1 50); do
   gql "{\"query\":\"mutation { createProduct(input: {name: \\\"Product $i\\\", price: $((i * 1000)), quantity: $i, category: \\\"makanan\\\"}) { id } }\"}"
 done
 
-RUST_LOG=warn "$bin/ecanteen-balancer" --listen 127.0.0.1:$lb --admin 127.0.0.1:$admin \
+RUST_LOG=warn "${ECANTEEN_BENCH_BALANCER:-$bin/ecanteen-balancer}" --listen 127.0.0.1:$lb --admin 127.0.0.1:$admin \
   --upstream 127.0.0.1:$r1 --upstream 127.0.0.1:$r2 --threads 1 \
   --rate-limit-ip 0 --rate-limit-partner 0 >/dev/null 2>&1 & pids+=($!)
 lb_pid=$!
