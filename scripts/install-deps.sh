@@ -47,15 +47,16 @@ system() {
   fi
 }
 
-# The packages the tests download: playwright-core and graphql-http (npm), schemathesis
-# (PyPI).
+# The packages the tests download: playwright-core, graphql-http and graphql-schema-linter
+# (npm), schemathesis (PyPI).
 # `--system` installs only the above; `--packages` only these (scripts/test.sh runs that
 # in the background while Rust compiles).
 packages() {
   # playwright-core, at the version the lock file pins; it drives Debian's Chromium and
   # downloads no browser of its own.
   # graphql-http, the GraphQL-over-HTTP audit suite (tests/graphql-http).
-  for dir in tests/browser tests/graphql-http; do
+  # graphql-schema-linter, on the exported SDL (tests/schema-lint).
+  for dir in tests/browser tests/graphql-http tests/schema-lint; do
     if [ ! -f "$dir/node_modules/.package-lock.json" ] \
       || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
       echo "install-deps: installing the npm packages of $dir" >&2

@@ -2,8 +2,9 @@
 # Runs every check and test of the project: the README's test command, and what CI runs.
 #   formatting, clippy (warnings are errors), then all tests on SQLite and PostgreSQL
 #   (each criterion bench run once as a test), then the browser client's tests in
-#   headless Chromium against the real stack, then schemathesis against a replica, then
-#   a short run of the load test through the balancer.
+#   headless Chromium against the real stack, graphql-http's audit, graphql-schema-linter's
+#   description rules on schema.graphql, then schemathesis against a replica, then a
+#   short run of the load test through the balancer.
 # What the build and tests need (cmake, PostgreSQL) is installed or started when missing;
 # the npm and PyPI packages download in the background while Rust compiles. Set
 # ECANTEEN_TEST_POSTGRES_URL to use another PostgreSQL server (the URL of a database
@@ -67,6 +68,8 @@ wait_for_packages
 (cd tests/browser && npm test --silent)
 stage "GraphQL over HTTP: graphql-http's audit suite (tests/graphql-http)"
 (cd tests/graphql-http && npm test --silent)
+stage "schema descriptions: graphql-schema-linter on schema.graphql (tests/schema-lint)"
+(cd tests/schema-lint && npm test --silent)
 stage "fuzz (tests/fuzz): schemathesis against a real replica, REST and GraphQL"
 tests/fuzz/run.sh
 stage "load test smoke (loadtest/): 20 users for 15 s through the balancer, invariant checked"

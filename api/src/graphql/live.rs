@@ -24,11 +24,9 @@ use crate::service::feed::{
 };
 use crate::service::{Actor, Service};
 
-/// A change of stock. Every subscriber learns which product changed and its stock
-/// now, as the public catalogue shows it; the change itself (delta, reason, time, the
-/// ledger row) is only for the product's owner. The rule is the service's
-/// (`StockFeedItem::view_for`): another partner is sent only a product's newest change,
-/// of a product not deleted, so no sales history can be read back.
+/// A change of stock, for `stockChanged`. What a subscriber may see of it is the
+/// service's rule (`StockFeedItem::view_for`): another partner is sent only a product's
+/// newest change, of a product not deleted, so no sales history can be read back.
 pub struct StockChangedEvent {
     item: Arc<StockFeedItem>,
     view: StockView,
@@ -40,6 +38,9 @@ impl StockChangedEvent {
     }
 }
 
+/// A change of stock. Every subscriber learns which product changed and its stock
+/// now, as the public catalogue shows it; the change itself (delta, reason, time, the
+/// ledger row) is only for the product's owner, and null for anyone else.
 #[Object]
 impl StockChangedEvent {
     /// The ledger id: pass the last one seen as `afterId` when reconnecting.
@@ -47,10 +48,12 @@ impl StockChangedEvent {
         ID(self.item.movement.id.to_string())
     }
 
+    /// The product whose stock changed.
     async fn product_id(&self) -> ID {
         ID(self.item.movement.product_id.to_string())
     }
 
+    /// The partner who owns the product.
     async fn owner_id(&self) -> ID {
         ID(self.item.owner_id.to_string())
     }
@@ -98,34 +101,43 @@ impl StockChangedEvent {
     }
 }
 
-/// A product's stock reached its low-stock threshold, or zero.
+/// An alert for `lowStock` (described on the `Object` impl below).
 pub struct LowStockEvent {
     item: Arc<StockFeedItem>,
 }
 
+/// A product's stock reached its low-stock threshold, or zero. Sent only to the
+/// product's owner.
 #[Object]
 impl LowStockEvent {
-    /// The ledger id of the change that crossed the threshold.
+    /// The ledger id of the change that crossed the threshold: pass the last one seen
+    /// as `afterId` when reconnecting.
     async fn id(&self) -> ID {
         ID(self.item.movement.id.to_string())
     }
 
+    /// The product that ran low.
     async fn product_id(&self) -> ID {
         ID(self.item.movement.product_id.to_string())
     }
 
+    /// The stock after the change, in units.
     async fn quantity(&self) -> i64 {
         self.item.movement.quantity_after
     }
 
+    /// The product's low-stock threshold in units, or null when it has none (then the
+    /// alert is for running out).
     async fn threshold(&self) -> Option<i64> {
         self.item.low_stock_threshold
     }
 
+    /// True when the change left no stock at all.
     async fn out_of_stock(&self) -> bool {
         self.item.movement.quantity_after == 0
     }
 
+    /// The product as it is now, even when deleted since (with `deletedAt`).
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductNode>> {
         Ok(service(ctx)?
             .product_any(self.item.movement.product_id)
@@ -134,19 +146,25 @@ impl LowStockEvent {
     }
 }
 
+/// What happened to a product.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum ProductChangeKind {
+    /// It was added to the catalogue.
     Created,
+    /// Its fields or picture changed (stock changes are `stockChanged`'s).
     Updated,
+    /// It was deleted; its stock history stays readable to its owner.
     Deleted,
 }
 
-/// A product was created, edited (its picture included) or deleted.
+/// An event for `productChanged` (described on the `Object` impl below).
 pub struct ProductChangedEvent {
     event: Arc<ProductEvent>,
     viewer: Actor,
 }
 
+/// A product was created, edited (its picture included) or deleted. Every subscriber
+/// receives these: the catalogue is public.
 #[Object]
 impl ProductChangedEvent {
     /// The product-feed id: pass the last one seen as `afterId` when reconnecting.
@@ -154,6 +172,7 @@ impl ProductChangedEvent {
         ID(self.event.id.to_string())
     }
 
+    /// What happened.
     async fn kind(&self) -> ProductChangeKind {
         match self.event.kind {
             ProductEventKind::Created => ProductChangeKind::Created,
@@ -162,10 +181,12 @@ impl ProductChangedEvent {
         }
     }
 
+    /// The product that changed.
     async fn product_id(&self) -> ID {
         ID(self.event.product_id.to_string())
     }
 
+    /// The partner who owns it.
     async fn owner_id(&self) -> ID {
         ID(self.event.owner_id.to_string())
     }
@@ -175,6 +196,7 @@ impl ProductChangedEvent {
         self.event.version
     }
 
+    /// When the change was made (UTC, RFC 3339).
     async fn created_at(&self) -> DateTime<Utc> {
         datetime(self.event.created_at)
     }
@@ -366,6 +388,10 @@ fn after_id(id: Option<&ID>) -> Result<Option<i64>, ServiceError> {
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
+/// Live events over a WebSocket (`graphql-transport-ws`, at `/graphql/ws`). Every
+/// subscription needs credentials (a session cookie or an API token, at
+/// `connection_init`), checked again before each operation: UNAUTHENTICATED once they
+/// are revoked or expire.
 #[Subscription]
 impl SubscriptionRoot {
     /// Stock changes, optionally of one product or one partner's products. The owner
@@ -375,8 +401,13 @@ impl SubscriptionRoot {
     async fn stock_changed(
         &self,
         ctx: &Context<'_>,
-        product_id: Option<ID>,
-        owner_id: Option<ID>,
+        #[graphql(desc = "Only this product's changes.")] product_id: Option<ID>,
+        #[graphql(desc = "Only changes of this partner's products.")] owner_id: Option<ID>,
+        #[graphql(desc = "The `id` of the last event seen: the events after it are \
+                          replayed from the database first (at most 1,000; past that \
+                          the subscription ends with an error naming the `afterId` to \
+                          resume from). \"0\" replays from the start; left out, events \
+                          start from now. Not a decimal integer: BAD_USER_INPUT.")]
         after_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<StockChangedEvent>>> {
         let viewer = actor(ctx)?;
@@ -401,7 +432,12 @@ impl SubscriptionRoot {
     async fn product_changed(
         &self,
         ctx: &Context<'_>,
-        owner_id: Option<ID>,
+        #[graphql(desc = "Only this partner's products.")] owner_id: Option<ID>,
+        #[graphql(desc = "The `id` of the last event seen: the events after it are \
+                          replayed from the database first (at most 1,000; past that \
+                          the subscription ends with an error naming the `afterId` to \
+                          resume from). \"0\" replays from the start; left out, events \
+                          start from now. Not a decimal integer: BAD_USER_INPUT.")]
         after_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ProductChangedEvent>>> {
         let viewer = actor(ctx)?;
@@ -423,7 +459,14 @@ impl SubscriptionRoot {
     async fn low_stock(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The subscriber's own id, or left out; anyone else's is \
+                          FORBIDDEN.")]
         owner_id: Option<ID>,
+        #[graphql(desc = "The `id` of the last event seen: the events after it are \
+                          replayed from the database first (at most 1,000; past that \
+                          the subscription ends with an error naming the `afterId` to \
+                          resume from). \"0\" replays from the start; left out, events \
+                          start from now. Not a decimal integer: BAD_USER_INPUT.")]
         after_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<LowStockEvent>>> {
         let viewer = actor(ctx)?;

@@ -13,6 +13,7 @@ pub mod report;
 pub mod stock;
 pub mod users;
 
+use async_graphql::connection::PageInfo;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use std::sync::Arc;
 
@@ -30,7 +31,10 @@ use crate::events::EventHub;
 use crate::service::{Actor, Service};
 use crate::sessions::PartnerSession;
 
-/// Every query root, merged.
+/// Reads. The catalogue (`product`, `products`) and `canteen` are public; `me` is null
+/// without credentials; `stockMovements` and `salesReport` are the partner's own
+/// (UNAUTHENTICATED without credentials, FORBIDDEN for another partner's products).
+/// Credentials are a session cookie (from `login`) or `Authorization: Bearer <token>`.
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
     users::UserQuery,
@@ -39,7 +43,10 @@ pub struct QueryRoot(
     report::ReportQuery,
 );
 
-/// Every mutation root, merged.
+/// Writes. `register` and `login` need no credentials; every other mutation acts as
+/// the logged-in partner (UNAUTHENTICATED without credentials) on their own products
+/// only (FORBIDDEN otherwise). A write that fails writes nothing. BUSY means the
+/// replica is at capacity: retry after `extensions.retryAfter` seconds.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     users::UserMutation,
@@ -272,6 +279,21 @@ pub(crate) fn page_complexity(first: Option<i32>, child_complexity: usize) -> us
 }
 
 /// A page size: at least 0, at most 100 (larger requests are capped).
+/// Where a page of a connection is, for the `pageInfo` of the connections this schema
+/// describes itself (async-graphql's own connection type carries no description).
+pub(crate) fn page_info<C, N>(page: &async_graphql::connection::Connection<C, N>) -> PageInfo
+where
+    C: async_graphql::connection::CursorType + Send + Sync,
+    N: async_graphql::OutputType,
+{
+    PageInfo {
+        has_previous_page: page.has_previous_page,
+        has_next_page: page.has_next_page,
+        start_cursor: page.edges.first().map(|e| e.cursor.encode_cursor()),
+        end_cursor: page.edges.last().map(|e| e.cursor.encode_cursor()),
+    }
+}
+
 pub(crate) fn page_size(first: Option<i32>) -> Result<i64, ServiceError> {
     match first {
         None => Ok(20),

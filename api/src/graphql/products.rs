@@ -1,6 +1,8 @@
 //! Products in GraphQL: the catalogue (public) and each partner's edits (owner only).
 
-use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::connection::{
+    Connection, CursorType, Edge, EmptyFields, OpaqueCursor, PageInfo,
+};
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use std::io::Read as _;
 
@@ -17,12 +19,15 @@ use crate::service::{
     NewProduct, Product, ProductFilter, ProductOrder, ProductPatch, Service, SortField,
 };
 
-/// Something a canteen partner sells.
+/// A product as GraphQL shows it (its description is on the `Object` impl below).
 #[derive(Clone, Debug)]
 pub struct ProductNode(pub Product);
 
+/// Something a canteen partner sells. The catalogue is public: anyone, logged in or
+/// not, may read every field except `stockMovements`, which only the owner may.
 #[Object(name = "Product")]
 impl ProductNode {
+    /// The product's id: a decimal integer as a string. Ids are never reused.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
@@ -36,19 +41,23 @@ impl ProductNode {
         Ok(UserNode(user))
     }
 
+    /// 1–100 characters, trimmed.
     async fn name(&self) -> &str {
         &self.0.name
     }
 
+    /// At most 1,000 characters; empty when there is none. May hold newlines.
     async fn description(&self) -> &str {
         &self.0.description
     }
 
-    /// Price in rupiah (an integer; no fractions).
+    /// Price in rupiah per unit, 0 to 1,000,000,000 (an integer; no fractions).
     async fn price(&self) -> i64 {
         self.0.price
     }
 
+    /// Units in stock now, 0 to 1,000,000,000. Change it with `adjustStock` or
+    /// `setStock`.
     async fn quantity(&self) -> i64 {
         self.0.quantity
     }
@@ -58,15 +67,18 @@ impl ProductNode {
         &self.0.category
     }
 
-    /// Stock at or below this is "low". Null: never low.
+    /// Stock, in units, at or below which the product is "low" (0 to 1,000,000,000).
+    /// Null: never low.
     async fn low_stock_threshold(&self) -> Option<i64> {
         self.0.low_stock_threshold
     }
 
+    /// True when `quantity` is at or below `lowStockThreshold` (false when it has none).
     async fn is_low_stock(&self) -> bool {
         self.0.is_low_stock()
     }
 
+    /// True when `quantity` is 0.
     async fn is_out_of_stock(&self) -> bool {
         self.0.quantity == 0
     }
@@ -76,7 +88,8 @@ impl ProductNode {
         self.0.image_url()
     }
 
-    /// A JPEG of at most 256 px on its longer side, or null when there is no picture.
+    /// A JPEG of at most 256 pixels on its longer side, or null when there is no
+    /// picture.
     async fn thumbnail_url(&self) -> Option<String> {
         self.0.thumbnail_url()
     }
@@ -86,10 +99,12 @@ impl ProductNode {
         self.0.version
     }
 
+    /// When the product was created (UTC, RFC 3339).
     async fn created_at(&self) -> DateTime<Utc> {
         datetime(self.0.created_at)
     }
 
+    /// When the product last changed, stock included (UTC, RFC 3339).
     async fn updated_at(&self) -> DateTime<Utc> {
         datetime(self.0.updated_at)
     }
@@ -99,50 +114,75 @@ impl ProductNode {
         self.0.deleted_at.map(datetime)
     }
 
-    /// The stock ledger of this product, newest first. Only its owner may read it.
-    #[graphql(complexity = "super::page_complexity(first, child_complexity)")]
+    /// The stock ledger of this product, newest first. Only its owner may read it:
+    /// anyone else gets FORBIDDEN, and a request without credentials UNAUTHENTICATED.
+    #[graphql(
+        cache_control(private, no_cache),
+        complexity = "super::page_complexity(first, child_complexity)"
+    )]
     async fn stock_movements(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The page size: 0 to 100 (more is read as 100; default 20). \
+                          Negative is BAD_USER_INPUT.")]
         first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before; leave it out for the \
+                          newest. A cursor not given by this field is BAD_USER_INPUT.")]
         after: Option<String>,
     ) -> async_graphql::Result<MovementConnection> {
         movements_connection(ctx, self.0.id, first, after).await
     }
 }
 
+/// What the catalogue is sorted by. Products that tie are ordered by id, so pages never
+/// skip or repeat one.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
 pub enum ProductOrderField {
+    /// The name, case-insensitively.
     #[default]
     Name,
+    /// The price in rupiah.
     Price,
+    /// The units in stock.
     Quantity,
+    /// The time of the last change.
     UpdatedAt,
+    /// The time of creation.
     CreatedAt,
+    /// The id, i.e. the order of creation.
     Id,
 }
 
+/// Which way a sort goes.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
 pub enum OrderDirection {
+    /// Smallest, earliest or A first.
     #[default]
     Asc,
+    /// Largest, latest or Z first.
     Desc,
 }
 
+/// How the catalogue is sorted. Default: by name, ascending.
 #[derive(InputObject, Default)]
 pub struct ProductOrderBy {
+    /// What to sort by. Default: NAME.
     #[graphql(default)]
     field: ProductOrderField,
+    /// Which way. Default: ASC.
     #[graphql(default)]
     direction: OrderDirection,
 }
 
+/// Which products of the catalogue to list. Every condition given must hold; leave the
+/// filter out for all products that are not deleted.
 #[derive(InputObject, Default)]
 pub struct ProductFilterInput {
     /// Only this partner's products.
     owner_id: Option<ID>,
     /// Only this partner's products, by username.
     owner_username: Option<String>,
+    /// Only this category, case-insensitively (1–40 characters, else BAD_USER_INPUT).
     category: Option<String>,
     /// Case-insensitive substring of the name.
     search: Option<String>,
@@ -158,17 +198,47 @@ pub struct ProductListInfo {
     filter: ProductFilter,
 }
 
-#[Object]
 impl ProductListInfo {
-    /// How many products match the filter, on all pages (counted only when asked for).
-    // Its query is charged to the listing field: see `page_complexity`.
     async fn total_count(&self) -> async_graphql::Result<i64> {
         Ok(self.service.count_products(&self.filter).await?)
     }
 }
 
-pub type ProductConnection = Connection<OpaqueCursor<ProductCursor>, ProductNode, ProductListInfo>;
+/// One page of the catalogue. The connection's own type has no description in
+/// async-graphql, so this wraps it and describes each field.
+pub struct ProductConnection {
+    page: Connection<OpaqueCursor<ProductCursor>, ProductNode>,
+    info: ProductListInfo,
+}
 
+/// One page of the catalogue, in the order asked for, at most 100 products.
+#[Object]
+impl ProductConnection {
+    /// Where this page is: whether more follow, and the cursor to pass as `after` to
+    /// read them.
+    async fn page_info(&self) -> PageInfo {
+        super::page_info(&self.page)
+    }
+
+    /// The products of this page, each with its cursor.
+    async fn edges(&self) -> &[Edge<OpaqueCursor<ProductCursor>, ProductNode, EmptyFields>] {
+        &self.page.edges
+    }
+
+    /// The products of this page, without cursors.
+    async fn nodes(&self) -> Vec<&ProductNode> {
+        self.page.edges.iter().map(|e| &e.node).collect()
+    }
+
+    /// How many products match the filter, on all pages (counted only when asked for).
+    // Its query is charged to the listing field: see `page_complexity`.
+    async fn total_count(&self) -> async_graphql::Result<i64> {
+        self.info.total_count().await
+    }
+}
+
+/// A new product. A value out of bounds is BAD_USER_INPUT with `extensions.field`
+/// naming it (e.g. `input.price`), and nothing is written.
 #[derive(InputObject)]
 pub struct CreateProductInput {
     /// 1–100 characters.
@@ -178,19 +248,29 @@ pub struct CreateProductInput {
     description: String,
     /// Rupiah, 0 to 1,000,000,000.
     price: i64,
-    /// Initial stock, recorded in the ledger as a RESTOCK.
+    /// Initial stock in units, 0 to 1,000,000,000 (default 0), recorded in the ledger
+    /// as a RESTOCK.
     #[graphql(default)]
     quantity: i64,
-    /// 1–40 characters, e.g. `makanan` or `minuman`.
+    /// 1–40 characters, e.g. `makanan` or `minuman`; stored lower-case.
     category: String,
+    /// Units at or below which the product is low, 0 to 1,000,000,000. Null or left out:
+    /// never low.
     low_stock_threshold: Option<i64>,
 }
 
+/// Changes to a product. A field left out (or null, except `lowStockThreshold`) keeps
+/// its value; the bounds are those of `CreateProductInput`, and one out of bounds is
+/// BAD_USER_INPUT with nothing written.
 #[derive(InputObject)]
 pub struct UpdateProductInput {
+    /// A new name, 1–100 characters.
     name: Option<String>,
+    /// A new description, at most 1,000 characters; "" clears it.
     description: Option<String>,
+    /// A new price in rupiah, 0 to 1,000,000,000.
     price: Option<i64>,
+    /// A new category, 1–40 characters.
     category: Option<String>,
     /// null clears it; leaving it out keeps it.
     low_stock_threshold: MaybeUndefined<i64>,
@@ -204,11 +284,17 @@ pub struct ProductQuery;
 
 #[Object]
 impl ProductQuery {
-    /// One product, or null when it does not exist (or was deleted).
-    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
+    /// One product, or null when it does not exist (or was deleted). Public: an
+    /// anonymous GET of it may be cached for 5 seconds.
+    #[graphql(
+        cache_control(max_age = 5),
+        complexity = "super::QUERY_COST + child_complexity"
+    )]
     async fn product(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The product's id. One that is not a decimal integer is \
+                          BAD_USER_INPUT.")]
         id: ID,
     ) -> async_graphql::Result<Option<ProductNode>> {
         let id = id_arg("id", &id)?;
@@ -216,15 +302,26 @@ impl ProductQuery {
     }
 
     /// The catalogue: every partner's products, filtered, ordered and paged (at most
-    /// 100 a page).
-    #[graphql(complexity = "super::page_complexity(first, child_complexity)")]
+    /// 100 a page). Public: an anonymous GET of it may be cached for 5 seconds.
+    #[graphql(
+        cache_control(max_age = 5),
+        complexity = "super::page_complexity(first, child_complexity)"
+    )]
     async fn products(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The page size: 0 to 100 (more is read as 100; default 20). \
+                          Negative is BAD_USER_INPUT.")]
         first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before; leave it out for the \
+                          first page. The cursor must come from a listing sorted by the \
+                          same `orderBy.field`, else BAD_USER_INPUT.")]
         after: Option<String>,
+        #[graphql(desc = "Which products to list. Default: all that are not deleted.")]
         filter: Option<ProductFilterInput>,
-        order_by: Option<ProductOrderBy>,
+        #[graphql(desc = "The order. Default: by name, ascending.")] order_by: Option<
+            ProductOrderBy,
+        >,
     ) -> async_graphql::Result<ProductConnection> {
         let service = service(ctx)?;
         let first = page_size(first)?;
@@ -269,14 +366,16 @@ impl ProductQuery {
                 .load_many(owners)
                 .await?;
         }
-        let mut connection =
-            Connection::with_additional_fields(after.is_some(), page.has_next, info);
+        let mut connection = Connection::new(after.is_some(), page.has_next);
         connection.edges.extend(
             page.items
                 .into_iter()
                 .map(|p| Edge::new(OpaqueCursor(ProductCursor::of(order, &p)), ProductNode(p))),
         );
-        Ok(connection)
+        Ok(ProductConnection {
+            page: connection,
+            info,
+        })
     }
 }
 
@@ -340,7 +439,11 @@ impl ProductMutation {
     async fn create_product(
         &self,
         ctx: &Context<'_>,
-        input: CreateProductInput,
+        #[graphql(desc = "The product's fields.")] input: CreateProductInput,
+        #[graphql(desc = "A picture: JPEG, PNG, WebP or GIF, sent as a file of a \
+                          multipart request, within the replica's limits (by default 5 \
+                          MiB, and 4,096 pixels on the longer side). Anything else is BAD_USER_INPUT; past the partner's \
+                          picture quota, also BAD_USER_INPUT.")]
         image: Option<Upload>,
     ) -> async_graphql::Result<ProductNode> {
         let actor = actor(ctx)?;
@@ -366,9 +469,21 @@ impl ProductMutation {
     async fn update_product(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The product's id: one of the caller's (else FORBIDDEN; \
+                          NOT_FOUND when there is none).")]
         id: ID,
+        #[graphql(desc = "The fields to change; the others keep their values.")]
         input: UpdateProductInput,
+        #[graphql(desc = "The product's `version` as the caller last read it: when \
+                          the product has changed since, the answer is CONFLICT and \
+                          nothing is written. Left out, the write applies regardless.")]
         expected_version: Option<i64>,
+        #[graphql(
+            desc = "A new picture (left out: the picture is kept): JPEG, PNG, WebP or GIF, sent as a file of a \
+                          multipart request, within the replica's limits (by default 5 \
+                          MiB, and 4,096 pixels on the longer side). Anything else is BAD_USER_INPUT; past the partner's \
+                          picture quota, also BAD_USER_INPUT."
+        )]
         image: Option<Upload>,
     ) -> async_graphql::Result<ProductNode> {
         let actor = actor(ctx)?;
@@ -422,8 +537,19 @@ impl ProductMutation {
     async fn set_product_image(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The product's id: one of the caller's (else FORBIDDEN; \
+                          NOT_FOUND when there is none).")]
         product_id: ID,
+        #[graphql(
+            desc = "The new picture, or null to remove it: JPEG, PNG, WebP or GIF, sent as a file of a \
+                          multipart request, within the replica's limits (by default 5 \
+                          MiB, and 4,096 pixels on the longer side). Anything else is BAD_USER_INPUT; past the partner's \
+                          picture quota, also BAD_USER_INPUT."
+        )]
         image: Option<Upload>,
+        #[graphql(desc = "The product's `version` as the caller last read it: when \
+                          the product has changed since, the answer is CONFLICT and \
+                          nothing is written. Left out, the write applies regardless.")]
         expected_version: Option<i64>,
     ) -> async_graphql::Result<ProductNode> {
         let actor = actor(ctx)?;
@@ -444,7 +570,12 @@ impl ProductMutation {
     async fn delete_product(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The product's id: one of the caller's (else FORBIDDEN; \
+                          NOT_FOUND when there is none).")]
         id: ID,
+        #[graphql(desc = "The product's `version` as the caller last read it: when \
+                          the product has changed since, the answer is CONFLICT and \
+                          nothing is written. Left out, the write applies regardless.")]
         expected_version: Option<i64>,
     ) -> async_graphql::Result<ProductNode> {
         let actor = actor(ctx)?;

@@ -72,6 +72,7 @@ pub struct SalesGroup {
     product_name: Option<String>,
     /// Whether the product was deleted since (its history still counts).
     product_deleted: Option<bool>,
+    /// What was sold and how stock moved in this group.
     figures: SalesFiguresGql,
 }
 
@@ -99,9 +100,11 @@ impl From<ProductSales> for SalesGroup {
     }
 }
 
-/// A partner's sales and stock movements over a range of days.
+/// A sales report as GraphQL shows it (described on the `Object` impl below).
 pub struct SalesReportNode(SalesReport);
 
+/// A partner's sales and stock movements over a range of days, read from the stock
+/// ledger. Only the partner may see their own report.
 #[Object(name = "SalesReport")]
 impl SalesReportNode {
     /// The first day of the range.
@@ -119,6 +122,7 @@ impl SalesReportNode {
         self.0.time_zone.name()
     }
 
+    /// How `groups` are formed, as asked for.
     async fn group_by(&self) -> ReportGroupingGql {
         match self.0.groups.grouping() {
             ReportGrouping::Day => ReportGroupingGql::Day,
@@ -168,7 +172,9 @@ pub struct ReportQuery;
 
 #[Object]
 impl ReportQuery {
-    /// The canteen's time zone and today's date in it (anyone may ask).
+    /// The canteen's time zone and today's date in it (anyone may ask; an anonymous GET
+    /// may be cached for 60 seconds).
+    #[graphql(cache_control(max_age = 60))]
     async fn canteen(&self, ctx: &Context<'_>) -> async_graphql::Result<Canteen> {
         let tz = service(ctx)?.time_zone();
         Ok(Canteen {
@@ -180,7 +186,10 @@ impl ReportQuery {
     /// The logged-in partner's own sales report: their products only. Days are
     /// calendar days in the canteen's time zone. At most 366 days (else
     /// BAD_USER_INPUT on `to`); UNAUTHENTICATED without a partner.
-    #[graphql(complexity = "4 * QUERY_COST + child_complexity")]
+    #[graphql(
+        cache_control(private, no_cache),
+        complexity = "4 * QUERY_COST + child_complexity"
+    )]
     async fn sales_report(
         &self,
         ctx: &Context<'_>,

@@ -1,6 +1,8 @@
 //! Stock changes and the ledger in GraphQL.
 
-use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::connection::{
+    Connection, CursorType, Edge, EmptyFields, OpaqueCursor, PageInfo,
+};
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -18,6 +20,7 @@ use crate::service::{AdjustStock, SetStock, StockChange, StockMovement};
 pub enum StockReasonGql {
     /// A delivery or new production.
     Restock,
+    /// Units sold (or, with a positive delta, returned): what the sales report counts.
     Sale,
     /// Spoiled, broken or thrown away.
     Waste,
@@ -25,13 +28,16 @@ pub enum StockReasonGql {
     Correction,
     /// A physical count (`setStock`).
     Count,
+    /// Anything else; say what in the movement's `note`.
     Other,
 }
 
-/// One row of the append-only stock ledger.
+/// A ledger row as GraphQL shows it (described on the `Object` impl below).
 #[derive(Clone, Debug)]
 pub struct StockMovementNode(pub StockMovement);
 
+/// One row of the append-only stock ledger: one change of one product's stock. Rows
+/// are never edited or deleted. Only the product's owner may read them.
 #[Object(name = "StockMovement")]
 impl StockMovementNode {
     /// Ledger ids increase with every change.
@@ -39,6 +45,7 @@ impl StockMovementNode {
         ID(self.0.id.to_string())
     }
 
+    /// The product whose stock changed.
     async fn product_id(&self) -> ID {
         ID(self.0.product_id.to_string())
     }
@@ -52,26 +59,32 @@ impl StockMovementNode {
         Ok(UserNode(user))
     }
 
+    /// The change in units: positive added stock, negative removed it.
     async fn delta(&self) -> i64 {
         self.0.delta
     }
 
+    /// The stock after this change, in units (never below 0).
     async fn quantity_after(&self) -> i64 {
         self.0.quantity_after
     }
 
+    /// Why the stock changed.
     async fn reason(&self) -> StockReasonGql {
         self.0.reason.into()
     }
 
+    /// The note given with the change (at most 500 characters), or null.
     async fn note(&self) -> Option<&str> {
         self.0.note.as_deref()
     }
 
+    /// The idempotency key the change was made with, or null.
     async fn idempotency_key(&self) -> Option<&str> {
         self.0.idempotency_key.as_deref()
     }
 
+    /// When the change was made (UTC, RFC 3339).
     async fn created_at(&self) -> DateTime<Utc> {
         datetime(self.0.created_at)
     }
@@ -83,7 +96,29 @@ impl StockMovementNode {
     }
 }
 
-pub type MovementConnection = Connection<OpaqueCursor<i64>, StockMovementNode>;
+/// One page of a ledger. Wraps async-graphql's connection, whose type has no
+/// description, to describe it.
+pub struct MovementConnection(Connection<OpaqueCursor<i64>, StockMovementNode>);
+
+/// One page of a product's stock ledger, newest first, at most 100 rows.
+#[Object(name = "StockMovementConnection")]
+impl MovementConnection {
+    /// Where this page is: whether older rows follow, and the cursor to pass as `after`
+    /// to read them.
+    async fn page_info(&self) -> PageInfo {
+        super::page_info(&self.0)
+    }
+
+    /// The rows of this page, each with its cursor.
+    async fn edges(&self) -> &[Edge<OpaqueCursor<i64>, StockMovementNode, EmptyFields>] {
+        &self.0.edges
+    }
+
+    /// The rows of this page, without cursors.
+    async fn nodes(&self) -> Vec<&StockMovementNode> {
+        self.0.edges.iter().map(|e| &e.node).collect()
+    }
+}
 
 /// One page of a product's ledger, newest first, for its owner only.
 pub(crate) async fn movements_connection(
@@ -107,33 +142,52 @@ pub(crate) async fn movements_connection(
             .into_iter()
             .map(|m| Edge::new(OpaqueCursor(m.id), StockMovementNode(m))),
     );
-    Ok(connection)
+    Ok(MovementConnection(connection))
 }
 
+/// A change of stock by a number of units. Only the product's owner may make it
+/// (FORBIDDEN otherwise).
 #[derive(InputObject)]
 pub struct AdjustStockInput {
+    /// The product, one of the caller's (NOT_FOUND when there is none or it was
+    /// deleted).
     product_id: ID,
-    /// Added to the stock; negative removes. Never takes stock below zero.
+    /// Units added to the stock; negative removes. -1,000,000,000 to 1,000,000,000, not
+    /// 0 (BAD_USER_INPUT). Never takes stock below zero: INSUFFICIENT_STOCK, with
+    /// nothing written.
     delta: i64,
     /// Why the stock changed. Default: SALE when `delta` is negative, RESTOCK when it
     /// is positive (as REST's `POST /ecanteen/product/{id}/stock`).
     reason: Option<StockReasonGql>,
+    /// Free text kept with the ledger row, at most 500 characters.
     note: Option<String>,
     /// When given, the change applies only if the stock is exactly this (else CONFLICT).
     expected_quantity: Option<i64>,
-    /// Makes retries safe: a repeat with the same key returns the first result.
+    /// Makes retries safe: a repeat with the same key returns the first result, with
+    /// `replayed: true`. 1–128 visible ASCII characters; the same key with another
+    /// change is BAD_USER_INPUT.
     idempotency_key: Option<String>,
 }
 
+/// A physical count: sets the stock to what was counted, and the ledger records the
+/// difference. Only the product's owner may make it (FORBIDDEN otherwise).
 #[derive(InputObject)]
 pub struct SetStockInput {
+    /// The product, one of the caller's (NOT_FOUND when there is none or it was
+    /// deleted).
     product_id: ID,
-    /// The counted quantity.
+    /// The counted quantity, in units, 0 to 1,000,000,000.
     quantity: i64,
+    /// Why the stock changed. Default: COUNT.
     #[graphql(default_with = "StockReasonGql::Count")]
     reason: StockReasonGql,
+    /// Free text kept with the ledger row, at most 500 characters.
     note: Option<String>,
+    /// When given, the count applies only if the stock is exactly this (else CONFLICT).
     expected_quantity: Option<i64>,
+    /// Makes retries safe: a repeat with the same key returns the first result, with
+    /// `replayed: true`. 1–128 visible ASCII characters; the same key with another
+    /// change is BAD_USER_INPUT.
     idempotency_key: Option<String>,
 }
 
@@ -178,12 +232,19 @@ pub struct StockQuery;
 #[Object]
 impl StockQuery {
     /// A product's stock ledger, newest first (owner only; deleted products included).
-    #[graphql(complexity = "super::page_complexity(first, child_complexity)")]
+    #[graphql(
+        cache_control(private, no_cache),
+        complexity = "super::page_complexity(first, child_complexity)"
+    )]
     async fn stock_movements(
         &self,
         ctx: &Context<'_>,
-        product_id: ID,
+        #[graphql(desc = "The product, one of the caller's (else FORBIDDEN).")] product_id: ID,
+        #[graphql(desc = "The page size: 0 to 100 (more is read as 100; default 20). \
+                          Negative is BAD_USER_INPUT.")]
         first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before; leave it out for the \
+                          newest. A cursor not given by this field is BAD_USER_INPUT.")]
         after: Option<String>,
     ) -> async_graphql::Result<MovementConnection> {
         let product_id = id_arg("productId", &product_id)?;
@@ -200,7 +261,7 @@ impl StockMutation {
     async fn adjust_stock(
         &self,
         ctx: &Context<'_>,
-        input: AdjustStockInput,
+        #[graphql(desc = "The product and the change.")] input: AdjustStockInput,
     ) -> async_graphql::Result<StockChangePayload> {
         let actor = actor(ctx)?;
         let change = AdjustStock {
@@ -218,7 +279,7 @@ impl StockMutation {
     async fn set_stock(
         &self,
         ctx: &Context<'_>,
-        input: SetStockInput,
+        #[graphql(desc = "The product and its counted quantity.")] input: SetStockInput,
     ) -> async_graphql::Result<StockChangePayload> {
         let actor = actor(ctx)?;
         let change = SetStock {

@@ -22,12 +22,15 @@ impl Loader<i64> for OwnerLoader {
     }
 }
 
-/// A partner: a stall owner who sells in the canteen.
+/// A partner as GraphQL shows it (described on the `Object` impl below).
 #[derive(Clone, Debug)]
 pub struct UserNode(pub User);
 
+/// A partner: a stall owner who sells in the canteen. Anyone may see a product's owner
+/// (id, username, createdAt); only the partner may see their `apiTokens`.
 #[Object(name = "User")]
 impl UserNode {
+    /// The partner's id: a decimal integer as a string.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
@@ -37,40 +40,54 @@ impl UserNode {
         &self.0.username
     }
 
+    /// When the partner registered (UTC, RFC 3339).
     async fn created_at(&self) -> DateTime<Utc> {
         datetime(self.0.created_at)
     }
 
-    /// This partner's API tokens, newest first. Only the partner may see them.
-    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
+    /// This partner's API tokens, newest first, revoked ones included. Only the partner
+    /// may see them: FORBIDDEN for anyone else.
+    #[graphql(
+        cache_control(private, no_cache),
+        complexity = "super::QUERY_COST + child_complexity"
+    )]
     async fn api_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiTokenNode>> {
         let tokens = service(ctx)?.api_tokens(&actor(ctx)?, self.0.id).await?;
         Ok(tokens.into_iter().map(ApiTokenNode).collect())
     }
 }
 
-/// A named, revocable credential for an integrator. Its secret is shown only once.
+/// An API token as GraphQL shows it (described on the `Object` impl below).
 #[derive(Clone, Debug)]
 pub struct ApiTokenNode(pub ApiToken);
 
+/// A named, revocable credential for an integrator, sent as `Authorization: Bearer`.
+/// Its secret is shown only once, by `createApiToken`; this type never carries it.
+/// Only the partner who made it may see it.
 #[Object(name = "ApiToken")]
 impl ApiTokenNode {
+    /// The token's id, for `revokeApiToken`.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
+    /// What the partner called it, 1–60 characters.
     async fn name(&self) -> &str {
         &self.0.name
     }
 
+    /// When it was created (UTC, RFC 3339).
     async fn created_at(&self) -> DateTime<Utc> {
         datetime(self.0.created_at)
     }
 
+    /// When a request last used it (UTC; updated at most once a minute), or null when
+    /// it was never used.
     async fn last_used_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_used_at.map(datetime)
     }
 
+    /// When it was revoked (UTC), or null while it still works.
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.0.revoked_at.map(datetime)
     }
@@ -81,9 +98,12 @@ impl ApiTokenNode {
 pub struct CreatedApiToken {
     /// Send as `Authorization: Bearer <token>`.
     token: String,
+    /// The token's record, as `apiTokens` lists it.
     api_token: ApiTokenNode,
 }
 
+/// A new partner account. A username already taken is CONFLICT; one out of bounds is
+/// BAD_USER_INPUT naming the field.
 #[derive(InputObject)]
 pub struct RegisterInput {
     /// 3–32 characters of a-z, 0-9, '_', '.', '-' (letters are lower-cased).
@@ -98,7 +118,10 @@ pub struct UserQuery;
 #[Object]
 impl UserQuery {
     /// The partner behind this request, or null when not logged in.
-    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
+    #[graphql(
+        cache_control(private, no_cache),
+        complexity = "super::QUERY_COST + child_complexity"
+    )]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserNode>> {
         let Some(actor) = auth(ctx)?.actor else {
             return Ok(None);
@@ -116,7 +139,7 @@ impl UserMutation {
     async fn register(
         &self,
         ctx: &Context<'_>,
-        input: RegisterInput,
+        #[graphql(desc = "The username and password.")] input: RegisterInput,
     ) -> async_graphql::Result<UserNode> {
         let user = service(ctx)?
             .register(&input.username, &input.password, None)
@@ -128,7 +151,11 @@ impl UserMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        username: String,
+        #[graphql(desc = "The partner's username (any case).")] username: String,
+        #[graphql(desc = "The partner's password. A wrong username or password is \
+                          UNAUTHENTICATED, the same for both; after five failures \
+                          (by default) TOO_MANY_REQUESTS, with `extensions.retryAfter` in \
+                          seconds.")]
         password: String,
     ) -> async_graphql::Result<UserNode> {
         let session = auth(ctx)?.session.clone().ok_or_else(|| {
@@ -150,8 +177,8 @@ impl UserMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        current: String,
-        new: String,
+        #[graphql(desc = "The password now, checked as a login is.")] current: String,
+        #[graphql(desc = "The new password, 8–128 characters.")] new: String,
     ) -> async_graphql::Result<bool> {
         let actor = actor(ctx)?;
         let session = auth(ctx)?.session.clone().ok_or_else(|| {
@@ -183,6 +210,7 @@ impl UserMutation {
     async fn create_api_token(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "What to call it, 1–60 characters, e.g. the till it is for.")]
         name: String,
     ) -> async_graphql::Result<CreatedApiToken> {
         let actor = actor(ctx)?;
@@ -197,7 +225,7 @@ impl UserMutation {
     async fn revoke_api_token(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The token's id: one of the caller's (NOT_FOUND otherwise).")] id: ID,
     ) -> async_graphql::Result<ApiTokenNode> {
         let actor = actor(ctx)?;
         let id = id_arg("id", &id)?;

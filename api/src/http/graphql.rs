@@ -37,6 +37,7 @@ use axum::{Json, Router};
 use futures_util::TryStreamExt as _;
 use tower_sessions::Session;
 
+use super::caching::{no_store_unless_set, public_answer, Cacheability};
 use super::{
     auth, content_essence, declared_length, is_preflighted, json_error, with_retry_after, AppState,
 };
@@ -56,7 +57,7 @@ async fn post_graphql(
     body: Body,
 ) -> Response {
     let media = Media::negotiate(&headers);
-    media.label(post_answer(&state, session, &headers, body, media).await)
+    no_store_unless_set(media.label(post_answer(&state, session, &headers, body, media).await))
 }
 
 async fn post_answer(
@@ -107,7 +108,7 @@ async fn post_answer(
         }
         _ => {}
     }
-    execute(state, session, headers, batch, media).await
+    execute(state, session, headers, batch, media, Method::Post).await
 }
 
 /// The password fields of a whole batch (each document's own count is the schema's
@@ -263,7 +264,7 @@ async fn get_graphql(
     Query(params): Query<GetParams>,
 ) -> Response {
     let media = Media::negotiate(&headers);
-    media.label(get_answer(&state, session, &headers, params, media).await)
+    no_store_unless_set(media.label(get_answer(&state, session, &headers, params, media).await))
 }
 
 async fn get_answer(
@@ -323,8 +324,16 @@ async fn get_answer(
         headers,
         BatchRequest::Single(request),
         media,
+        Method::Get,
     )
     .await
+}
+
+/// How a GraphQL request came: only a GET may be answered from a cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
 }
 
 async fn execute(
@@ -333,8 +342,13 @@ async fn execute(
     headers: &HeaderMap,
     batch: BatchRequest,
     media: Media,
+    method: Method,
 ) -> Response {
     let session = PartnerSession::new(session);
+    // No credential of any kind: the answer is the same for everyone who asks.
+    let anonymous_get = method == Method::Get
+        && session.id().is_none()
+        && !headers.contains_key(header::AUTHORIZATION);
     let actor = match auth::resolve(
         &state.service,
         headers,
@@ -391,6 +405,11 @@ async fn execute(
             }
         }
     }
+    if let Cacheability::Public { max_age } = Cacheability::of(anonymous_get, &response) {
+        if let Ok(body) = serde_json::to_vec(&response) {
+            return public_answer(headers, media.content_type(), body, max_age);
+        }
+    }
     let json = Json(response).into_response();
     if let Some(wait) = unavailable {
         let (mut parts, body) = json.into_parts();
@@ -411,6 +430,14 @@ enum Media {
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 impl Media {
+    /// The `Content-Type` of an answer in this media type.
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+        }
+    }
+
     /// `application/graphql-response+json` when `Accept` names it with a quality at
     /// least that of `application/json` (or of a wildcard that covers it); otherwise
     /// `application/json`, also with no `Accept` at all.
@@ -450,7 +477,7 @@ impl Media {
         if self == Self::GraphqlResponseJson && is_json {
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
+                HeaderValue::from_static(Self::GraphqlResponseJson.content_type()),
             );
         }
         response

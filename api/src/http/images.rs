@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use super::caching::matches_etag;
 use super::{json_error, AppState};
 use crate::domain::picture::{content_type_of_ext, THUMBNAIL_EXT};
 use crate::service::pictures::StoredFile;
@@ -71,17 +72,6 @@ async fn thumbnail(
         Ok(None) => not_found(),
         Err(err) => super::graphql::service_error_response(err),
     }
-}
-
-/// Whether `If-None-Match` lists this ETag (weak or strong) or `*`.
-fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*")
 }
 
 fn caching_headers(etag: &str) -> [(header::HeaderName, HeaderValue); 2] {

@@ -16,6 +16,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod caching;
 pub mod client;
 pub mod graphql;
 pub mod health;

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod caching;
 mod cancellation;
 mod client;
 mod concurrency;
