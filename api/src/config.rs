@@ -210,6 +210,13 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_LOGIN_WINDOW_MINS", default_value_t = 15)]
     pub login_window_mins: u64,
 
+    /// The most persisted query texts (automatic persisted queries) the database keeps
+    /// for all replicas; past it the oldest are dropped, and their clients send them
+    /// again once.
+    #[arg(long, env = "ECANTEEN_PERSISTED_QUERIES_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub persisted_queries_max: i64,
+
     /// Seconds a client has to send a request's whole header (slow-loris defence); an
     /// idle keep-alive connection is closed after as long. Keep it above the idle
     /// timeout of a balancer's upstream pool (`ecanteen-balancer`: 20 s), so the

@@ -1,4 +1,12 @@
 // GraphQL over fetch, with errors turned into something a person can read.
+//
+// Reads go as automatic persisted queries (Apollo's APQ protocol) by GET: the URL
+// carries the query's SHA-256 and its variables, not its text, so the browser's cache
+// can hold the answer and revalidate it (the server answers 304 while it is unchanged).
+// The first time a replica set has not seen a query, it answers
+// PERSISTED_QUERY_NOT_FOUND and the client sends the text once, by POST. Mutations,
+// and reads where the page has no Web Crypto (a page served over plain HTTP to another
+// host), go by POST as before.
 
 import { t } from './i18n.js';
 
@@ -85,10 +93,10 @@ function friendly(error) {
   return new ApiError(message, options);
 }
 
-async function send(init) {
+async function send(init, url = '/graphql') {
   let response;
   try {
-    response = await fetch('/graphql', { credentials: 'same-origin', ...init });
+    response = await fetch(url, { credentials: 'same-origin', ...init });
   } catch {
     throw new ApiError(t('error.offline'), { code: 'OFFLINE' });
   }
@@ -107,13 +115,38 @@ async function send(init) {
   return body.data;
 }
 
-/** Runs a query or mutation. */
-export function gql(query, variables = {}) {
+function post(body) {
   return send({
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query, variables }),
+    body: JSON.stringify(body),
   });
+}
+
+const hashes = new Map();
+
+/** The SHA-256 of a query's text, in hex; null without Web Crypto. */
+async function sha256(text) {
+  if (!globalThis.crypto?.subtle) return null;
+  if (!hashes.has(text)) {
+    const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
+    hashes.set(text, Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join(''));
+  }
+  return hashes.get(text);
+}
+
+/** Runs a query or mutation; queries as persisted queries, by GET. */
+export async function gql(query, variables = {}) {
+  const hash = /^\s*(query\b|\{)/.test(query) ? await sha256(query) : null;
+  if (!hash) return post({ query, variables });
+  const extensions = { persistedQuery: { version: 1, sha256Hash: hash } };
+  const url = `/graphql?${new URLSearchParams({ variables: JSON.stringify(variables), extensions: JSON.stringify(extensions) })}`;
+  try {
+    return await send({ method: 'GET' }, url);
+  } catch (error) {
+    if (error.code !== 'PERSISTED_QUERY_NOT_FOUND') throw error;
+  }
+  return post({ query, variables, extensions });
 }
 
 /** Runs a mutation with one file, per the GraphQL multipart request spec. */

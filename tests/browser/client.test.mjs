@@ -49,6 +49,16 @@ function png(width, height, [r, g, b]) {
   return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
 }
 
+/** The GraphQL endpoint's requests, by GET (reads, with a query string) or POST. */
+const GRAPHQL = (url) => url.pathname === '/graphql';
+
+/** A GraphQL request's variables: from the body of a POST, the URL of a GET. */
+function variablesOf(request) {
+  if (request.method() === 'POST') return request.postDataJSON()?.variables ?? null;
+  const raw = new URL(request.url()).searchParams.get('variables');
+  return raw ? JSON.parse(raw) : null;
+}
+
 let stack;
 let browser;
 
@@ -332,12 +342,13 @@ describe('the browser client', () => {
     await logIn(page, 'grosir');
     // The catalogue's first read (no filter) is held back until the search has been
     // answered, as a slow network can do: its late answer must not replace the newer one.
+    // (The catalogue's reads are the only ones with a filter variable, `f`.)
     const unfiltered = (request) => {
-      const body = request.method() === 'POST' ? request.postDataJSON() : null;
-      return Boolean(body?.query?.includes('ProductFilterInput')) && Object.keys(body.variables?.f ?? {}).length === 0;
+      const variables = variablesOf(request);
+      return Boolean(variables && 'f' in variables) && Object.keys(variables.f ?? {}).length === 0;
     };
     const held = deferred();
-    await page.route('**/graphql', async (route) => {
+    await page.route(GRAPHQL, async (route) => {
       if (unfiltered(route.request())) await held.promise;
       await route.continue();
     });
@@ -350,11 +361,74 @@ describe('the browser client', () => {
     await late;
     await page.waitForTimeout(300);
     assert.equal(await page.locator('.page-status').textContent(), 'Showing 1–12 of 14 products');
-    await page.unroute('**/graphql');
+    await page.unroute(GRAPHQL);
     await page.getByRole('button', { name: 'Next →' }).click();
     await page.getByText('Showing 13–14 of 14 products').waitFor();
     await page.getByRole('button', { name: '← Previous' }).click();
     await page.getByText('Showing 1–12 of 14 products').waitFor();
+    await page.context().close();
+  });
+
+  test('reads are persisted queries by GET, and the catalogue loaded again is a 304', async () => {
+    const seller = await new Partner(stack.base, 'cache_stall').join();
+    await seller.createProduct('Es Jeruk', 3);
+    const page = await newPage();
+    await logIn(page, 'cache_stall');
+    // What crossed the network, as Chromium saw it: Playwright reports a revalidated
+    // answer by the cached copy's status (200), the DevTools protocol by the wire's.
+    const wire = new Map();
+    const entry = (id) => wire.get(id) ?? wire.set(id, { order: wire.size }).get(id);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Network.enable');
+    cdp.on('Network.requestWillBeSent', ({ requestId, request }) => {
+      Object.assign(entry(requestId), { method: request.method, url: new URL(request.url), body: request.postData });
+    });
+    cdp.on('Network.requestWillBeSentExtraInfo', ({ requestId, headers }) => {
+      const tag = Object.entries(headers).find(([name]) => name.toLowerCase() === 'if-none-match');
+      entry(requestId).tag = tag?.[1] ?? null;
+    });
+    cdp.on('Network.responseReceivedExtraInfo', ({ requestId, statusCode }) => {
+      entry(requestId).status = statusCode;
+    });
+    // The catalogue's reads are the only ones with a filter variable, `f`.
+    const isCatalogue = (read) => {
+      if (!read.url || !GRAPHQL(read.url)) return false;
+      const raw = read.method === 'POST' ? JSON.parse(read.body ?? '{}').variables : JSON.parse(read.url.searchParams.get('variables') ?? 'null');
+      return Boolean(raw && 'f' in raw);
+    };
+    const loads = [];
+    for (let i = 0; i < 3; i += 1) {
+      const before = new Set(wire.keys());
+      await page.getByRole('link', { name: 'Catalogue' }).click();
+      await page.locator('.page-status', { hasText: /^Showing/ }).waitFor();
+      await page.waitForTimeout(300);
+      loads.push([...wire].filter(([id, read]) => !before.has(id) && isCatalogue(read))
+        .map(([, read]) => read).sort((a, b) => a.order - b.order));
+      await page.getByRole('link', { name: 'Dashboard' }).click();
+      await page.getByRole('heading', { name: 'Your products' }).waitFor();
+    }
+    await cdp.detach();
+    const seen = JSON.stringify(loads.map((load) => load.map(({ method, status, tag }) => [method, status, tag ?? null])));
+    // Every read by GET carries the hash and not the text.
+    for (const read of loads.flat().filter((r) => r.method === 'GET')) {
+      assert.equal(read.url.searchParams.get('query'), null, read.url.href);
+      assert.match(read.url.searchParams.get('extensions'), /"sha256Hash":"[0-9a-f]{64}"/);
+    }
+    // The first load is the hash alone by GET, answered from the replicas' store when an
+    // earlier client taught them the query; else not found, and then the text goes
+    // once, by POST, and the next load is the hash alone.
+    const first = loads[0].map((r) => [r.method, r.status]);
+    if (first.length === 2) {
+      assert.deepEqual(first, [['GET', 200], ['POST', 200]], seen);
+      assert.deepEqual(loads[1].map((r) => [r.method, r.status]), [['GET', 200]], seen);
+    } else {
+      assert.deepEqual(first, [['GET', 200]], seen);
+    }
+    // The last: the browser asked with its cached copy's tag, and the answer was 304
+    // (nothing but headers crossed the network).
+    assert.deepEqual(loads[2].map((r) => [r.method, r.status]), [['GET', 304]], seen);
+    assert.ok(loads[2][0].tag, seen);
+    assert.deepEqual(page.problems, []);
     await page.context().close();
   });
 
@@ -368,7 +442,11 @@ describe('the browser client', () => {
     // Each stock change re-reads the summary twice: after the page's own mutation, and
     // on the live event. The answers to the two reads after "−" (out of stock: 1) are
     // held back until the two reads after "+" (out of stock: 0) have been answered.
-    const summary = (request) => request.method() === 'POST' && Boolean(request.postDataJSON()?.query?.includes('low: products'));
+    // (The summary is the one read whose only variable is the owner, `o`.)
+    const summary = (request) => {
+      const variables = variablesOf(request);
+      return Boolean(variables) && Object.keys(variables).join() === 'o';
+    };
     const held = [];
     const afterPlus = new Set();
     const gate = deferred();
@@ -378,7 +456,7 @@ describe('the browser client', () => {
     page.on('requestfinished', (request) => {
       if (afterPlus.has(request) && (plusFinished += 1) === 2) plusRead.resolve();
     });
-    await page.route('**/graphql', async (route) => {
+    await page.route(GRAPHQL, async (route) => {
       if (!summary(route.request())) return route.continue();
       if (held.length < 2) {
         held.push(route.request());
@@ -402,7 +480,7 @@ describe('the browser client', () => {
     await Promise.all(held.map(async (request) => (await request.response())?.finished()));
     await page.waitForTimeout(300);
     assert.equal(await page.locator('#count-out').textContent(), '0');
-    await page.unroute('**/graphql');
+    await page.unroute(GRAPHQL);
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });
@@ -456,18 +534,18 @@ describe('the browser client', () => {
     const page = await newPage();
     await logIn(page, 'warung');
     // The service is overloaded: a readable message, not silence.
-    await page.route('**/graphql', (route) => route.fulfill({ status: 503, headers: { 'retry-after': '1' }, body: '' }));
+    await page.route(GRAPHQL, (route) => route.fulfill({ status: 503, headers: { 'retry-after': '1' }, body: '' }));
     await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
     await page.getByRole('alert').filter({ hasText: 'busy or restarting' }).waitFor();
-    await page.unroute('**/graphql');
-    await page.route('**/graphql', (route) => route.fulfill({ status: 429, headers: { 'retry-after': '7' }, body: '' }));
+    await page.unroute(GRAPHQL);
+    await page.route(GRAPHQL, (route) => route.fulfill({ status: 429, headers: { 'retry-after': '7' }, body: '' }));
     await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
     await page.getByRole('alert').filter({ hasText: 'wait 7 seconds' }).waitFor();
-    await page.unroute('**/graphql');
-    await page.route('**/graphql', (route) => route.abort('internetdisconnected'));
+    await page.unroute(GRAPHQL);
+    await page.route(GRAPHQL, (route) => route.abort('internetdisconnected'));
     await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();
     await page.getByRole('alert').filter({ hasText: 'Cannot reach the server' }).waitFor();
-    await page.unroute('**/graphql');
+    await page.unroute(GRAPHQL);
     // The session ends (here: its cookie is gone); the next action goes to login.
     await page.context().clearCookies();
     await row(page, 'Tahu Isi').getByRole('button', { name: 'Add stock of Tahu Isi' }).click();

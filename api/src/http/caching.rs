@@ -4,12 +4,19 @@
 //!   field the schema marks as publicly cacheable (its `cache_control` attributes: the
 //!   catalogue, `canteen`), answered without errors, carries `Cache-Control: public,
 //!   max-age=N, stale-while-revalidate=30` (N is the smallest `max_age` of its fields)
-//!   and a strong `ETag`: the SHA-256 of its media type and body. A request whose
+//!   and a weak `ETag`: the SHA-256 of its media type and of the answer with every
+//!   object's keys sorted. (Weak, because async-graphql puts the fields of an object in
+//!   the order they finished resolving, not always the query's, so two equal answers
+//!   are not always the same bytes: see [`canonical_json`].) A request whose
 //!   `If-None-Match` names that tag is answered 304 with no body. `Vary` names what else
 //!   the answer depends on (`Accept`, `Cookie`, `Authorization`), so a cache never
 //!   hands a partner the anonymous answer, or the other way round.
-//! - Every other GraphQL answer (POST, anything with credentials, a field that depends
-//!   on who asks, any error) is `Cache-Control: private, no-store`.
+//! - The same read with credentials (a partner's session, an API token) is the same
+//!   answer, but a cache in between must not hold it for others, nor anyone keep it
+//!   unchecked: `Cache-Control: private, no-cache` with the same `ETag`, so the
+//!   partner's own browser revalidates it and gets a 304 while it is unchanged.
+//! - Every other GraphQL answer (POST, a field that depends on who asks, any error) is
+//!   `Cache-Control: private, no-store`.
 //!
 //! The 304 still runs the query: the tag is of what the answer would be now, so a
 //! changed stock is never hidden behind an old tag.
@@ -27,27 +34,40 @@ pub const STALE_WHILE_REVALIDATE: u32 = 30;
 pub enum Cacheability {
     /// Anyone may keep it this many seconds.
     Public { max_age: u32 },
+    /// Only the asker may keep it, and must revalidate it each time.
+    Revalidate,
     /// Nobody may keep it.
     NoStore,
 }
 
+/// Who asked, as far as caching goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asker {
+    /// A GET without any credential.
+    AnonymousGet,
+    /// A GET with a session cookie or a token.
+    CredentialedGet,
+    /// A POST: never cached.
+    Post,
+}
+
 impl Cacheability {
-    /// The cacheability of a GraphQL answer to a request that is an anonymous GET
-    /// (`anonymous_get`) or not.
-    pub fn of(anonymous_get: bool, response: &BatchResponse) -> Self {
+    /// The cacheability of a GraphQL answer: kept only when every field asked for may
+    /// be (the schema's `cache_control`), nothing failed, and it came by GET; public
+    /// only when it was asked for without credentials.
+    pub fn of(asker: Asker, response: &BatchResponse) -> Self {
         let BatchResponse::Single(single) = response else {
             return Self::NoStore;
         };
         let policy = single.cache_control;
-        match u32::try_from(policy.max_age) {
-            Ok(max_age) if anonymous_get && max_age > 0 && policy.public => {
-                if single.errors.is_empty() {
-                    Self::Public { max_age }
-                } else {
-                    Self::NoStore
-                }
-            }
-            _ => Self::NoStore,
+        let max_age = match u32::try_from(policy.max_age) {
+            Ok(max_age) if max_age > 0 && policy.public && single.errors.is_empty() => max_age,
+            _ => return Self::NoStore,
+        };
+        match asker {
+            Asker::AnonymousGet => Self::Public { max_age },
+            Asker::CredentialedGet => Self::Revalidate,
+            Asker::Post => Self::NoStore,
         }
     }
 }
@@ -61,8 +81,10 @@ pub fn no_store_unless_set(mut response: Response) -> Response {
     response
 }
 
-/// Whether `If-None-Match` lists this ETag (weak or strong) or `*`.
+/// Whether `If-None-Match` lists this ETag or `*`, compared weakly (RFC 9110, 13.1.2:
+/// `W/"x"` and `"x"` match).
 pub fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    let etag = etag.trim_start_matches("W/");
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -72,31 +94,78 @@ pub fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == etag || tag == "*")
 }
 
-/// A public answer: the body with its caching headers, or 304 when the client (or a
-/// cache in between) already holds this very body.
-pub fn public_answer(
+/// JSON with every object's keys in sorted order, and no spaces: one form for answers
+/// that are equal as JSON. async-graphql 7 collects an object's fields from a
+/// `FuturesUnordered` (`resolver_utils::container::do_resolve_container`), so a field
+/// that waits on the database can come after one listed later in the query; the fix
+/// that belongs upstream is to put the results back in the query's order, as the
+/// GraphQL spec asks for (7.2.2, "Serialized Map Ordering").
+pub fn canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(&serde_json::Value::String(key.clone()), out);
+                out.push(b':');
+                canonical_json(value, out);
+            }
+            out.push(b'}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+/// A cacheable answer: the body with its caching headers, or 304 when the client (or
+/// a cache in between) already holds an equal answer. `None` for
+/// [`Cacheability::NoStore`], or an answer that does not serialise.
+pub fn cacheable_answer(
+    cacheability: Cacheability,
     request: &HeaderMap,
     content_type: &'static str,
-    body: Vec<u8>,
-    max_age: u32,
-) -> Response {
+    answer: &BatchResponse,
+) -> Option<Response> {
+    let cache_control = match cacheability {
+        Cacheability::Public { max_age } => {
+            format!("public, max-age={max_age}, stale-while-revalidate={STALE_WHILE_REVALIDATE}")
+        }
+        Cacheability::Revalidate => "private, no-cache".to_owned(),
+        Cacheability::NoStore => return None,
+    };
+    // The body as async-graphql ordered it; the tag of its canonical form.
+    let body = serde_json::to_vec(answer).ok()?;
+    let value = serde_json::to_value(answer).ok()?;
+    let mut canonical = Vec::with_capacity(body.len());
+    canonical_json(&value, &mut canonical);
     let mut digest = Sha256::new();
     digest.update(content_type.as_bytes());
     digest.update([0]);
-    digest.update(&body);
+    digest.update(&canonical);
     let hash = digest.finalize();
-    let etag = format!("\"{}\"", hex(&hash[..16]));
-    let cache_control =
-        format!("public, max-age={max_age}, stale-while-revalidate={STALE_WHILE_REVALIDATE}");
+    let etag = format!("W/\"{}\"", hex(&hash[..16]));
     let headers = [
         (header::ETAG, etag.clone()),
         (header::CACHE_CONTROL, cache_control),
         (header::VARY, "Accept, Cookie, Authorization".to_owned()),
     ];
     if matches_etag(request, &etag) {
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
+        return Some((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    (headers, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    Some((headers, [(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -119,32 +188,47 @@ mod tests {
     }
 
     #[test]
-    fn only_an_anonymous_get_of_public_fields_without_errors_is_public() {
+    fn only_a_get_of_public_fields_without_errors_is_kept_and_only_anonymous_is_public() {
+        use Asker::*;
         use Cacheability::*;
         assert_eq!(
-            Cacheability::of(true, &answer(5, true, false)),
+            Cacheability::of(AnonymousGet, &answer(5, true, false)),
             Public { max_age: 5 }
         );
-        assert_eq!(Cacheability::of(false, &answer(5, true, false)), NoStore);
-        assert_eq!(Cacheability::of(true, &answer(5, false, false)), NoStore);
-        assert_eq!(Cacheability::of(true, &answer(5, true, true)), NoStore);
-        // No field asked to be cached, or one said never.
-        assert_eq!(Cacheability::of(true, &answer(0, true, false)), NoStore);
-        assert_eq!(Cacheability::of(true, &answer(-1, true, false)), NoStore);
-        let batch = BatchResponse::Batch(vec![async_graphql::Response::new(
-            async_graphql::Value::Null,
-        )
-        .cache_control(async_graphql::CacheControl {
-            public: true,
-            max_age: 5,
-        })]);
-        assert_eq!(Cacheability::of(true, &batch), NoStore);
+        assert_eq!(
+            Cacheability::of(CredentialedGet, &answer(5, true, false)),
+            Revalidate
+        );
+        assert_eq!(Cacheability::of(Post, &answer(5, true, false)), NoStore);
+        for asker in [AnonymousGet, CredentialedGet] {
+            assert_eq!(Cacheability::of(asker, &answer(5, false, false)), NoStore);
+            assert_eq!(Cacheability::of(asker, &answer(5, true, true)), NoStore);
+            // No field asked to be cached, or one said never.
+            assert_eq!(Cacheability::of(asker, &answer(0, true, false)), NoStore);
+            assert_eq!(Cacheability::of(asker, &answer(-1, true, false)), NoStore);
+        }
+        let BatchResponse::Single(single) = answer(5, true, false) else {
+            unreachable!()
+        };
+        let batch = BatchResponse::Batch(vec![single]);
+        assert_eq!(Cacheability::of(AnonymousGet, &batch), NoStore);
     }
 
     #[test]
     fn the_tag_names_the_body_and_its_media_type_and_if_none_match_gets_a_304() {
+        let public = Cacheability::Public { max_age: 5 };
+        let answer = |headers: &HeaderMap, media: &'static str, body: &str| {
+            let data: serde_json::Value = serde_json::from_str(body).unwrap();
+            let response =
+                async_graphql::Response::new(async_graphql::Value::from_json(data).unwrap());
+            cacheable_answer(public, headers, media, &BatchResponse::Single(response)).unwrap()
+        };
         let empty = HeaderMap::new();
-        let first = public_answer(&empty, "application/json", b"{\"a\":1}".to_vec(), 5);
+        let first = answer(
+            &empty,
+            "application/json",
+            r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#,
+        );
         assert_eq!(first.status(), StatusCode::OK);
         let etag = first.headers()[header::ETAG].clone();
         assert_eq!(
@@ -153,17 +237,53 @@ mod tests {
         );
         let mut asking = HeaderMap::new();
         asking.insert(header::IF_NONE_MATCH, etag.clone());
-        let again = public_answer(&asking, "application/json", b"{\"a\":1}".to_vec(), 5);
+        let again = answer(
+            &asking,
+            "application/json",
+            r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#,
+        );
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(again.headers()[header::ETAG], etag);
-        let changed = public_answer(&asking, "application/json", b"{\"a\":2}".to_vec(), 5);
+        let changed = answer(
+            &asking,
+            "application/json",
+            r#"{"a":2,"b":[1,{"c":2,"d":3}]}"#,
+        );
         assert_eq!(changed.status(), StatusCode::OK);
-        let other_media = public_answer(
+        let other_media = answer(
             &asking,
             "application/graphql-response+json; charset=utf-8",
-            b"{\"a\":1}".to_vec(),
-            5,
+            r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#,
         );
         assert_eq!(other_media.status(), StatusCode::OK);
+        // The same answer with its fields in another order has the same tag.
+        let reordered = answer(
+            &asking,
+            "application/json",
+            r#"{"b":[1,{"d":3,"c":2}],"a":1}"#,
+        );
+        assert_eq!(reordered.status(), StatusCode::NOT_MODIFIED);
+        // And the order of a list's items does count.
+        let other_list = answer(
+            &asking,
+            "application/json",
+            r#"{"a":1,"b":[{"c":2,"d":3},1]}"#,
+        );
+        assert_eq!(other_list.status(), StatusCode::OK);
+        assert!(etag.to_str().unwrap().starts_with("W/\""));
+        let data = async_graphql::Value::from_json(
+            serde_json::from_str(r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#).unwrap(),
+        )
+        .unwrap();
+        let same = BatchResponse::Single(async_graphql::Response::new(data));
+        let private =
+            cacheable_answer(Cacheability::Revalidate, &asking, "application/json", &same).unwrap();
+        assert_eq!(private.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            private.headers()[header::CACHE_CONTROL],
+            "private, no-cache"
+        );
+        let none = cacheable_answer(Cacheability::NoStore, &empty, "application/json", &same);
+        assert!(none.is_none());
     }
 }

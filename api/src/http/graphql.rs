@@ -37,7 +37,8 @@ use axum::{Json, Router};
 use futures_util::TryStreamExt as _;
 use tower_sessions::Session;
 
-use super::caching::{no_store_unless_set, public_answer, Cacheability};
+use super::caching::{cacheable_answer, no_store_unless_set, Asker, Cacheability};
+use super::persisted;
 use super::{
     auth, content_essence, declared_length, is_preflighted, json_error, with_retry_after, AppState,
 };
@@ -76,10 +77,28 @@ async fn post_answer(
             "POST /graphql needs Content-Type: application/json (or multipart/form-data for uploads)",
         )),
     };
-    let batch = match batch {
+    let mut batch = match batch {
         Ok(batch) => batch,
         Err(response) => return response,
     };
+    let mut to_learn = Vec::new();
+    let mut refusal = None;
+    let requests = match &mut batch {
+        BatchRequest::Single(request) => std::slice::from_mut(request),
+        BatchRequest::Batch(requests) => requests.as_mut_slice(),
+    };
+    for request in requests {
+        match persisted::resolve(&state.service, request).await {
+            Ok(learn) => to_learn.push(learn),
+            Err(err) => {
+                refusal = Some(err);
+                break;
+            }
+        }
+    }
+    if let Some(refusal) = refusal {
+        return refused(refusal, &batch);
+    }
     match &batch {
         BatchRequest::Single(request) if request.query.trim().is_empty() => {
             return json_error(
@@ -108,7 +127,8 @@ async fn post_answer(
         }
         _ => {}
     }
-    execute(state, session, headers, batch, media, Method::Post).await
+    let answer = execute(state, session, headers, batch, media, Method::Post).await;
+    learn(state, to_learn, answer).await
 }
 
 /// The password fields of a whole batch (each document's own count is the schema's
@@ -255,6 +275,8 @@ struct GetParams {
     #[serde(rename = "operationName")]
     operation_name: Option<String>,
     variables: Option<String>,
+    /// Apollo's `persistedQuery` among them (see `persisted`).
+    extensions: Option<String>,
 }
 
 async fn get_graphql(
@@ -274,7 +296,7 @@ async fn get_answer(
     params: GetParams,
     media: Media,
 ) -> Response {
-    let Some(query) = params.query else {
+    if params.query.is_none() && params.extensions.is_none() {
         if state.settings.graphiql {
             return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
         }
@@ -283,9 +305,33 @@ async fn get_answer(
             "BAD_USER_INPUT",
             "missing the query parameter",
         );
+    }
+    let mut request = Request::new(params.query.unwrap_or_default());
+    if let Some(extensions) = params.extensions {
+        match serde_json::from_str::<async_graphql::Extensions>(&extensions) {
+            Ok(extensions) => request.extensions = extensions,
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_USER_INPUT",
+                    "extensions is not a JSON object",
+                )
+            }
+        }
+    }
+    let learned = match persisted::resolve(&state.service, &mut request).await {
+        Ok(learned) => learned,
+        Err(refusal) => return refused(refusal, &BatchRequest::Single(request)),
     };
+    if request.query.trim().is_empty() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the request has no query",
+        );
+    }
     // Only queries may run over GET: a link or an <img> must never change anything.
-    if let Ok(document) = async_graphql::parser::parse_query(&query) {
+    if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
         if document
             .operations
             .iter()
@@ -302,7 +348,6 @@ async fn get_answer(
             return response;
         }
     }
-    let mut request = Request::new(query);
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
     }
@@ -318,7 +363,7 @@ async fn get_answer(
             }
         }
     }
-    execute(
+    let answer = execute(
         state,
         session,
         headers,
@@ -326,7 +371,53 @@ async fn get_answer(
         media,
         Method::Get,
     )
-    .await
+    .await;
+    learn(state, vec![learned], answer).await
+}
+
+/// The answer to a request whose persisted query could not be used: for a hash no
+/// replica knows, `PERSISTED_QUERY_NOT_FOUND` (once per operation of a batch; the
+/// client sends them again with their texts).
+fn refused(refusal: persisted::Refusal, batch: &BatchRequest) -> Response {
+    match refusal {
+        persisted::Refusal::NotFound => {
+            let error = serde_json::json!({
+                "errors": [{
+                    "message": persisted::NOT_FOUND_MESSAGE,
+                    "extensions": { "code": persisted::NOT_FOUND },
+                }],
+            });
+            let body = match batch {
+                BatchRequest::Single(_) => error,
+                BatchRequest::Batch(requests) => {
+                    serde_json::Value::Array(vec![error; requests.len()])
+                }
+            };
+            Json(body).into_response()
+        }
+        persisted::Refusal::Invalid(err) | persisted::Refusal::Failed(err) => {
+            service_error_response(err)
+        }
+    }
+}
+
+/// Keeps the persisted queries sent with their texts, once the answer shows that they
+/// parsed and validated (an answer that is not a request error).
+async fn learn(
+    state: &AppState,
+    to_learn: Vec<Option<persisted::ToLearn>>,
+    answer: Answer,
+) -> Response {
+    for (learn, ran) in to_learn.into_iter().zip(answer.ran) {
+        if let (Some(learn), true) = (learn, ran) {
+            if let Err(err) = state.service.persist_query(learn.sha256, learn.query).await {
+                // The operation ran; only the next request with the hash alone will
+                // be asked for the text again.
+                err.log();
+            }
+        }
+    }
+    answer.response
 }
 
 /// How a GraphQL request came: only a GET may be answered from a cache.
@@ -336,6 +427,21 @@ enum Method {
     Post,
 }
 
+/// An HTTP answer, and for each operation whether it got past parsing and validation.
+struct Answer {
+    response: Response,
+    ran: Vec<bool>,
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            ran: Vec::new(),
+        }
+    }
+}
+
 async fn execute(
     state: &AppState,
     session: Session,
@@ -343,12 +449,16 @@ async fn execute(
     batch: BatchRequest,
     media: Media,
     method: Method,
-) -> Response {
+) -> Answer {
     let session = PartnerSession::new(session);
-    // No credential of any kind: the answer is the same for everyone who asks.
-    let anonymous_get = method == Method::Get
-        && session.id().is_none()
-        && !headers.contains_key(header::AUTHORIZATION);
+    let asker = match method {
+        Method::Post => Asker::Post,
+        // No credential of any kind: the answer is the same for everyone who asks.
+        Method::Get if session.id().is_none() && !headers.contains_key(header::AUTHORIZATION) => {
+            Asker::AnonymousGet
+        }
+        Method::Get => Asker::CredentialedGet,
+    };
     let actor = match auth::resolve(
         &state.service,
         headers,
@@ -358,7 +468,7 @@ async fn execute(
     .await
     {
         Ok(actor) => actor,
-        Err(err) => return service_error_response(err),
+        Err(err) => return service_error_response(err).into(),
     };
     let (auth, loader) = request_data(
         &state.service,
@@ -379,6 +489,18 @@ async fn execute(
         ),
     };
     let response = state.schema.execute_batch(batch).await;
+    let ran = match &response {
+        BatchResponse::Single(r) => vec![!is_request_error(r)],
+        BatchResponse::Batch(rs) => rs.iter().map(|r| !is_request_error(r)).collect(),
+    };
+    Answer {
+        response: answer(headers, response, media, asker),
+        ran,
+    }
+}
+
+/// The HTTP answer to an executed batch.
+fn answer(headers: &HeaderMap, response: BatchResponse, media: Media, asker: Asker) -> Response {
     // A single operation that failed only because the database is unavailable or the
     // service is busy is a 503 with Retry-After, so balancers and clients know to try
     // again.
@@ -405,10 +527,9 @@ async fn execute(
             }
         }
     }
-    if let Cacheability::Public { max_age } = Cacheability::of(anonymous_get, &response) {
-        if let Ok(body) = serde_json::to_vec(&response) {
-            return public_answer(headers, media.content_type(), body, max_age);
-        }
+    let cacheability = Cacheability::of(asker, &response);
+    if let Some(answer) = cacheable_answer(cacheability, headers, media.content_type(), &response) {
+        return answer;
     }
     let json = Json(response).into_response();
     if let Some(wait) = unavailable {

@@ -24,6 +24,7 @@ pub mod images;
 pub mod metrics;
 pub mod origin;
 pub mod partner_tag;
+pub mod persisted;
 pub mod rest;
 pub mod session;
 pub mod ws;

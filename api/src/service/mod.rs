@@ -11,12 +11,14 @@
 //! - [`pictures`]: product pictures, stored once per content;
 //! - [`feed`]: reading the change feeds (ledger and product events) for live updates;
 //! - [`password`]: argon2id, off the async runtime;
+//! - [`persisted_queries`]: query texts kept by their hash (automatic persisted queries);
 //! - [`admission`]: how much CPU-heavy work (passwords, pictures) runs and waits at once.
 
 pub mod admission;
 pub mod feed;
 pub mod idempotency;
 pub mod password;
+pub mod persisted_queries;
 pub mod pictures;
 pub mod products;
 pub mod report;
@@ -95,6 +97,8 @@ pub struct Service {
     logins: Db,
     /// The canteen's time zone: where a report's days begin (see [`report`]).
     time_zone: chrono_tz::Tz,
+    /// Query texts by hash: the store's bound and this replica's cache.
+    queries: persisted_queries::PersistedQueries,
 }
 
 impl Service {
@@ -119,6 +123,7 @@ impl Service {
                 admission::AdmissionPolicy::per_core(Duration::from_secs(2)),
             )),
             time_zone: DEFAULT_TIME_ZONE,
+            queries: persisted_queries::PersistedQueries::default(),
         }
     }
 

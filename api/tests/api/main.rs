@@ -19,6 +19,7 @@ mod migrations;
 mod overload;
 mod parity;
 mod password;
+mod persisted;
 mod pictures;
 mod products;
 mod protection;
