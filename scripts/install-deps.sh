@@ -53,7 +53,7 @@ system() {
 # in the background while Rust compiles).
 packages() {
   # playwright-core, at the version the lock file pins; it drives Debian's Chromium and
-  # downloads no browser of its own.
+  # downloads no browser of its own. axe-core, the accessibility audit it runs.
   # graphql-http, the GraphQL-over-HTTP audit suite (tests/graphql-http).
   # graphql-schema-linter, on the exported SDL (tests/schema-lint).
   for dir in tests/browser tests/graphql-http tests/schema-lint; do

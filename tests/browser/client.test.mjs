@@ -49,6 +49,31 @@ function png(width, height, [r, g, b]) {
   return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
 }
 
+// axe-core, the accessibility engine, evaluated into each page it audits. The DevTools
+// protocol evaluates it outside the page's Content-Security-Policy, which stays strict.
+const AXE = readFileSync(resolve(import.meta.dirname, 'node_modules/axe-core/axe.min.js'), 'utf8');
+// WCAG 2.1, levels A and AA.
+const WCAG = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+
+/**
+ * Runs axe-core's WCAG 2.1 A and AA rules on the page as it is now, and fails with
+ * every violation: its rule, its impact, and the elements it found.
+ */
+async function audit(page, screen) {
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE);
+  const violations = await page.evaluate(async (tags) => {
+    const result = await window.axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] });
+    return result.violations.map((v) => ({
+      rule: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`),
+    }));
+  }, WCAG);
+  const size = page.viewportSize();
+  assert.deepEqual(violations, [], `axe-core on ${screen} at ${size.width}px:\n${JSON.stringify(violations, null, 2)}`);
+}
+
 /** The GraphQL endpoint's requests, by GET (reads, with a query string) or POST. */
 const GRAPHQL = (url) => url.pathname === '/graphql';
 
@@ -115,6 +140,8 @@ function row(page, name) {
 
 async function shot(page, name) {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  // Every screen worth a picture is audited as it is pictured.
+  await audit(page, name);
 }
 
 describe('the browser client', () => {
@@ -137,6 +164,7 @@ describe('the browser client', () => {
     await page.getByRole('heading', { name: t('login.title') }).waitFor();
     assert.equal(await page.evaluate(() => document.documentElement.lang), lang);
     await snap(page, 'login');
+    await audit(page, `login (${lang})`);
 
     // Register, with the field rules enforced beside their fields.
     await page.getByRole('link', { name: t('login.toRegister') }).click();
@@ -150,6 +178,7 @@ describe('the browser client', () => {
     await page.getByLabel(t('field.confirm')).fill(PASSWORD);
     await page.getByRole('button', { name: t('register.submit') }).click();
     await page.locator('#field-username-error', { hasText: t('error.field.username') }).waitFor();
+    await audit(page, `register, with a field error (${lang})`);
     await page.getByLabel(t('field.username')).fill(user);
     await page.getByRole('button', { name: t('register.submit') }).click();
     await page.getByRole('heading', { name: t('dashboard.title') }).waitFor();
@@ -168,6 +197,7 @@ describe('the browser client', () => {
     await page.getByLabel(t('field.picture'), { exact: true }).setInputFiles({ name: 'teh.png', mimeType: 'image/png', buffer: PNG_A });
     await page.getByAltText(t('picture.preview')).waitFor();
     await snap(page, 'add-product');
+    await audit(page, `add product (${lang})`);
     await page.getByRole('button', { name: t('form.add') }).click();
     await page.getByText(t('form.added', { name: 'Es Teh Manis' })).waitFor();
     const teh = row(page, 'Es Teh Manis');
@@ -201,11 +231,13 @@ describe('the browser client', () => {
     await teh.getByRole('button', { name: plus }).click();
     await teh.locator('.quantity-value', { hasText: '2' }).waitFor();
     await snap(page, 'dashboard');
+    await audit(page, `dashboard (${lang})`);
 
     // Edit.
     await teh.getByRole('link', { name: t('dashboard.editLabel', { name: 'Es Teh Manis' }) }).click();
     await page.getByRole('heading', { name: t('form.editTitle', { name: 'Es Teh Manis' }) }).waitFor();
     assert.equal(await page.getByLabel(t('field.price')).inputValue(), '5000');
+    await audit(page, `edit product (${lang})`);
     await page.getByLabel(t('field.price')).fill('6000');
     await page.getByRole('button', { name: t('form.save') }).click();
     await page.getByText(t('form.saved', { name: 'Es Teh Manis' })).waitFor();
@@ -232,11 +264,14 @@ describe('the browser client', () => {
     assert.match(changes[1], new RegExp(`−8.*${t('reason.SALE')}.*0.*Rp 5\\.000`, 's'));
     assert.match(changes[3], new RegExp(`\\+5.*${restock}.*5.*Rp 5\\.000.*${t('history.noteInitial')}`, 's'));
     await snap(page, 'history');
+    await audit(page, `stock history (${lang})`);
 
     // Delete, with a confirmation.
     await page.getByRole('link', { name: t('common.backToProducts') }).click();
     const remove = t('dashboard.deleteLabel', { name: 'Es Teh Manis' });
     await row(page, 'Es Teh Manis').getByRole('button', { name: remove }).click();
+    await page.getByRole('dialog').waitFor();
+    await audit(page, `delete dialog (${lang})`);
     await page.getByRole('dialog').getByRole('button', { name: t('common.cancel') }).click();
     await row(page, 'Es Teh Manis').waitFor();
     await row(page, 'Es Teh Manis').getByRole('button', { name: remove }).click();
@@ -432,6 +467,69 @@ describe('the browser client', () => {
     await page.context().close();
   });
 
+  for (const viewport of [{ width: 360, height: 740 }, { width: 1200, height: 800 }]) test(`every screen passes axe-core's WCAG 2.1 A and AA rules at ${viewport.width} px`, async () => {
+    const user = `axe_${viewport.width}`;
+    const owner = await new Partner(stack.base, user).join();
+    const { id } = await owner.createProduct('Nasi Uduk', 2, { lowStockThreshold: 3 });
+    await owner.gql('mutation($id: ID!) { adjustStock(input: {productId: $id, delta: -1}) { replayed } }', { id });
+    const page = await newPage(viewport);
+    await page.goto('/');
+    await page.getByRole('heading', { name: 'Log in' }).waitFor();
+    await audit(page, 'login');
+    await page.getByLabel('Username').fill(user);
+    await page.getByLabel('Password', { exact: true }).fill('wrong password');
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('alert').waitFor();
+    await audit(page, 'login, refused');
+    await page.getByRole('link', { name: 'Create a partner account' }).click();
+    await page.getByRole('heading', { name: 'Create a partner account' }).waitFor();
+    await page.getByLabel('Username').fill('no spaces allowed');
+    await page.getByLabel('Password', { exact: true }).fill('short');
+    await page.getByLabel('Repeat the password').fill('short');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.locator('#field-password-error').waitFor();
+    await audit(page, 'register, with field errors');
+
+    await logIn(page, user);
+    await row(page, 'Nasi Uduk').getByText('Low stock').waitFor();
+    await audit(page, 'dashboard');
+    await page.getByRole('button', { name: user }).click();
+    await page.getByRole('menuitem', { name: 'Log out' }).waitFor();
+    await audit(page, 'dashboard, profile menu open');
+    await page.keyboard.press('Escape');
+    await row(page, 'Nasi Uduk').getByRole('button', { name: 'Delete Nasi Uduk' }).click();
+    await page.getByRole('dialog').waitFor();
+    await audit(page, 'dashboard, delete dialog');
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+
+    await page.getByRole('link', { name: '+ Add new product' }).click();
+    await page.getByRole('heading', { name: 'Add new product' }).waitFor();
+    await page.getByRole('button', { name: 'Add product' }).click();
+    await page.locator('#field-price-error').waitFor();
+    await page.getByLabel('Picture', { exact: true }).setInputFiles({ name: 'a.png', mimeType: 'image/png', buffer: PNG_A });
+    await page.getByAltText('Preview of the chosen picture').waitFor();
+    await audit(page, 'add product, with field errors and a preview');
+
+    await page.goto(`/#/products/${id}/edit`);
+    await page.getByRole('heading', { name: 'Edit “Nasi Uduk”' }).waitFor();
+    await audit(page, 'edit product');
+    await page.goto(`/#/products/${id}/history`);
+    await page.locator('table.history tbody tr').nth(1).waitFor();
+    await audit(page, 'stock history');
+    await page.getByRole('link', { name: 'Catalogue' }).click();
+    await page.locator('.page-status', { hasText: /^Showing/ }).waitFor();
+    await audit(page, 'catalogue');
+    await page.getByRole('link', { name: 'Sales' }).click();
+    await page.getByRole('heading', { name: 'Sales' }).waitFor();
+    await page.locator('table').first().waitFor();
+    await audit(page, 'sales');
+    await page.goto('/#/password');
+    await page.getByRole('heading', { name: 'Change your password' }).waitFor();
+    await audit(page, 'change password');
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
   test('the dashboard summary never goes back to an older count', async () => {
     const owner = await new Partner(stack.base, 'kedai').join();
     await owner.createProduct('Roti Bakar', 1);
@@ -569,6 +667,7 @@ describe('the browser client', () => {
     await product.getByRole('button', { name: 'Add stock of Mie Goreng Jawa Spesial Pedas' }).click();
     await product.locator('.quantity-value', { hasText: /^3$/ }).waitFor();
     await shot(page, 'dashboard-360px');
+    await audit(page, 'dashboard');
     // The profile menu works by keyboard.
     await page.getByRole('button', { name: 'kantin' }).focus();
     await page.keyboard.press('Enter');

@@ -33,7 +33,12 @@ export function thumbnail(product, size = 56) {
  */
 export function pictureButton(product, onChanged, onError) {
   const input = h('input', { type: 'file', accept: 'image/jpeg,image/png,image/webp,image/gif', class: 'visually-hidden', tabindex: '-1', 'aria-hidden': 'true' });
-  const button = h('button', { type: 'button', class: 'picture-button', 'aria-label': t('picture.change', { name: product.name }) },
+  // The name says what the button shows first: a voice-control user says what they see
+  // ("No photo"), and a picture shows no text of its own.
+  const label = product.thumbnailUrl
+    ? t('picture.change', { name: product.name })
+    : t('picture.addToNone', { noPhoto: t('picture.noPhoto'), name: product.name });
+  const button = h('button', { type: 'button', class: 'picture-button', 'aria-label': label },
     thumbnail(product));
   button.addEventListener('click', () => input.click());
   input.addEventListener('change', async () => {
