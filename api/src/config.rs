@@ -248,6 +248,13 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// An OpenTelemetry collector to send spans to, over OTLP/HTTP (protobuf): its base
+    /// URL (`http://127.0.0.1:4318`; `/v1/traces` is added) or the traces URL itself.
+    /// Off by default. Each request's span continues the balancer's trace and holds the
+    /// spans of its SQL statements.
+    #[arg(long, env = "ECANTEEN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// The access log: one line per request (method, route, status, duration,
     /// request id) for one request in N; 0 turns it off, 1 logs every request.
     #[arg(long, env = "ECANTEEN_ACCESS_LOG_EVERY", default_value_t = 1)]

@@ -375,6 +375,7 @@ impl Db {
     }
 
     /// Runs a statement outside a transaction; the number of rows it changed.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn execute(&self, sql: &Sql) -> sqlx::Result<u64> {
         Ok(match self {
             Self::Sqlite(pool, _) => sqlx::query_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
@@ -391,6 +392,7 @@ impl Db {
     }
 
     /// Every row a statement returns.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> sqlx::Result<Vec<T>> {
         match self {
             Self::Sqlite(pool, _) => {
@@ -414,6 +416,7 @@ impl Db {
     }
 
     /// The row a statement returns, if any.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match self {
             Self::Sqlite(pool, _) => {
@@ -437,6 +440,7 @@ impl Db {
     }
 
     /// The first column of the row a statement returns, if any.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn scalar_optional<T: Scalar>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match self {
             Self::Sqlite(pool, _) => {

@@ -7,12 +7,13 @@ use ecanteen_api::startup::{shutdown_signal, Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    ecanteen_api::telemetry::init(config.log_format);
+    let telemetry =
+        ecanteen_api::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
     let app = Application::build(&config).await?;
     // Scripts (and the balancer's --spawn) read the bound address from this line.
     println!("ecanteen-api listening on http://{}", app.local_addr()?);
     tracing::info!(addr = %app.local_addr()?, database = %redact(&config.database_url), "ready");
-    if config.exit_with_parent {
+    let ran = if config.exit_with_parent {
         app.run_until_stopped(async {
             tokio::select! {
                 () = shutdown_signal() => {},
@@ -22,7 +23,10 @@ async fn main() -> anyhow::Result<()> {
         .await
     } else {
         app.run_until_stopped(shutdown_signal()).await
-    }
+    };
+    // The exporter's last batch is sent from a thread of its own: not on the runtime.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    ran
 }
 
 /// Completes when standard input reaches its end: the supervising parent closed the

@@ -141,6 +141,18 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_BALANCER_BODY_LIMIT", default_value_t = 25 * 1024 * 1024)]
     pub body_limit: usize,
 
+    /// The access log: one line per request (method, status, duration, attempts,
+    /// request id and trace id) for one request in N; 0 turns it off, 1 logs every
+    /// request. Nothing is written below `RUST_LOG=info`.
+    #[arg(long, env = "ECANTEEN_BALANCER_ACCESS_LOG_EVERY", default_value_t = 1)]
+    pub access_log_every: u64,
+
+    /// An OpenTelemetry collector to send each request's span to, over OTLP/HTTP
+    /// (protobuf): its base URL (`http://127.0.0.1:4318`) or the traces URL. Off by
+    /// default. Replicas started with `--spawn` are given it too.
+    #[arg(long, env = "ECANTEEN_BALANCER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Milliseconds to connect to a replica.
     #[arg(
         long,

@@ -15,6 +15,8 @@
 //! - `X-Forwarded-For` (the client's address appended to any the client sent),
 //!   `X-Forwarded-Proto`, `X-Forwarded-Host`, and `X-Request-Id` (the client's, when
 //!   it sent one of sane length, else a new one).
+//! - `traceparent`: the client's trace continued with the balancer's span, or a new
+//!   trace ([`crate::tracecontext`]); `tracestate` goes on as it came.
 //!
 //! # The answer
 //!
@@ -102,6 +104,7 @@ pub fn upstream_request(
     has_body: bool,
     client: Option<IpAddr>,
     request_id: &str,
+    traceparent: &str,
 ) -> Result<Box<RequestHeader>> {
     let mut request = Box::new(downstream.clone());
     request.set_version(Version::HTTP_11);
@@ -135,6 +138,7 @@ pub fn upstream_request(
         request.insert_header("X-Forwarded-Host", host)?;
     }
     request.insert_header("X-Request-Id", request_id)?;
+    request.insert_header("traceparent", traceparent)?;
     Ok(request)
 }
 
@@ -185,6 +189,8 @@ pub fn downstream_response(response: &mut ResponseHeader, request_id: &str) -> O
 mod tests {
     use super::*;
 
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut request = RequestHeader::build("POST", b"/graphql", None).unwrap();
         for (name, value) in headers {
@@ -219,8 +225,13 @@ mod tests {
             ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
             ("Content-Length", "2"),
             ("Authorization", "Bearer t"),
+            (
+                "traceparent",
+                "00-11111111111111111111111111111111-2222222222222222-01",
+            ),
+            ("tracestate", "vendor=x"),
         ]);
-        let up = upstream_request(&downstream, true, None, "id-1").unwrap();
+        let up = upstream_request(&downstream, true, None, "id-1", TP).unwrap();
         for gone in [
             "connection",
             "x-secret",
@@ -241,6 +252,10 @@ mod tests {
         assert_eq!(up.headers["host"], "shop");
         assert_eq!(up.headers["x-forwarded-host"], "shop");
         assert_eq!(up.headers["x-request-id"], "id-1");
+        // The balancer's traceparent replaces the client's; tracestate goes on as it came.
+        assert_eq!(up.headers.get_all("traceparent").iter().count(), 1);
+        assert_eq!(up.headers["traceparent"], TP);
+        assert_eq!(up.headers["tracestate"], "vendor=x");
     }
 
     #[test]
@@ -250,34 +265,41 @@ mod tests {
             ("Connection", "Upgrade"),
             ("Upgrade", "websocket"),
         ]);
-        let up = upstream_request(&ws, false, None, "id").unwrap();
+        let up = upstream_request(&ws, false, None, "id", TP).unwrap();
         assert_eq!(up.headers["upgrade"], "websocket");
         assert_eq!(up.headers["connection"], "Upgrade");
         assert!(!up.headers.contains_key("transfer-encoding"));
 
         let chunked = request(&[("Transfer-Encoding", "chunked")]);
-        let up = upstream_request(&chunked, true, None, "id").unwrap();
+        let up = upstream_request(&chunked, true, None, "id", TP).unwrap();
         assert_eq!(up.headers["transfer-encoding"], "chunked");
     }
 
     #[test]
     fn forwarded_for_appends_the_client_to_what_it_claimed() {
         let client: IpAddr = "10.0.0.7".parse().unwrap();
-        let plain = upstream_request(&request(&[]), false, Some(client), "id").unwrap();
+        let plain = upstream_request(&request(&[]), false, Some(client), "id", TP).unwrap();
         assert_eq!(plain.headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(plain.headers["x-forwarded-proto"], "http");
         let claimed = request(&[("X-Forwarded-For", "1.2.3.4")]);
-        let up = upstream_request(&claimed, false, Some(client), "id").unwrap();
+        let up = upstream_request(&claimed, false, Some(client), "id", TP).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
     }
 
     #[test]
     fn a_connection_header_of_a_thousand_tokens_or_a_bad_token_is_refused() {
         let many = vec!["x-a"; 1000].join(",");
-        assert!(upstream_request(&request(&[("Connection", &many)]), false, None, "id").is_err());
         assert!(
-            upstream_request(&request(&[("Connection", "bad token")]), false, None, "id").is_err()
+            upstream_request(&request(&[("Connection", &many)]), false, None, "id", TP).is_err()
         );
+        assert!(upstream_request(
+            &request(&[("Connection", "bad token")]),
+            false,
+            None,
+            "id",
+            TP
+        )
+        .is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   connection, request and answer, retries, errors, WebSocket tunnels);
 //! - [`keepalive`]: idle connections to the replicas, kept per worker thread;
 //! - [`forwarding`]: what changes in a request and its answer on the way through;
+//! - [`tracecontext`]: the W3C `traceparent` continued or started, for the logs;
 //! - [`limits`]: rate limits per client IP and per partner (429);
 //! - [`health`]: active `GET /readyz` probes with rise/fall;
 //! - [`discovery`]: the upstreams file, re-read when it changes;
@@ -32,4 +33,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod spawn;
+pub mod tracecontext;
 pub mod upstream;

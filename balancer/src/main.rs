@@ -16,6 +16,8 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_target(false)
+        // Colours for a person at a terminal; plain text for a file or a supervisor.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => logs.init(),

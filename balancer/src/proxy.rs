@@ -37,9 +37,9 @@
 //! each way, in the same task, until either side closes. The lease is held until then.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,6 +58,7 @@ use crate::forwarding;
 use crate::keepalive::Keepalive;
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
+use crate::tracecontext::{Exporter, HopSpan, TraceContext};
 use crate::upstream::{Lease, Pool, Upstream};
 
 /// Knobs of the proxy.
@@ -72,6 +73,8 @@ pub struct Settings {
     pub queue_wait: Duration,
     /// Most requests waiting for room at once.
     pub max_queued: usize,
+    /// One request in this many gets an access line (0: none).
+    pub access_log_every: u64,
 }
 
 pub struct Balancer {
@@ -83,6 +86,24 @@ pub struct Balancer {
     pub queued: AtomicUsize,
     /// Connections to the replicas, idle ones kept per worker thread.
     pub keepalive: Keepalive,
+    /// Requests seen, for the access log's sampling.
+    pub seen: AtomicU64,
+    /// Each request's span, over OTLP, with `--otlp-endpoint`.
+    pub traces: Option<Arc<Exporter>>,
+}
+
+/// What names one request in the logs of the balancer and of its replica.
+struct RequestIds {
+    /// `X-Request-Id`: the client's, or a new one.
+    request_id: String,
+    /// The W3C trace it belongs to, with the balancer's span.
+    trace: TraceContext,
+    /// Attempts on replicas so far.
+    attempts: usize,
+    /// The replica last tried.
+    replica: Option<SocketAddr>,
+    /// The hop's span, when spans are exported.
+    hop: Option<HopSpan>,
 }
 
 /// What the balancer answers itself, and why. Each is one JSON error in the replicas'
@@ -208,8 +229,31 @@ impl HttpServerApp for Balancer {
             downstream.set_server_keepalive(None);
         }
         let started = Instant::now();
-        let reuse = self.serve(downstream).await;
-        self.metrics.observe(started.elapsed());
+        let header = downstream.req_header();
+        let mut ids = RequestIds {
+            request_id: forwarding::client_request_id(header)
+                .map_or_else(forwarding::new_request_id, str::to_owned),
+            trace: TraceContext::continue_or_start(
+                header.headers.get("traceparent").map(|v| v.as_bytes()),
+            ),
+            attempts: 0,
+            replica: None,
+            hop: None,
+        };
+        if let Some(traces) = &self.traces {
+            let method = downstream.req_header().method.as_str().to_owned();
+            ids.hop = Some(traces.open(&mut ids.trace, &method, SystemTime::now()));
+        }
+        let reuse = self.serve(downstream, &mut ids).await;
+        let elapsed = started.elapsed();
+        self.metrics.observe(elapsed);
+        self.log_access(downstream, &ids, elapsed);
+        if let Some(hop) = ids.hop.take() {
+            let status = downstream
+                .response_written()
+                .map_or(0, |r| r.status.as_u16());
+            hop.close(status, ids.attempts, ids.replica.map(|a| a.to_string()));
+        }
         if reuse == Reuse::Close {
             return None;
         }
@@ -222,10 +266,42 @@ impl HttpServerApp for Balancer {
 }
 
 impl Balancer {
+    /// One access line, for one request in `access_log_every`: what the replica's line
+    /// for the same request can be found by (`request_id`, `trace_id`). No path: it
+    /// carries ids and usernames, and the replica logs the route's template.
+    fn log_access(&self, downstream: &DownstreamSession, ids: &RequestIds, elapsed: Duration) {
+        let every = self.settings.access_log_every;
+        if every == 0 || !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        if every > 1
+            && !self
+                .seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every)
+        {
+            return;
+        }
+        let status = downstream
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
+        tracing::info!(
+            target: "access",
+            method = %downstream.req_header().method,
+            status,
+            duration_ms,
+            attempts = ids.attempts,
+            request_id = %ids.request_id,
+            trace_id = %ids.trace.trace_id_hex(),
+            "access"
+        );
+    }
+
     /// One request, from its header (read) to the end of its answer.
-    async fn serve(&self, downstream: &mut DownstreamSession) -> Reuse {
-        let request_id = forwarding::client_request_id(downstream.req_header())
-            .map_or_else(forwarding::new_request_id, str::to_owned);
+    async fn serve(&self, downstream: &mut DownstreamSession, ids: &mut RequestIds) -> Reuse {
+        let request_id = ids.request_id.clone();
+        let traceparent = ids.trace.traceparent();
         let client = client_ip(downstream);
         let mut credential = None;
         if self.limits.enabled() {
@@ -269,6 +345,7 @@ impl Balancer {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            ids.attempts = attempts;
             if attempts > 1 {
                 self.metrics.retries.fetch_add(1, Ordering::Relaxed);
             }
@@ -278,11 +355,13 @@ impl Balancer {
             };
             let replica = lease.upstream().clone();
             tried.push(replica.addr);
+            ids.replica = Some(replica.addr);
             let request = match forwarding::upstream_request(
                 downstream.req_header(),
                 has_body,
                 client,
                 &request_id,
+                &traceparent,
             ) {
                 Ok(request) => request,
                 Err(_) => return self.refuse(downstream, Refusal::Malformed).await,

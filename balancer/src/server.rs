@@ -1,7 +1,7 @@
 //! Assembles the pingora server: the proxy's listening service and its background
 //! services.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Balancer, Settings};
 use crate::spawn::{default_api_bin, Supervisor, SupervisorService};
+use crate::tracecontext::Exporter;
 use crate::upstream::{resolve, Policy, Pool};
 
 /// Builds the server from the configuration: starts spawned replicas (if any), loads
@@ -66,6 +67,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             bin,
             config.database_url.clone(),
             config.log_format,
+            config.otlp_endpoint.clone(),
         )?;
         fixed.extend(supervisor.addrs().into_iter().map(|a| (a, 1)));
         Some(supervisor)
@@ -107,6 +109,12 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let traces = config
+        .otlp_endpoint
+        .as_deref()
+        .map(Exporter::start)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e:#}"))?;
 
     let balancer = Balancer {
         pool: pool.clone(),
@@ -120,8 +128,11 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             queue_wait: Duration::from_millis(config.queue_ms),
             max_queued: config.max_queued,
+            access_log_every: config.access_log_every,
         },
         queued: AtomicUsize::new(0),
+        seen: AtomicU64::new(0),
+        traces: traces.map(Arc::new),
         // As many idle connections per replica as pingora's pool would keep in all,
         // shared out among the worker threads.
         keepalive: Keepalive::new(

@@ -36,6 +36,8 @@ pub struct Supervisor {
     bin: PathBuf,
     database_url: String,
     log_format: LogFormat,
+    /// Passed on as the replicas' `--otlp-endpoint`.
+    otlp_endpoint: Option<String>,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -58,11 +60,13 @@ impl Supervisor {
         bin: PathBuf,
         database_url: String,
         log_format: LogFormat,
+        otlp_endpoint: Option<String>,
     ) -> anyhow::Result<Arc<Self>> {
         let supervisor = Arc::new(Self {
             bin,
             database_url,
             log_format,
+            otlp_endpoint,
             slots: Mutex::new(Vec::new()),
         });
         let mut slots = Vec::with_capacity(n);
@@ -99,6 +103,11 @@ impl Supervisor {
             .arg("--log-format")
             .arg(self.log_format.as_str())
             .arg("--exit-with-parent")
+            .args(
+                self.otlp_endpoint
+                    .iter()
+                    .flat_map(|endpoint| ["--otlp-endpoint", endpoint.as_str()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -71,6 +71,7 @@ impl Tx {
     }
 
     /// Runs a statement; the number of rows it changed.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn execute(&mut self, sql: &Sql) -> sqlx::Result<u64> {
         Ok(match &mut self.inner {
             Inner::Sqlite(tx, _) => sqlx::query_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
@@ -94,6 +95,7 @@ impl Tx {
     }
 
     /// Every row a statement returns.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> sqlx::Result<Vec<T>> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
@@ -110,6 +112,7 @@ impl Tx {
     }
 
     /// The row a statement returns, if any.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {
@@ -133,6 +136,7 @@ impl Tx {
     }
 
     /// The first column of the row a statement returns, if any.
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn scalar_optional<T: Scalar>(&mut self, sql: &Sql) -> sqlx::Result<Option<T>> {
         match &mut self.inner {
             Inner::Sqlite(tx, _) => {

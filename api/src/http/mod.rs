@@ -102,24 +102,32 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(client)
         .layer(axum::middleware::from_fn(partner_tag::tag))
         .layer(sessions)
-        .layer(axum::middleware::from_fn(session::failed_saves_are_unavailable))
+        .layer(axum::middleware::from_fn(
+            session::failed_saves_are_unavailable,
+        ))
         .layer(axum::middleware::from_fn(metrics::record))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
         // Outside the timeout, so a 504 is logged as one.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access_log::record,
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let request_id = req
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id)
-        })
-        .on_failure(log_failure))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let request_id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    crate::telemetry::request_span(req, request_id)
+                })
+                .on_failure(log_failure),
+        )
         // Keeps a client's (or the balancer's) X-Request-Id, or makes one.
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)

@@ -19,4 +19,5 @@ mod proxying;
 mod secrets;
 mod selection;
 mod startup;
+mod tracing;
 mod wire;
