@@ -35,6 +35,16 @@ fn post(query: Option<&str>, hash: &str) -> axum::http::Request<axum::body::Byte
     requests::json("POST", "/graphql", &body, &[])
 }
 
+/// How many texts the store holds.
+async fn stored(app: &TestApp) -> i64 {
+    app.state
+        .service
+        .db()
+        .scalar(&Sql::new("select count(*) from persisted_queries"))
+        .await
+        .unwrap()
+}
+
 dual_tests! {
     async fn a_hash_is_unknown_until_its_text_is_sent_then_any_replica_serves_it_by_get(app) {
         let mut owner = app.partner("apq_stall").await;
@@ -87,9 +97,7 @@ dual_tests! {
         assert_eq!(not_json.status, 400);
         let unknown = c.get(&get_hash(&sha256(CATALOGUE))).await;
         assert_eq!(first_code(&unknown.json()).as_deref(), Some("PERSISTED_QUERY_NOT_FOUND"));
-        let stored: i64 = app.state.service.db()
-            .scalar(&Sql::new("select count(*) from persisted_queries")).await.unwrap();
-        assert_eq!(stored, 0);
+        assert_eq!(stored(&app).await, 0);
     }
 
     async fn a_stored_text_obeys_every_rule_a_sent_one_does(app) {
@@ -138,14 +146,7 @@ async fn the_store_keeps_at_most_its_bound_and_drops_the_oldest() {
         let response = c.send_built(post(Some(query), &sha256(query))).await;
         assert_eq!(response.status, 200, "{}", response.text());
     }
-    let stored: i64 = app
-        .state
-        .service
-        .db()
-        .scalar(&Sql::new("select count(*) from persisted_queries"))
-        .await
-        .unwrap();
-    assert_eq!(stored, 2);
+    assert_eq!(stored(&app).await, 2);
     // A replica that did not cache them: the oldest is gone, the newer two are there.
     let sibling = app.sibling().await;
     let mut there = sibling.client();
@@ -168,12 +169,5 @@ async fn the_store_keeps_at_most_its_bound_and_drops_the_oldest() {
     let long = format!("{{ __typename }} # {}", "x".repeat(33 * 1024));
     let ran = c.send_built(post(Some(&long), &sha256(&long))).await;
     assert_eq!(ran.json()["data"]["__typename"], "QueryRoot");
-    let stored: i64 = app
-        .state
-        .service
-        .db()
-        .scalar(&Sql::new("select count(*) from persisted_queries"))
-        .await
-        .unwrap();
-    assert_eq!(stored, 2);
+    assert_eq!(stored(&app).await, 2);
 }
