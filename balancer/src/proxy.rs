@@ -98,12 +98,17 @@ struct RequestIds {
     request_id: String,
     /// The W3C trace it belongs to, with the balancer's span.
     trace: TraceContext,
+    /// The hop's span, when spans are exported.
+    hop: Option<HopSpan>,
+}
+
+/// How far a request got, for its access line and span.
+#[derive(Default)]
+struct Progress {
     /// Attempts on replicas so far.
     attempts: usize,
     /// The replica last tried.
     replica: Option<SocketAddr>,
-    /// The hop's span, when spans are exported.
-    hop: Option<HopSpan>,
 }
 
 /// What the balancer answers itself, and why. Each is one JSON error in the replicas'
@@ -236,23 +241,29 @@ impl HttpServerApp for Balancer {
             trace: TraceContext::continue_or_start(
                 header.headers.get("traceparent").map(|v| v.as_bytes()),
             ),
-            attempts: 0,
-            replica: None,
             hop: None,
         };
+        let mut progress = Progress::default();
         if let Some(traces) = &self.traces {
             let method = downstream.req_header().method.as_str().to_owned();
             ids.hop = Some(traces.open(&mut ids.trace, &method, SystemTime::now()));
         }
-        let reuse = self.serve(downstream, &mut ids).await;
+        let traceparent = ids.trace.traceparent();
+        let reuse = self
+            .serve(downstream, &ids.request_id, &traceparent, &mut progress)
+            .await;
         let elapsed = started.elapsed();
         self.metrics.observe(elapsed);
-        self.log_access(downstream, &ids, elapsed);
+        self.log_access(downstream, &ids, &progress, elapsed);
         if let Some(hop) = ids.hop.take() {
             let status = downstream
                 .response_written()
                 .map_or(0, |r| r.status.as_u16());
-            hop.close(status, ids.attempts, ids.replica.map(|a| a.to_string()));
+            hop.close(
+                status,
+                progress.attempts,
+                progress.replica.map(|a| a.to_string()),
+            );
         }
         if reuse == Reuse::Close {
             return None;
@@ -269,7 +280,13 @@ impl Balancer {
     /// One access line, for one request in `access_log_every`: what the replica's line
     /// for the same request can be found by (`request_id`, `trace_id`). No path: it
     /// carries ids and usernames, and the replica logs the route's template.
-    fn log_access(&self, downstream: &DownstreamSession, ids: &RequestIds, elapsed: Duration) {
+    fn log_access(
+        &self,
+        downstream: &DownstreamSession,
+        ids: &RequestIds,
+        progress: &Progress,
+        elapsed: Duration,
+    ) {
         let every = self.settings.access_log_every;
         if every == 0 || !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
@@ -291,7 +308,7 @@ impl Balancer {
             method = %downstream.req_header().method,
             status,
             duration_ms,
-            attempts = ids.attempts,
+            attempts = progress.attempts,
             request_id = %ids.request_id,
             trace_id = %ids.trace.trace_id_hex(),
             "access"
@@ -299,9 +316,13 @@ impl Balancer {
     }
 
     /// One request, from its header (read) to the end of its answer.
-    async fn serve(&self, downstream: &mut DownstreamSession, ids: &mut RequestIds) -> Reuse {
-        let request_id = ids.request_id.clone();
-        let traceparent = ids.trace.traceparent();
+    async fn serve(
+        &self,
+        downstream: &mut DownstreamSession,
+        request_id: &str,
+        traceparent: &str,
+        progress: &mut Progress,
+    ) -> Reuse {
         let client = client_ip(downstream);
         let mut credential = None;
         if self.limits.enabled() {
@@ -345,7 +366,7 @@ impl Balancer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            ids.attempts = attempts;
+            progress.attempts = attempts;
             if attempts > 1 {
                 self.metrics.retries.fetch_add(1, Ordering::Relaxed);
             }
@@ -355,13 +376,13 @@ impl Balancer {
             };
             let replica = lease.upstream().clone();
             tried.push(replica.addr);
-            ids.replica = Some(replica.addr);
+            progress.replica = Some(replica.addr);
             let request = match forwarding::upstream_request(
                 downstream.req_header(),
                 has_body,
                 client,
-                &request_id,
-                &traceparent,
+                request_id,
+                traceparent,
             ) {
                 Ok(request) => request,
                 Err(_) => return self.refuse(downstream, Refusal::Malformed).await,
@@ -380,7 +401,7 @@ impl Balancer {
                     {
                         Ok(()) => {
                             return self
-                                .answer(downstream, upstream, lease, &request_id, credential)
+                                .answer(downstream, upstream, lease, request_id, credential)
                                 .await;
                         }
                         Err(fault) => fault,

@@ -15,7 +15,6 @@
 //! to the collector the replicas send theirs to: the SDK names the hop's span (its ids
 //! replace the random ones), and the replica's request span is its child.
 
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
@@ -60,18 +59,23 @@ impl TraceContext {
 
     /// The trace id as the logs and `traceparent` write it: 32 lower-case hex digits.
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        let mut out = String::with_capacity(32);
+        push_hex(&mut out, &self.trace_id);
+        out
     }
 
     /// The `traceparent` the replica gets: this trace, with the balancer's span as the
     /// parent.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        // Made on every request: one allocation, no formatting machinery.
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push('-');
+        push_hex(&mut out, &[self.flags]);
+        out
     }
 }
 
@@ -208,11 +212,19 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
+}
+
+#[cfg(test)]
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    push_hex(&mut out, bytes);
     out
 }
 
