@@ -71,7 +71,8 @@ async fn three_replicas_on_a_fresh_file_start_without_an_error_ten_times() {
 }
 
 /// In JSON, every line is one object: the balancer's own, and each replica's with a
-/// `replica` field, among them one access line per request with the request's id.
+/// `replica` field, among them one access line per request with the request's id, in
+/// each process, naming the same trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_name_the_replica_and_the_access_log_follows_a_request_id() {
     let db = Database::new();
@@ -90,14 +91,18 @@ async fn json_logs_name_the_replica_and_the_access_log_follows_a_request_id() {
     assert_eq!(r.status(), 200);
     // The line is written as the answer leaves; give the forwarder a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let access = loop {
+    let (access, front) = loop {
         let text = std::fs::read_to_string(&log).unwrap();
-        let found = text
+        let lines: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["request_id"] == "trace-me-7");
-        if let Some(line) = found {
-            break line;
+            .filter(|l| l["request_id"] == "trace-me-7")
+            .collect();
+        // The replica's line (forwarded with its address) and the balancer's own.
+        let replicas = lines.iter().find(|l| l["replica"].is_string());
+        let balancers = lines.iter().find(|l| l["replica"].is_null());
+        if let (Some(replicas), Some(balancers)) = (replicas, balancers) {
+            break (replicas.clone(), balancers.clone());
         }
         assert!(Instant::now() < deadline, "no access line:\n{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -108,6 +113,11 @@ async fn json_logs_name_the_replica_and_the_access_log_follows_a_request_id() {
     assert_eq!(access["route"], "/graphql", "{access}");
     assert_eq!(access["status"], 200, "{access}");
     assert!(access["duration_ms"].as_f64().is_some(), "{access}");
+    // The balancer's access line names the trace the replica's request span carries.
+    assert_eq!(front["message"], "access", "{front}");
+    let trace_id = front["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(trace_id.len(), 32, "{front}");
+    assert_eq!(access["span"]["trace_id"], trace_id, "{access}");
     stop(balancer);
     let text = std::fs::read_to_string(&log).unwrap();
     // The balancer probed /readyz every 200 ms: the probes are not in the access log.
