@@ -46,18 +46,27 @@ stop() {
 trap stop EXIT
 [ -n "$database_url" ] || database_url="sqlite://$work/ecanteen.db"
 
-port=$((20000 + RANDOM % 20000))
-RUST_LOG=warn "$bin/ecanteen-api" --listen "127.0.0.1:$port" --database-url "$database_url" \
+# Each process binds port 0 and names the port it holds in its listening line.
+listening_port() { # log
+  local line
+  for _ in $(seq 100); do
+    line="$(grep -m1 -E '^ecanteen-(api|balancer) listening on http://' "$1" 2>/dev/null || true)"
+    if [ -n "$line" ]; then line="${line#*http://}"; line="${line%% *}"; echo "${line##*:}"; return; fi
+    sleep 0.1
+  done
+  echo "stock-wrk: not up:" >&2; cat "$1" >&2; exit 1
+}
+RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:0 --database-url "$database_url" \
   > "$work/replica.log" 2>&1 &
 pids+=($!)
+port="$(listening_port "$work/replica.log")"
 target="http://127.0.0.1:$port"
 if $balancer; then
-  front=$((port + 1))
-  RUST_LOG=warn "$bin/ecanteen-balancer" --listen "127.0.0.1:$front" --admin "127.0.0.1:$((port + 2))" \
+  RUST_LOG=warn "$bin/ecanteen-balancer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --upstream "127.0.0.1:$port" --rate-limit-ip 0 --rate-limit-partner 0 \
     > "$work/balancer.log" 2>&1 &
   pids+=($!)
-  target="http://127.0.0.1:$front"
+  target="http://127.0.0.1:$(listening_port "$work/balancer.log")"
 fi
 for _ in $(seq 100); do
   curl -fs "$target/readyz" > /dev/null 2>&1 && break

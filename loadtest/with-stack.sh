@@ -50,14 +50,28 @@ stop() {
 trap stop EXIT
 [ -n "$database_url" ] || database_url="sqlite://$work/ecanteen.db"
 
-# A port nobody answers on.
-free_port() {
-  local port
-  for _ in $(seq 50); do
-    port=$((20000 + RANDOM % 40000))
-    if ! { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then echo "$port"; return; fi
+# The stack is started on port 0: each process binds a free port itself and prints a
+# "listening on http://ADDR" line once it holds it, so no other process can take a port
+# between its pick and its use. `listening WORD` waits for that line in the log and prints
+# the port after WORD ("http://", or "admin http://" for the balancer's admin endpoint).
+listening() {
+  local word="$1" line
+  for _ in $(seq 300); do
+    # The process's standard output is a file of its own (a spawned replica's lines,
+    # forwarded to standard error, cannot be taken for the balancer's).
+    line="$(grep -m1 -E '^ecanteen-(api|balancer) listening on http://' "$work/stdout.log" 2>/dev/null || true)"
+    if [ -n "$line" ]; then
+      line="${line#*"$word"}"
+      line="${line%%[ )]*}"
+      echo "${line##*:}"
+      return
+    fi
+    if ! kill -0 "${pids[0]}" 2>/dev/null; then
+      echo "with-stack: the stack exited:" >&2; cat "$work/stack.log" >&2; exit 2
+    fi
+    sleep 0.2
   done
-  echo "with-stack: no free port found" >&2; exit 2
+  echo "with-stack: the stack did not say where it listens:" >&2; cat "$work/stack.log" >&2; exit 2
 }
 
 # The body of GET $path on 127.0.0.1:$port when it answers 200, else fails.
@@ -70,23 +84,24 @@ get() {
   case "$answer" in "HTTP/1."?" 200"*) printf '%s' "${answer#*$'\r\n\r\n'}" ;; *) return 1 ;; esac
 }
 
-port="$(free_port)"
 export RUST_LOG="${RUST_LOG:-warn}"
 if $direct; then
-  "$bin/ecanteen-api" --listen "127.0.0.1:$port" --database-url "$database_url" \
-    > "$work/stack.log" 2>&1 &
+  "$bin/ecanteen-api" --listen 127.0.0.1:0 --database-url "$database_url" \
+    > "$work/stdout.log" 2> "$work/stack.log" &
   pids+=($!)
+  port="$(listening "http://")"
   ready() { get "$port" /readyz > /dev/null; }
   echo "with-stack: one replica ($profile) at http://127.0.0.1:$port, $database_url" >&2
 else
-  admin="$(free_port)"
   # The rate limits are off: the whole load comes from one IP, and measuring capacity
   # is the point. (Their own tests are in balancer/tests/stack/limits.rs.)
-  "$bin/ecanteen-balancer" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+  "$bin/ecanteen-balancer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --spawn "$replicas" --api-bin "$bin/ecanteen-api" --database-url "$database_url" \
     --rate-limit-ip 0 --rate-limit-partner 0 \
-    > "$work/stack.log" 2>&1 &
+    > "$work/stdout.log" 2> "$work/stack.log" &
   pids+=($!)
+  port="$(listening "http://")"
+  admin="$(listening "admin http://")"
   ready() { get "$admin" /status 2>/dev/null | grep -q "\"ready\":$replicas,"; }
   echo "with-stack: balancer ($profile) at http://127.0.0.1:$port, $replicas replicas, $database_url" >&2
 fi

@@ -28,7 +28,10 @@ pub enum LogFormat {
     about = "One stateless e-canteen inventory replica (GraphQL over HTTP)"
 )]
 pub struct Config {
-    /// Address to listen on (port 0 picks a free port, printed at start).
+    /// Address to listen on (port 0 picks a free port, printed at start). A socket handed
+    /// over by a supervisor is served instead: `LISTEN_FDS=1` with the socket on
+    /// descriptor 3, and `LISTEN_PID` naming this process (systemd's socket activation)
+    /// or `LISTEN_FDNAMES=ecanteen-api` (the balancer's `--spawn`).
     #[arg(long, env = "ECANTEEN_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 

@@ -2,14 +2,23 @@
 
 use clap::Parser as _;
 use ecanteen_api::config::Config;
-use ecanteen_api::startup::{shutdown_signal, Application};
+use ecanteen_api::startup::{inherited_listener, shutdown_signal, Application};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // A socket handed over by a supervisor is taken while this is the only thread (its
+    // variables leave the environment).
+    let inherited = inherited_listener()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(inherited))
+}
+
+async fn run(inherited: Option<std::net::TcpListener>) -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry =
         ecanteen_api::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
-    let app = Application::build(&config).await?;
+    let app = Application::build_on(&config, inherited).await?;
     // Scripts (and the balancer's --spawn) read the bound address from this line.
     println!("ecanteen-api listening on http://{}", app.local_addr()?);
     tracing::info!(addr = %app.local_addr()?, database = %redact(&config.database_url), "ready");

@@ -116,6 +116,41 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     })
 }
 
+/// The name a supervisor gives the socket it hands over (`LISTEN_FDNAMES`; systemd's
+/// `FileDescriptorName=`), as the balancer's `--spawn` does.
+pub const LISTEN_FD_NAME: &str = "ecanteen-api";
+
+/// The listening socket a supervisor handed over, by systemd's socket-activation
+/// protocol (read by `listenfd`): `LISTEN_FDS=1` and the socket on descriptor 3. The
+/// balancer's `--spawn` binds each replica's port itself and passes it on this way, so
+/// no other process can take the port between the pick and the bind.
+///
+/// Taken only when the hand-over is meant for this process: `LISTEN_PID` names it (as
+/// systemd sets it), or, without `LISTEN_PID` (a supervisor cannot know its child's pid
+/// before it starts), `LISTEN_FDNAMES` is [`LISTEN_FD_NAME`]. A stray `LISTEN_FDS` in the
+/// environment (a development tool's) is left alone, and `--listen` is bound instead.
+///
+/// Call it before any other thread starts: `listenfd` removes the variables from the
+/// environment, which is only sound while the process has one thread.
+pub fn inherited_listener() -> anyhow::Result<Option<std::net::TcpListener>> {
+    let pid = std::env::var("LISTEN_PID").ok().filter(|p| !p.is_empty());
+    let named = std::env::var("LISTEN_FDNAMES").is_ok_and(|n| n == LISTEN_FD_NAME);
+    let meant_for_us = match pid {
+        Some(pid) => pid == std::process::id().to_string(),
+        None => named,
+    };
+    if !meant_for_us || std::env::var_os("LISTEN_FDS").is_none() {
+        return Ok(None);
+    }
+    let listener = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("the socket handed over in LISTEN_FDS is not a TCP listener")?;
+    if let Some(listener) = &listener {
+        listener.set_nonblocking(true)?;
+    }
+    Ok(listener)
+}
+
 /// A replica, bound and ready to serve.
 pub struct Application {
     listener: TcpListener,
@@ -127,11 +162,24 @@ pub struct Application {
 }
 
 impl Application {
+    /// A replica on `--listen`.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_on(config, None).await
+    }
+
+    /// A replica on `inherited` (see [`inherited_listener`]) when there is one, else on
+    /// `--listen`.
+    pub async fn build_on(
+        config: &Config,
+        inherited: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
         let state = build_state(config).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = match inherited {
+            Some(listener) => TcpListener::from_std(listener)?,
+            None => TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?,
+        };
         Ok(Self {
             listener,
             app: router(state.clone()),

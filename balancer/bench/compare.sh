@@ -48,14 +48,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The front doors (ours, nginx, HAProxy) get a port picked here and bind it themselves:
+# another process could take it in between, and then that front door fails to start and
+# wait_http stops the run with "not up" (never a silent mix-up). ECANTEEN_BENCH_BALANCER
+# may be an older build, so ours is given a port like the others. The replicas bind
+# port 0 and say which port they got (listening_port), which cannot race.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+listening_port() {
+  for _ in $(seq 1 100); do
+    line=$(grep -m1 '^ecanteen-api listening on http://' "$1" 2>/dev/null || true)
+    [ -n "$line" ] && { echo "${line##*:}"; return 0; }
+    sleep 0.1
+  done
+  echo "not up: $1" >&2; cat "$1" >&2; exit 1
+}
 wait_http() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
 
 db="sqlite://$work/bench.db"
-r1=$(free_port); r2=$(free_port); lb=$(free_port); admin=$(free_port); ngx=$(free_port); hap=$(free_port)
-RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:$r1 --database-url "$db" >/dev/null 2>&1 & pids+=($!)
-sleep 1
-RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:$r2 --database-url "$db" >/dev/null 2>&1 & pids+=($!)
+lb=$(free_port); admin=$(free_port); ngx=$(free_port); hap=$(free_port)
+RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:0 --database-url "$db" >"$work/r1.log" 2>&1 & pids+=($!)
+r1=$(listening_port "$work/r1.log")
+RUST_LOG=warn "$bin/ecanteen-api" --listen 127.0.0.1:0 --database-url "$db" >"$work/r2.log" 2>&1 & pids+=($!)
+r2=$(listening_port "$work/r2.log")
 wait_http http://127.0.0.1:$r1/readyz
 wait_http http://127.0.0.1:$r2/readyz
 

@@ -12,6 +12,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::Algorithm;
 use crate::metrics::Metrics;
+use crate::spawn::Supervisor;
 use crate::upstream::Pool;
 
 #[derive(Clone)]
@@ -22,11 +23,14 @@ pub struct Admin {
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
     pub algorithm: Algorithm,
+    /// With `--spawn`: the replicas this balancer started, shown as `replicas`.
+    pub supervisor: Option<Arc<Supervisor>>,
 }
 
 async fn status(State(admin): State<Admin>) -> impl IntoResponse {
     let upstreams: Vec<_> = admin.pool.members().iter().map(|u| u.status()).collect();
     let ready = upstreams.iter().filter(|u| u.ready).count();
+    let replicas = admin.supervisor.as_ref().map(|s| s.status());
     Json(serde_json::json!({
         "algorithm": match admin.algorithm {
             Algorithm::RoundRobin => "round-robin",
@@ -34,6 +38,7 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
         },
         "ready": ready,
         "upstreams": upstreams,
+        "replicas": replicas,
         "totals": {
             "requests": admin.metrics.requests.load(std::sync::atomic::Ordering::Relaxed),
             "retries": admin.metrics.retries.load(std::sync::atomic::Ordering::Relaxed),

@@ -23,21 +23,23 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-    let server = match ecanteen_balancer::server::build(&config) {
-        Ok(server) => server,
+    let built = match ecanteen_balancer::server::build(&config) {
+        Ok(built) => built,
         Err(err) => {
             // One line, the causes joined: "cannot listen on …: Address already in use".
             eprintln!("ecanteen-balancer: {err:#}");
             return ExitCode::FAILURE;
         }
     };
-    // Scripts and tests read the address from this line, printed once both ports are
-    // known to be free.
+    // Scripts and tests read the addresses from this line (port 0 resolved), printed
+    // once both ports are held by this process.
     println!(
         "ecanteen-balancer listening on http://{} (admin http://{})",
-        config.listen, config.admin
+        built.listen, built.admin
     );
-    server.run_forever()
+    // Never returns, so the reservation is held for the server's whole life.
+    let _reservation = built.reservation;
+    built.server.run_forever()
 }
 
 /// `RUST_LOG` (default `info`), except that pingora's own crates never log below

@@ -1,6 +1,7 @@
 //! Assembles the pingora server: the proxy's listening service and its background
 //! services.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use pingora::connectors::ConnectorOptions;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -26,19 +27,65 @@ use crate::spawn::{default_api_bin, Supervisor, SupervisorService};
 use crate::tracecontext::Exporter;
 use crate::upstream::{resolve, Policy, Pool};
 
+/// The server, ready to run, and the addresses it serves on.
+pub struct Built {
+    pub server: Server,
+    /// The proxy's address (port 0 in `--listen` resolved to the port taken).
+    pub listen: SocketAddr,
+    /// The admin endpoint's address, likewise.
+    pub admin: SocketAddr,
+    /// With `--listen …:0`, what holds the port until pingora binds it: keep it for as
+    /// long as the server runs ([`reserve`]).
+    pub reservation: Option<socket2::Socket>,
+}
+
+/// Takes a free port for `--listen …:0`: binds port 0 with `SO_REUSEPORT` and does not
+/// listen. No other process can then bind the port, unless it runs as the same user and
+/// sets `SO_REUSEPORT` on that very port itself; pingora's listener, which sets it too
+/// (here only), binds it when its service starts. Connections go only to listening
+/// sockets, so this one never takes any.
+///
+/// Only port 0 is served this way, for scripts and tests that start a balancer on one
+/// machine and read its port from the listening line. An explicit port is bound as
+/// before, without `SO_REUSEPORT`: another process of the same user could otherwise
+/// share a production port, and a restart could not bind over the `TIME_WAIT` sockets of
+/// connections a listener without it left behind. pingora-core 0.9 takes no bound socket
+/// from its caller (only from a graceful upgrade's hand-over), which is what would close
+/// this for every port.
+fn reserve(addr: SocketAddr) -> std::io::Result<(socket2::Socket, SocketAddr)> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("the reserved socket has no IP address"))?;
+    Ok((socket, bound))
+}
+
 /// Builds the server from the configuration: starts spawned replicas (if any), loads
 /// the initial membership, and wires every service. `run_forever` is the caller's.
-pub fn build(config: &Config) -> anyhow::Result<Server> {
+pub fn build(config: &Config) -> anyhow::Result<Built> {
     // Both ports are tried before anything starts, so a taken one ends the balancer
-    // with one line and no replica left behind. The admin listener is kept and served;
-    // the proxy's is let go and bound again at once by pingora.
-    drop(
-        std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?,
-    );
+    // with one line and no replica left behind. The admin listener is kept and served.
+    // The proxy's explicit port is let go and bound again at once by pingora; port 0 is
+    // reserved ([`reserve`]) so that the port named in the listening line stays ours.
+    let cannot_listen = || format!("cannot listen on {}", config.listen);
+    let (reservation, listen) = if config.listen.port() == 0 {
+        let (socket, bound) = reserve(config.listen).with_context(cannot_listen)?;
+        (Some(socket), bound)
+    } else {
+        drop(std::net::TcpListener::bind(config.listen).with_context(cannot_listen)?);
+        (None, config.listen)
+    };
     let admin = std::net::TcpListener::bind(config.admin)
         .with_context(|| format!("cannot serve the admin endpoint on {}", config.admin))?;
     admin.set_nonblocking(true)?;
+    let admin_addr = admin.local_addr()?;
     let policy = Policy {
         rise: config.rise.max(1),
         fall: config.fall.max(1),
@@ -68,6 +115,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             config.database_url.clone(),
             config.log_format,
             config.otlp_endpoint.clone(),
+            pool.clone(),
         )?;
         fixed.extend(supervisor.addrs().into_iter().map(|a| (a, 1)));
         Some(supervisor)
@@ -146,10 +194,14 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
     // header and a body of a few KiB went out in two writes. With 16 KiB both leave in
     // one. Only bodies of a known length are buffered: chunked bodies and WebSocket
     // frames are still flushed as they come.
-    proxy.add_listener(
-        ListenerConfig::tcp(config.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().write(16 * 1024)),
-    );
+    let mut listener = ListenerConfig::tcp(listen.to_string())
+        .l4_buffer(L4BufferSettings::default().write(16 * 1024));
+    if reservation.is_some() {
+        let mut reuse_port = TcpSocketOptions::default();
+        reuse_port.so_reuseport = Some(true);
+        listener = listener.tcp_socket_options(reuse_port);
+    }
+    proxy.add_listener(listener);
 
     server.add_service(background_service(
         "health checks",
@@ -162,6 +214,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
             pool: pool.clone(),
             metrics,
             algorithm: config.algorithm,
+            supervisor: supervisor.clone(),
         },
     ));
     if let Some(file) = file {
@@ -177,5 +230,10 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
         ));
     }
     server.add_service(proxy);
-    Ok(server)
+    Ok(Built {
+        server,
+        listen,
+        admin: admin_addr,
+        reservation,
+    })
 }

@@ -203,6 +203,20 @@ impl Upstream {
         (h.health != before).then_some(h.health)
     }
 
+    /// The replica's process is gone (a spawned replica that exited): not ready at once,
+    /// without waiting for `fall` probes to fail, and ready again only after `rise`
+    /// probes pass. (A spawned replica's port is held by the supervisor while it
+    /// restarts, so connections to it would wait in the backlog instead of being
+    /// refused; none should be sent there meanwhile.)
+    pub fn mark_down(&self) {
+        if let Ok(mut h) = self.health.lock() {
+            h.health = Health::Unhealthy;
+            h.streak = 0;
+            h.last_ok = Some(false);
+            self.healthy.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// Whether a replica's answer with `status` counts as a failure for passive checks:
     /// a 5xx, except 503. A replica that answers 503 is alive and says it is busy (its
     /// password workers are full) or that its database is away; ejecting it for that

@@ -1,24 +1,34 @@
 // Starts the real stack for the browser tests: the balancer (debug build) in front of
-// two replicas on a fresh SQLite file, on free loopback ports.
+// two replicas on a fresh SQLite file. The balancer binds port 0 for itself and its
+// admin endpoint and says which ports it holds, so no other process can take one between
+// a pick and its use.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
 
-function freePort() {
+/** The proxy's and the admin endpoint's addresses, from the balancer's listening line:
+ * `ecanteen-balancer listening on http://A (admin http://B)`. */
+function listening(child, log, deadline) {
   return new Promise((ok, fail) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
-    });
+    const timer = setTimeout(() => fail(new Error(`the stack did not say where it listens: ${log()}`)), deadline - Date.now());
+    let out = '';
+    const onData = (chunk) => {
+      out += chunk;
+      const line = /ecanteen-balancer listening on http:\/\/(\S+) \(admin http:\/\/([^)\s]+)\)/.exec(out);
+      if (line) {
+        clearTimeout(timer);
+        child.stdout.off('data', onData);
+        child.stdout.resume();
+        ok({ listen: line[1], admin: line[2] });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', () => { clearTimeout(timer); fail(new Error(`the stack exited: ${log()}`)); });
   });
 }
 
@@ -27,23 +37,22 @@ export const KEEPALIVE_MS = 2000;
 
 export async function startStack() {
   const dir = mkdtempSync(join(tmpdir(), 'ecanteen-browser-'));
-  const port = await freePort();
-  const admin = await freePort();
   const child = spawn(join(TARGET, 'debug', 'ecanteen-balancer'), [
-    '--listen', `127.0.0.1:${port}`,
-    '--admin', `127.0.0.1:${admin}`,
+    '--listen', '127.0.0.1:0',
+    '--admin', '127.0.0.1:0',
     '--spawn', '2',
     '--api-bin', join(TARGET, 'debug', 'ecanteen-api'),
     '--database-url', `sqlite://${join(dir, 'ecanteen.db')}`,
-  ], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'warn', ECANTEEN_WS_KEEPALIVE_MS: String(KEEPALIVE_MS) } });
+  ], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn', ECANTEEN_WS_KEEPALIVE_MS: String(KEEPALIVE_MS) } });
   let log = '';
   child.stderr.on('data', (chunk) => { log = (log + chunk).slice(-20_000); });
-  const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
+  const { listen, admin } = await listening(child, () => log, deadline);
+  const base = `http://${listen}`;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the stack exited: ${log}`);
     try {
-      const status = await (await fetch(`http://127.0.0.1:${admin}/status`)).json();
+      const status = await (await fetch(`http://${admin}/status`)).json();
       if (status.ready >= 2 && (await fetch(`${base}/readyz`)).ok) break;
     } catch {
       // not up yet

@@ -19,12 +19,19 @@ tests/fuzz/install.sh
 # them a second time.
 cargo build -q --locked --workspace --all-targets
 work="$(mktemp -d)"
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-RUST_LOG=warn target/debug/ecanteen-api --listen "127.0.0.1:$port" \
+# Port 0: the replica binds a free port itself and names it in its listening line.
+RUST_LOG=warn target/debug/ecanteen-api --listen 127.0.0.1:0 \
   --database-url "sqlite://$work/fuzz.db" > "$work/replica.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+port=""
+for _ in $(seq 100); do
+  line="$(grep -m1 '^ecanteen-api listening on http://' "$work/replica.log" 2>/dev/null || true)"
+  if [ -n "$line" ]; then port="${line##*:}"; break; fi
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "fuzz: the replica did not start:" >&2; cat "$work/replica.log" >&2; exit 1; }
+base="http://127.0.0.1:$port"
 for _ in $(seq 100); do
   curl -sf "$base/readyz" > /dev/null && break
   sleep 0.1

@@ -17,11 +17,61 @@ use axum::Router;
 use ecanteen_test_client::Remote;
 use serde_json::{json, Value};
 
+/// An address nothing listens on, for tests of a refused connection. Not for a server to
+/// bind: another process may take the port once it is let go. Servers are started on
+/// port 0 and say where they listen ([`spawn_listening`]).
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// Starts `command` with its standard output piped, and returns it with the first line
+/// that says where it listens (both binaries print one once their ports are bound). A
+/// thread copies every line to `sink`, when given, until the process closes its output.
+pub fn spawn_listening(command: &mut Command, sink: Option<std::fs::File>) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the process");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        let mut sink = sink;
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(" listening on http://") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line.clone());
+                }
+            }
+            if let Some(sink) = sink.as_mut() {
+                let _ = writeln!(sink, "{line}");
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => (child, line),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("{command:?} did not say where it listens ({status:?})")
+        }
+    }
+}
+
+/// The address after the first `http://` of a listening line.
+pub fn listening_addr(line: &str, after: &str) -> SocketAddr {
+    let rest = line
+        .split_once(after)
+        .unwrap_or_else(|| panic!("no {after:?} in {line:?}"))
+        .1;
+    let addr = rest.split([' ', ')']).next().unwrap_or_default();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("{addr:?} in {line:?}: {e}"))
 }
 
 pub fn balancer_bin() -> PathBuf {
@@ -92,34 +142,28 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// A replica on a port of its own choosing (port 0).
     pub fn start(database_url: &str, extra: &[&str]) -> Self {
-        Self::start_on(free_addr(), database_url, extra)
+        Self::start_on("127.0.0.1:0".parse().unwrap(), database_url, extra)
     }
 
+    /// A replica on `addr` (a test that restarts one on the port it had).
     pub fn start_on(addr: SocketAddr, database_url: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(api_bin())
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--database-url",
-                database_url,
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ecanteen-api");
-        // The first line says it is listening.
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(
-            line.contains("listening"),
-            "replica did not start: {line:?}"
+        let (child, line) = spawn_listening(
+            Command::new(api_bin())
+                .args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--database-url",
+                    database_url,
+                ])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+            None,
         );
         Self {
-            addr,
+            addr: listening_addr(&line, "http://"),
             proc: Proc { child },
         }
     }
@@ -182,33 +226,34 @@ impl Balancer {
         } else {
             Stdio::null()
         };
-        Self::start_logging(args, "warn", Stdio::null(), stderr)
+        Self::start_logging(args, "warn", None, stderr)
     }
 
-    /// Starts a balancer whose logs (at `level`) go to `stdout` and `stderr`.
-    pub fn start_logging(args: &[String], level: &str, stdout: Stdio, stderr: Stdio) -> Self {
-        let listen = free_addr();
-        let admin = free_addr();
-        let child = Command::new(balancer_bin())
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin",
-                &admin.to_string(),
-            ])
-            .args(["--health-interval-ms", "200", "--threads", "2"])
-            // The tests' loads all come from 127.0.0.1; the limits have their own tests.
-            .args(if args.iter().any(|a| a.starts_with("--rate-limit")) {
-                &[][..]
-            } else {
-                &["--rate-limit-ip", "0", "--rate-limit-partner", "0"][..]
-            })
-            .args(args)
-            .env("RUST_LOG", level)
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("start ecanteen-balancer");
+    /// Starts a balancer on ports of its own choosing, whose logs (at `level`) go to
+    /// `stdout` (when given) and `stderr`.
+    pub fn start_logging(
+        args: &[String],
+        level: &str,
+        stdout: Option<std::fs::File>,
+        stderr: Stdio,
+    ) -> Self {
+        let (child, line) = spawn_listening(
+            Command::new(balancer_bin())
+                .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+                .args(["--health-interval-ms", "200", "--threads", "2"])
+                // The tests' loads all come from 127.0.0.1; the limits have their own tests.
+                .args(if args.iter().any(|a| a.starts_with("--rate-limit")) {
+                    &[][..]
+                } else {
+                    &["--rate-limit-ip", "0", "--rate-limit-partner", "0"][..]
+                })
+                .args(args)
+                .env("RUST_LOG", level)
+                .stderr(stderr),
+            stdout,
+        );
+        let listen = listening_addr(&line, "http://");
+        let admin = listening_addr(&line, "admin http://");
         let balancer = Self {
             url: format!("http://{listen}"),
             admin: format!("http://{admin}"),

@@ -124,7 +124,16 @@ async fn spawn_starts_supervises_and_stops_the_replicas() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    balancer.wait_ready(2);
+    let status = balancer.wait_ready(2);
+    // The same slot, on the same port, restarted once.
+    let restarts: Vec<u64> = status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["restarts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(restarts.iter().sum::<u64>(), 1, "{status}");
+    assert_eq!(status["upstreams"][0]["addr"], first.as_str(), "{status}");
     let me = c.gql(documents::ME, json!({})).await;
     assert_eq!(
         me["data"]["me"]["username"], "spawned",

@@ -21,20 +21,19 @@ fn log_file(dir: &tempfile::TempDir, name: &str) -> (File, File) {
 async fn no_password_token_or_session_id_is_logged_even_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::new();
-    let addr = free_addr();
     let (out, err) = log_file(&dir, "replica.log");
-    let _replica = Proc {
-        child: Command::new(api_bin())
-            .args(["--listen", &addr.to_string(), "--database-url", &db.url])
+    let (child, line) = spawn_listening(
+        Command::new(api_bin())
+            .args(["--listen", "127.0.0.1:0", "--database-url", &db.url])
             .env("RUST_LOG", "trace")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap(),
-    };
+            .stderr(Stdio::from(err)),
+        Some(out),
+    );
+    let addr = listening_addr(&line, "http://");
+    let _replica = Proc { child };
     let (out, err) = log_file(&dir, "balancer.log");
     let args = ["--upstream".to_owned(), addr.to_string()];
-    let balancer = Balancer::start_logging(&args, "trace", Stdio::from(out), Stdio::from(err));
+    let balancer = Balancer::start_logging(&args, "trace", Some(out), Stdio::from(err));
     balancer.wait_ready(1);
     let url = balancer.url.clone();
 

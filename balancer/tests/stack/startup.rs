@@ -26,7 +26,7 @@ fn spawn_logging(
     Balancer::start_logging(
         &args,
         "info",
-        Stdio::from(file.try_clone().unwrap()),
+        Some(file.try_clone().unwrap()),
         Stdio::from(file),
     )
 }
@@ -143,8 +143,8 @@ fn a_taken_port_or_admin_port_ends_the_balancer_with_one_line() {
         ("--listen", "cannot listen on"),
         ("--admin", "cannot serve the admin endpoint on"),
     ] {
-        let mut args = vec!["--listen".to_owned(), free_addr().to_string()];
-        args.extend(["--admin".to_owned(), free_addr().to_string()]);
+        let mut args = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
+        args.extend(["--admin".to_owned(), "127.0.0.1:0".to_owned()]);
         let at = args.iter().position(|a| a == flag).unwrap();
         args[at + 1] = taken_addr.clone();
         args.extend(["--upstream".to_owned(), "127.0.0.1:9".to_owned()]);
@@ -176,5 +176,202 @@ fn a_taken_port_or_admin_port_ends_the_balancer_with_one_line() {
             "{flag}: {stderr}"
         );
         assert!(stderr.to_lowercase().contains("in use"), "{flag}: {stderr}");
+    }
+}
+
+/// Issue #39: `--spawn` picked each port by binding port 0 and letting it go, and the
+/// replica bound it later, so a second pick, or any other process, could get the same
+/// port first; the loser was restarted on its twin's port forever. Here another process
+/// does its worst: one thread binds every address the balancer announces a replica on,
+/// the moment the line is written, and another binds and lets go of ephemeral ports
+/// without pause. Every run still ends with `n` distinct replicas, all ready, none
+/// restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_replicas_get_distinct_ports_no_other_process_can_take() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    api_bin();
+    const N: usize = 8;
+    for run in 0..4 {
+        let db = Database::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stack.log");
+        let done = Arc::new(AtomicBool::new(false));
+        // The threads stop however the run ends (a failed assertion included), so they
+        // never go on loading the machine under the other tests.
+        struct Stop(Arc<AtomicBool>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(done.clone());
+        let churn = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(socket) = std::net::TcpListener::bind("127.0.0.1:0") {
+                        held.push_back(socket);
+                    }
+                    if held.len() > 200 {
+                        held.pop_front();
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            })
+        };
+        let thief = {
+            let done = done.clone();
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead as _, Seek as _};
+                let mut stolen = Vec::new();
+                let mut tried = HashSet::new();
+                let mut read = 0;
+                while !done.load(Ordering::Relaxed) {
+                    // What the log gained since the last look, whole lines only.
+                    let mut fresh = Vec::new();
+                    if let Ok(mut file) = std::fs::File::open(&log) {
+                        let _ = file.seek(std::io::SeekFrom::Start(read));
+                        for line in std::io::BufReader::new(file).split(b'\n') {
+                            let Ok(line) = line else { break };
+                            read += line.len() as u64 + 1;
+                            fresh.push(String::from_utf8_lossy(&line).into_owned());
+                        }
+                    }
+                    for line in fresh.iter().filter(|l| l.contains("replica started")) {
+                        let Some(addr) = line
+                            .split_once("replica=")
+                            .and_then(|(_, rest)| rest.split(' ').next())
+                        else {
+                            continue;
+                        };
+                        if tried.insert(addr.to_owned()) {
+                            if let Ok(socket) = std::net::TcpListener::bind(addr) {
+                                stolen.push(socket);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                stolen.len()
+            })
+        };
+        let balancer = spawn_logging(&db, N, &log, &[]);
+        let status = balancer.wait_for(
+            |s| s["ready"].as_u64() == Some(N as u64),
+            Duration::from_secs(90),
+        );
+        done.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        let stolen = thief.join().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            stolen, 0,
+            "run {run}: another process took a replica's port:\n{text}"
+        );
+        let addrs: HashSet<_> = status["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["addr"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(addrs.len(), N, "run {run}: {status}");
+        let replicas = status["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), N, "run {run}: {status}");
+        for replica in replicas {
+            assert_eq!(replica["state"], "running", "run {run}: {status}");
+            assert_eq!(replica["restarts"], 0, "run {run}: {status}\n{text}");
+            assert!(
+                addrs.contains(replica["addr"].as_str().unwrap()),
+                "{status}"
+            );
+        }
+        assert!(!text.contains("in use"), "run {run}:\n{text}");
+        stop(balancer);
+    }
+}
+
+/// A replica that cannot come up is not restarted in silence: after a few exits within
+/// seconds of their start, each exit is an error in the log and `/status` shows the slot
+/// as failing, with how its last run ended.
+#[test]
+fn a_replica_that_keeps_exiting_at_start_is_shown_failing() {
+    let db = Database::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stack.log");
+    let balancer = spawn_logging(&db, 1, &log, &["--api-bin", "/bin/false"]);
+    let status = balancer.wait_for(
+        |s| s["replicas"][0]["state"] == "failing",
+        Duration::from_secs(20),
+    );
+    let replica = &status["replicas"][0];
+    assert_eq!(replica["last_exit"], "exit status: 1", "{status}");
+    assert!(replica["restarts"].as_u64().unwrap() >= 2, "{status}");
+    assert_eq!(status["ready"], 0, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("ERROR") && text.contains("keeps exiting") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no error in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(balancer);
+}
+
+/// Port 0 for the proxy and the admin endpoint: the balancer picks both, holds them
+/// from the start, and says which in its listening line; both answer there.
+#[test]
+fn port_zero_is_resolved_and_announced() {
+    let backend = "127.0.0.1:9".to_owned();
+    let balancer = Balancer::start(&[backend.parse().unwrap()], &[]);
+    assert!(!balancer.url.ends_with(":0"), "{}", balancer.url);
+    assert!(balancer.status().is_some());
+    let port = balancer.url.rsplit(':').next().unwrap();
+    // The port is the balancer's: another process cannot bind it, with or without
+    // SO_REUSEADDR (std sets it).
+    assert!(std::net::TcpListener::bind(format!("127.0.0.1:{port}")).is_err());
+    // And the proxy answers on it once pingora has bound it (no replica is ready, so
+    // the balancer itself does).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw::status(&format!("{}/healthz", balancer.url)).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing answers at {}",
+            balancer.url
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A replica takes a socket from its environment only when the hand-over is meant for
+/// it (`LISTEN_PID` is its pid, or the socket is named `ecanteen-api`): a stray
+/// `LISTEN_FDS`, as a development tool may leave, is ignored and `--listen` served.
+#[test]
+fn a_stray_listen_fds_is_ignored_by_a_replica() {
+    let db = Database::new();
+    let (child, line) = spawn_listening(
+        Command::new(api_bin())
+            .args(["--listen", "127.0.0.1:0", "--database-url", &db.url])
+            .env("LISTEN_FDS", "1")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null()),
+        None,
+    );
+    let _replica = Proc { child };
+    let addr = listening_addr(&line, "http://");
+    assert_ne!(addr.port(), 0, "{line}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw::status(&format!("http://{addr}/healthz")) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the replica does not answer at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -29,19 +29,16 @@ fn read(dir: &tempfile::TempDir, name: &str) -> String {
 
 /// A replica logging at `info` to `replica.log` in `dir`, with `extra` flags.
 fn replica(dir: &tempfile::TempDir, db: &Database, extra: &[&str]) -> (SocketAddr, Proc) {
-    let addr = free_addr();
     let (out, err) = log_file(dir, "replica.log");
-    let proc = Proc {
-        child: Command::new(api_bin())
-            .args(["--listen", &addr.to_string(), "--database-url", &db.url])
+    let (child, line) = spawn_listening(
+        Command::new(api_bin())
+            .args(["--listen", "127.0.0.1:0", "--database-url", &db.url])
             .args(extra)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap(),
-    };
-    (addr, proc)
+            .stderr(Stdio::from(err)),
+        Some(out),
+    );
+    (listening_addr(&line, "http://"), Proc { child })
 }
 
 /// The `trace_id=` of the first line of `log` that holds `needle`.
@@ -63,7 +60,7 @@ async fn one_requests_trace_id_is_in_the_balancers_and_the_replicas_logs() {
     let (addr, _replica) = replica(&dir, &db, &[]);
     let (out, err) = log_file(&dir, "balancer.log");
     let args = ["--upstream".to_owned(), addr.to_string()];
-    let balancer = Balancer::start_logging(&args, "info", Stdio::from(out), Stdio::from(err));
+    let balancer = Balancer::start_logging(&args, "info", Some(out), Stdio::from(err));
     balancer.wait_ready(1);
     let http = client();
     let url = format!("{}/graphql?query=%7B__typename%7D", balancer.url);
