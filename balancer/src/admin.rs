@@ -11,6 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::Algorithm;
+use crate::connections::AddressCaps;
 use crate::metrics::Metrics;
 use crate::spawn::Supervisor;
 use crate::upstream::Pool;
@@ -25,6 +26,10 @@ pub struct Admin {
     pub algorithm: Algorithm,
     /// With `--spawn`: the replicas this balancer started, shown as `replicas`.
     pub supervisor: Option<Arc<Supervisor>>,
+    /// Client connections open, and their cap.
+    pub connections: Arc<AddressCaps>,
+    /// WebSocket tunnels open, and their cap.
+    pub websockets: Arc<AddressCaps>,
 }
 
 async fn status(State(admin): State<Admin>) -> impl IntoResponse {
@@ -39,6 +44,8 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
         "ready": ready,
         "upstreams": upstreams,
         "replicas": replicas,
+        "connections": { "open": admin.connections.open(), "max": admin.connections.total() },
+        "websockets": { "open": admin.websockets.open(), "max": admin.websockets.total() },
         "totals": {
             "requests": admin.metrics.requests.load(std::sync::atomic::Ordering::Relaxed),
             "retries": admin.metrics.retries.load(std::sync::atomic::Ordering::Relaxed),

@@ -137,9 +137,33 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_BALANCER_MAX_QUEUED", default_value_t = 512)]
     pub max_queued: usize,
 
-    /// Largest request body, in bytes (then 413).
-    #[arg(long, env = "ECANTEEN_BALANCER_BODY_LIMIT", default_value_t = 25 * 1024 * 1024)]
+    /// Largest JSON body (GraphQL and REST), in bytes; then 413 in the route's envelope,
+    /// before any replica is asked. The replicas' `--body-limit`.
+    #[arg(long, env = "ECANTEEN_BALANCER_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+
+    /// Largest picture, in bytes: a picture upload (`PUT /ecanteen/product/{id}/image`)
+    /// may have this plus --body-limit, a GraphQL upload --max-files of them plus
+    /// --body-limit. The replicas' `--picture-max-bytes`.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_PICTURE_MAX_BYTES",
+        default_value_t = 5 * 1024 * 1024
+    )]
+    pub picture_max_bytes: usize,
+
+    /// Most files in one GraphQL upload. The replicas' `--max-files`.
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_FILES", default_value_t = 4)]
+    pub max_files: usize,
+
+    /// Seconds a client has to send a JSON body, from the end of its header (then 408).
+    /// Such a body is read whole before a replica is leased.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_CLIENT_BODY_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub client_body_timeout_secs: u64,
 
     /// The access log: one line per request (method, status, duration, attempts,
     /// request id and trace id) for one request in N; 0 turns it off, 1 logs every
@@ -178,6 +202,69 @@ pub struct Config {
         default_value_t = 20
     )]
     pub idle_timeout_secs: u64,
+
+    /// Seconds a new connection has to send its whole request header (then it is
+    /// closed), as HAProxy's `timeout http-request` and nginx's `client_header_timeout`.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_CLIENT_HEADER_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub client_header_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may wait for its next request, the whole header
+    /// of it included (then it is closed), as HAProxy's `timeout http-keep-alive`.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 15
+    )]
+    pub keepalive_timeout_secs: u64,
+
+    /// Seconds one write of an answer to a client may wait for the client to read
+    /// (then the connection is closed), as nginx's `send_timeout`.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_CLIENT_SEND_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub client_send_timeout_secs: u64,
+
+    /// Most client connections open at once; past it a new one is closed at once.
+    /// Default: half the file descriptors (the soft limit, raised to the hard one at
+    /// start) less 256, at most 16,384, so `accept()` never runs out of descriptors.
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most client connections from one address (a trusted proxy's excepted); 0: no
+    /// per-address cap.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Most WebSocket tunnels open at once. A tunnel is not a request in flight: once
+    /// upgraded it leaves the replica's --max-in-flight and counts here; past it an
+    /// upgrade gets 503 with Retry-After.
+    #[arg(long, env = "ECANTEEN_BALANCER_MAX_WEBSOCKETS", default_value_t = 4096)]
+    pub max_websockets: usize,
+
+    /// Most WebSocket tunnels from one client address.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_MAX_WEBSOCKETS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub max_websockets_per_address: usize,
+
+    /// Proxies in front of the balancer (a TLS terminator), as `CIDR,CIDR,…`: from
+    /// their connections the client's address is read from `X-Forwarded-For`, right to
+    /// left past every trusted hop, for the per-address limits and the logs. Empty:
+    /// none, and the header is never believed.
+    #[arg(long, env = "ECANTEEN_BALANCER_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
 
     /// Requests per second one client IP may make (a burst of one second's worth);
     /// then 429 with `Retry-After`. 0 turns the limit off.

@@ -9,12 +9,14 @@
 //!   balancer answers `100 Continue` itself and sends the body at once). The same list
 //!   pingora-proxy 0.9 strips by default, so nothing changed for the replicas when the
 //!   request path left it.
-//! - A WebSocket handshake keeps `Connection: Upgrade` and `Upgrade: websocket`; no
-//!   other protocol is upgraded to.
+//! - A WebSocket handshake keeps `Connection: Upgrade` and `Upgrade: websocket` on
+//!   `GET /graphql/ws` alone; no other protocol, and no other route, is upgraded.
 //! - The framing is the balancer's: a body of unknown length goes on chunked.
 //! - `X-Forwarded-For` (the client's address appended to any the client sent),
 //!   `X-Forwarded-Proto`, `X-Forwarded-Host`, and `X-Request-Id` (the client's, when
-//!   it sent one of sane length, else a new one).
+//!   it is 1 to 128 characters of `A-Z a-z 0-9 - _ . : /`, else a new one: an id is
+//!   written into both processes' logs, and a space or a quote there would forge a
+//!   field).
 //! - `traceparent`: the client's trace continued with the balancer's span, or a new
 //!   trace ([`crate::tracecontext`]); `tracestate` goes on as it came.
 //!
@@ -61,13 +63,18 @@ const NOT_NOMINABLE: [HeaderName; 3] = [
 /// so a header of thousands of tokens costs nothing.
 const MAX_NOMINATIONS: usize = 32;
 
-/// The request id a client sent, when it is of sane length.
+/// The request id a client sent, when it is safe to log as it is: 1 to 128 characters
+/// of `A-Z a-z 0-9 - _ . : /`.
 pub fn client_request_id(request: &RequestHeader) -> Option<&str> {
     request
         .headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+        })
 }
 
 /// A request id unique across processes and restarts: this process's start time and
@@ -97,11 +104,13 @@ pub fn is_websocket(request: &RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// The request as a replica gets it. `Err` (answered 400) when the client's
-/// `Connection` header is malformed or names too many fields.
+/// The request as a replica gets it; `upgrade`: as a WebSocket handshake (the route
+/// allows it and the client asked). `Err` (answered 400) when the client's `Connection`
+/// header is malformed or names too many fields.
 pub fn upstream_request(
     downstream: &RequestHeader,
     has_body: bool,
+    upgrade: bool,
     client: Option<IpAddr>,
     request_id: &str,
     traceparent: &str,
@@ -115,7 +124,7 @@ pub fn upstream_request(
     for name in HOP_BY_HOP {
         request.remove_header(name);
     }
-    if is_websocket(downstream) {
+    if upgrade {
         request.insert_header(header::CONNECTION, "Upgrade")?;
         request.insert_header(header::UPGRADE, "websocket")?;
     }
@@ -231,7 +240,7 @@ mod tests {
             ),
             ("tracestate", "vendor=x"),
         ]);
-        let up = upstream_request(&downstream, true, None, "id-1", TP).unwrap();
+        let up = upstream_request(&downstream, true, false, None, "id-1", TP).unwrap();
         for gone in [
             "connection",
             "x-secret",
@@ -265,41 +274,78 @@ mod tests {
             ("Connection", "Upgrade"),
             ("Upgrade", "websocket"),
         ]);
-        let up = upstream_request(&ws, false, None, "id", TP).unwrap();
+        let up = upstream_request(&ws, false, true, None, "id", TP).unwrap();
         assert_eq!(up.headers["upgrade"], "websocket");
         assert_eq!(up.headers["connection"], "Upgrade");
         assert!(!up.headers.contains_key("transfer-encoding"));
 
         let chunked = request(&[("Transfer-Encoding", "chunked")]);
-        let up = upstream_request(&chunked, true, None, "id", TP).unwrap();
+        let up = upstream_request(&chunked, true, false, None, "id", TP).unwrap();
         assert_eq!(up.headers["transfer-encoding"], "chunked");
     }
 
     #[test]
     fn forwarded_for_appends_the_client_to_what_it_claimed() {
         let client: IpAddr = "10.0.0.7".parse().unwrap();
-        let plain = upstream_request(&request(&[]), false, Some(client), "id", TP).unwrap();
+        let plain = upstream_request(&request(&[]), false, false, Some(client), "id", TP).unwrap();
         assert_eq!(plain.headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(plain.headers["x-forwarded-proto"], "http");
         let claimed = request(&[("X-Forwarded-For", "1.2.3.4")]);
-        let up = upstream_request(&claimed, false, Some(client), "id", TP).unwrap();
+        let up = upstream_request(&claimed, false, false, Some(client), "id", TP).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
     }
 
     #[test]
     fn a_connection_header_of_a_thousand_tokens_or_a_bad_token_is_refused() {
         let many = vec!["x-a"; 1000].join(",");
-        assert!(
-            upstream_request(&request(&[("Connection", &many)]), false, None, "id", TP).is_err()
-        );
         assert!(upstream_request(
-            &request(&[("Connection", "bad token")]),
+            &request(&[("Connection", &many)]),
+            false,
             false,
             None,
             "id",
             TP
         )
         .is_err());
+        assert!(upstream_request(
+            &request(&[("Connection", "bad token")]),
+            false,
+            false,
+            None,
+            "id",
+            TP
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_client_request_id_is_kept_only_when_it_is_safe_to_log() {
+        let id = |v: &str| {
+            let r = request(&[("X-Request-Id", v)]);
+            client_request_id(&r).map(str::to_owned)
+        };
+        for good in ["abc-123", "trace-me-7", "a.b:c/d_e", &"x".repeat(128)] {
+            assert_eq!(id(good).as_deref(), Some(good));
+        }
+        // A space and an equals sign would forge a field of the text access log.
+        for bad in [
+            "x status=200 user=admin",
+            "a\"b",
+            "",
+            &"x".repeat(129),
+            "tab\tx",
+            "é",
+        ] {
+            assert_eq!(id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_is_forwarded_only_when_the_route_allows_it() {
+        let ws = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        let up = upstream_request(&ws, true, false, None, "id", TP).unwrap();
+        assert!(!up.headers.contains_key("upgrade"));
+        assert!(!up.headers.contains_key("connection"));
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub struct Metrics {
     pub too_large: AtomicU64,
     /// Answered 429 by the rate limits.
     pub rate_limited: AtomicU64,
+    /// Client connections closed at once, past a connection cap.
+    pub connections_refused: AtomicU64,
+    /// WebSocket upgrades refused past the WebSocket budget.
+    pub websockets_refused: AtomicU64,
+    /// Client connections closed because a phase outlasted its deadline (the header,
+    /// the body, the wait for the next request).
+    pub client_timeouts: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_micros: AtomicU64,
@@ -74,6 +81,21 @@ impl Metrics {
                 "rate_limited_total",
                 "Requests refused with 429 by the rate limits.",
                 &self.rate_limited,
+            ),
+            (
+                "connections_refused_total",
+                "Client connections closed at once, past a connection cap.",
+                &self.connections_refused,
+            ),
+            (
+                "websockets_refused_total",
+                "WebSocket upgrades refused with 503, past the WebSocket budget.",
+                &self.websockets_refused,
+            ),
+            (
+                "client_timeouts_total",
+                "Client connections closed for taking too long to send a header or body, or for idling past the keep-alive timeout.",
+                &self.client_timeouts,
             ),
         ] {
             let _ = writeln!(out, "# HELP ecanteen_balancer_{name} {help}");

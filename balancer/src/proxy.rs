@@ -11,19 +11,24 @@
 //! read the answer and stream it back, and keep the connection for the next request.
 //! No channel, no second task.
 //!
+//! # What a request may hold, and when
+//!
+//! A connection is admitted under the connection caps ([`crate::connections`]) and
+//! every phase of it has a deadline: the whole first header
+//! (`--client-header-timeout-secs`), the wait for the next request on a kept-alive
+//! connection, its header included (`--keepalive-timeout-secs`), the body
+//! (`--client-body-timeout-secs`), each write of the answer
+//! (`--client-send-timeout-secs`). A lease on a replica is taken only once the request
+//! is ready to send: a JSON body is read whole first, within its route's bound
+//! ([`crate::routes`]), so a client that dawdles holds a socket, never a replica's slot.
+//! Uploads (pictures) are streamed, within their own bound.
+//!
 //! # Retries, and why they never apply a write twice
 //!
-//! - A failed *connect* is retried on another replica whatever the method: nothing was
-//!   sent.
-//! - A failure *after* sending is retried only for GET and HEAD, and for the REST
-//!   writes under `/ecanteen/` that carry an `Idempotency-Key` header (the replica
-//!   answers a repeat with the first result), and only when the whole body was read and
-//!   kept (pingora keeps up to 64 KiB of it; when the replica fails before the body has
-//!   all come, the rest is read first). Any other write (every GraphQL mutation,
-//!   with the header or without: `/graphql` ignores it) that may have reached a replica
-//!   is never replayed; GraphQL clients that need safe retries put an idempotency key in
-//!   the mutation's input and retry themselves.
-//! - At most `max_tries` attempts, never twice on the same replica.
+//! Whether a failed attempt goes to another replica is one pure function,
+//! [`crate::retry::retry`], whose module says the rules and what the one exception (a
+//! reused connection closed before its answer) risks. Only what was read is replayed:
+//! a JSON body is in memory, an upload is replayed only when all of it was kept.
 //!
 //! # A client that goes away
 //!
@@ -33,8 +38,11 @@
 //!
 //! # WebSockets
 //!
-//! A `101 Switching Protocols` turns both connections into a tunnel: bytes are copied
-//! each way, in the same task, until either side closes. The lease is held until then.
+//! Only `GET /graphql/ws` is upgraded. A `101 Switching Protocols` turns both
+//! connections into a tunnel: bytes are copied each way, in the same task, until either
+//! side closes. A tunnel is not work in flight: its lease on the replica ends at the
+//! `101`, and it holds a place in the WebSocket budget instead (`--max-websockets`, in
+//! all and per client address). The read deadline is lifted only then.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,18 +62,37 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
+use crate::client_addr::TrustedProxies;
+use crate::connections::AddressCaps;
 use crate::forwarding;
 use crate::keepalive::Keepalive;
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
+use crate::retry::{self, Attempt, Phase};
+use crate::routes::{self, BodyKind, BodyLimits, Envelope};
 use crate::tracecontext::{Exporter, HopSpan, TraceContext};
 use crate::upstream::{Lease, Pool, Upstream};
+
+/// How long a replica that failed to take a body is given to say why (its early answer).
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// Knobs of the proxy.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub max_tries: usize,
-    pub body_limit: usize,
+    /// The bounds on request bodies, by route.
+    pub bodies: BodyLimits,
+    /// The longest a JSON body may take to arrive, from the end of its header; for an
+    /// upload, the longest wait for each piece of it.
+    pub client_body_timeout: Duration,
+    /// The longest a new connection may take to send its whole first header.
+    pub client_header_timeout: Duration,
+    /// The longest a kept-alive connection may wait for its next request, whole header
+    /// included.
+    pub keepalive_timeout: Duration,
+    /// The longest one write of an answer may wait for the client to read.
+    pub client_send_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -81,6 +108,10 @@ pub struct Balancer {
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted: Arc<TrustedProxies>,
+    /// WebSocket tunnels, in all and per client address (`--max-websockets…`).
+    pub websockets: Arc<AddressCaps>,
     pub settings: Settings,
     /// Requests waiting for room now.
     pub queued: AtomicUsize,
@@ -111,87 +142,40 @@ struct Progress {
     replica: Option<SocketAddr>,
 }
 
-/// What the balancer answers itself, and why. Each is one JSON error in the replicas'
-/// shape, and closes the client's connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
-    Malformed,
-    MethodNotAllowed,
-    TooLarge,
-    TooManyRequests(u64),
-    NoneReady,
-    AtCapacity,
-    /// The replica took the request and did not answer in time.
-    Slow,
-    /// The replica failed (refused, reset, or sent nonsense).
-    Failed,
-}
-
-impl Refusal {
-    fn status(self) -> u16 {
-        match self {
-            Self::Malformed => 400,
-            Self::MethodNotAllowed => 405,
-            Self::TooLarge => 413,
-            Self::TooManyRequests(_) => 429,
-            Self::NoneReady | Self::AtCapacity | Self::Slow => 503,
-            Self::Failed => 502,
-        }
-    }
-
-    fn retry_after(self) -> Option<u64> {
-        match self {
-            Self::TooManyRequests(seconds) => Some(seconds),
-            Self::NoneReady | Self::AtCapacity | Self::Slow | Self::Failed => Some(1),
-            Self::Malformed | Self::MethodNotAllowed | Self::TooLarge => None,
-        }
-    }
-
-    fn body(self, body_limit: usize) -> Bytes {
-        let (code, message) = match self {
-            Self::Malformed => ("BAD_USER_INPUT", "malformed request".to_owned()),
-            Self::MethodNotAllowed => ("BAD_USER_INPUT", "method not allowed".to_owned()),
-            Self::TooLarge => (
-                "BAD_USER_INPUT",
-                format!("the request body is larger than {body_limit} bytes"),
-            ),
-            Self::TooManyRequests(_) => (
-                "TOO_MANY_REQUESTS",
-                "too many requests; please slow down".to_owned(),
-            ),
-            Self::NoneReady => ("INTERNAL", "no replica is ready; please retry".to_owned()),
-            Self::AtCapacity => (
-                "INTERNAL",
-                "every replica is at capacity; please retry".to_owned(),
-            ),
-            Self::Slow => (
-                "INTERNAL",
-                "the replica is slow to answer; please retry".to_owned(),
-            ),
-            Self::Failed => (
-                "INTERNAL",
-                "the replica failed to answer; please retry".to_owned(),
-            ),
-        };
-        Bytes::from(
-            serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
-                .to_string(),
-        )
-    }
-}
-
 /// How one attempt on a replica went wrong.
 enum Fault {
-    /// Nothing reached the replica: another may be tried, whatever the method.
-    Connect,
-    /// The replica may have the request. `slow`: it did not answer in time.
-    AfterSend { slow: bool },
+    /// The replica may have the request, or nothing reached it (`Phase::Connect`).
+    /// `slow`: it did not answer in time.
+    Replica { phase: Phase, slow: bool },
     /// The client's side failed (it went away, or sent a broken body): nobody to
     /// answer.
     Client,
     /// The balancer refuses the request itself (a body over the limit).
     Refused(Refusal),
 }
+
+/// A request's body, as the attempts send it.
+enum Body {
+    None,
+    /// A JSON body, read whole before a replica was leased: every attempt sends it all.
+    Whole(Bytes),
+    /// An upload, streamed from the client as it comes (pingora keeps up to 64 KiB for
+    /// a replay).
+    Streamed,
+}
+
+/// How an exchange with a replica ended well.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    /// After the whole request was sent.
+    Fully,
+    /// Before the replica had taken the whole body (it refused it: a 413, a 401): the
+    /// answer is relayed, and both connections are closed, with the rest unsent.
+    Early,
+}
+
+/// The mark a kept-alive connection carries from one request to the next.
+struct KeptAlive;
 
 /// The outcome of a request, for the downstream connection.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -208,15 +192,31 @@ impl HttpServerApp for Balancer {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // A connection that served a request before carries a mark to the next one.
+        let kept_alive = session.take_connection_user_context().is_some();
         // No h2c is configured: every session is HTTP/1.
         let ServerSession::H1(downstream) = &mut session else {
             return None;
         };
+        // The whole header within one deadline, however it trickles in: a fresh
+        // connection's, or a kept-alive one's wait for its next request.
+        let deadline = if kept_alive {
+            self.settings.keepalive_timeout
+        } else {
+            self.settings.client_header_timeout
+        };
+        downstream.set_write_timeout(Some(self.settings.client_send_timeout));
         let mut stopping = shutdown.clone();
         let read = tokio::select! {
             // A request already buffered is served before the shutdown is looked at.
             biased;
-            read = downstream.read_request() => read,
+            read = tokio::time::timeout(deadline, downstream.read_request()) => match read {
+                Ok(read) => read,
+                Err(_) => {
+                    self.metrics.client_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            },
             // Draining: an idle keep-alive connection is closed, not kept waiting.
             _ = stopping.wait_for(|stop| *stop) => return None,
         };
@@ -225,7 +225,9 @@ impl HttpServerApp for Balancer {
             Ok(None) => return None,
             Err(e) => {
                 if *e.etype() == ErrorType::InvalidHTTPHeader {
-                    self.refuse(downstream, Refusal::Malformed).await;
+                    // No route is known: the GraphQL envelope, the default.
+                    self.refuse(downstream, Envelope::GraphQl, Refusal::Malformed)
+                        .await;
                 }
                 return None;
             }
@@ -268,7 +270,8 @@ impl HttpServerApp for Balancer {
         if reuse == Reuse::Close {
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&session);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(KeptAlive));
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
@@ -323,7 +326,26 @@ impl Balancer {
         traceparent: &str,
         progress: &mut Progress,
     ) -> Reuse {
-        let client = client_ip(downstream);
+        let peer = peer_ip(downstream);
+        let client = self.trusted.client(
+            peer,
+            downstream
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        let header = downstream.req_header();
+        let route = routes::classify(
+            &header.method,
+            header.uri.path(),
+            header
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        );
+        let envelope = route.envelope;
         let mut credential = None;
         if self.limits.enabled() {
             credential = self.limits.credential(&downstream.req_header().headers);
@@ -331,36 +353,70 @@ impl Balancer {
                 self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let seconds = limits::retry_after_secs(wait);
                 return self
-                    .refuse(downstream, Refusal::TooManyRequests(seconds))
+                    .refuse(downstream, envelope, Refusal::TooManyRequests(seconds))
                     .await;
             }
         }
         if downstream.req_header().method == Method::CONNECT {
-            return self.refuse(downstream, Refusal::MethodNotAllowed).await;
+            return self
+                .refuse(downstream, envelope, Refusal::MethodNotAllowed)
+                .await;
         }
+        let limit = self.settings.bodies.of(route.body);
         let declared = downstream
             .req_header()
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > self.settings.body_limit) {
-            return self.refuse(downstream, Refusal::TooLarge).await;
+        if declared.is_some_and(|len| len > limit) {
+            return self
+                .refuse(downstream, envelope, Refusal::TooLarge(limit))
+                .await;
         }
         if !self.pool.any_ready() {
-            return self.refuse(downstream, Refusal::NoneReady).await;
+            return self.refuse(downstream, envelope, Refusal::NoneReady).await;
         }
-        let upgrade = forwarding::is_websocket(downstream.req_header());
-        if upgrade {
-            // A WebSocket may stay quiet for long; its end, not a timer, ends it.
-            downstream.set_read_timeout(None);
-        }
-        let has_body = !downstream.is_body_empty();
-        if has_body {
+        // Only `GET /graphql/ws` becomes a WebSocket; an `Upgrade` elsewhere is dropped
+        // with the other hop-by-hop fields, and the request is an ordinary one.
+        let upgrade = route.websocket && forwarding::is_websocket(downstream.req_header());
+        // A tunnel's place in the WebSocket budget, held until it closes.
+        let _tunnel = if upgrade {
+            match self.websockets.admit(client) {
+                Some(place) => Some(place),
+                None => {
+                    self.metrics
+                        .websockets_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return self.refuse(downstream, envelope, Refusal::AtCapacity).await;
+                }
+            }
+        } else {
+            None
+        };
+        // Each read of the body waits at most this long (a JSON body also has a deadline
+        // for the whole of it).
+        downstream.set_read_timeout(Some(self.settings.client_body_timeout));
+        let body = if downstream.is_body_empty() {
+            Body::None
+        } else if route.body == BodyKind::Json {
+            // Read whole before a replica is leased: a client that sends slowly, or
+            // never finishes, holds no replica's slot while it does.
+            match self.read_whole_body(downstream, limit).await {
+                Ok(bytes) => Body::Whole(bytes),
+                Err(Fault::Refused(refusal)) => {
+                    return self.refuse(downstream, envelope, refusal).await
+                }
+                Err(_) => return Reuse::Close,
+            }
+        } else {
             // Kept (up to 64 KiB) so that a request that may be replayed can be.
             downstream.enable_retry_buffering();
-        }
-        let replayable = Self::can_retry_after_send(downstream.req_header()) && !upgrade;
+            Body::Streamed
+        };
+        let request = downstream.req_header();
+        let safe = request.method == Method::GET || request.method == Method::HEAD;
+        let keyed = route.honours_key && request.headers.contains_key("idempotency-key");
 
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut attempts = 0;
@@ -372,103 +428,163 @@ impl Balancer {
             }
             let lease = match self.lease(&tried).await {
                 Ok(lease) => lease,
-                Err(refusal) => return self.refuse(downstream, refusal).await,
+                Err(refusal) => return self.refuse(downstream, envelope, refusal).await,
             };
             let replica = lease.upstream().clone();
             tried.push(replica.addr);
             progress.replica = Some(replica.addr);
             let request = match forwarding::upstream_request(
                 downstream.req_header(),
-                has_body,
-                client,
+                !matches!(body, Body::None),
+                upgrade,
+                peer,
                 request_id,
                 traceparent,
             ) {
                 Ok(request) => request,
-                Err(_) => return self.refuse(downstream, Refusal::Malformed).await,
+                Err(_) => return self.refuse(downstream, envelope, Refusal::Malformed).await,
             };
             let peer = self.peer(replica.addr, upgrade);
-            let fault = match self.keepalive.session(&peer, replica.addr).await {
-                Err(_) => Fault::Connect,
-                Ok((mut upstream, _reused)) => {
+            let (fault, reused) = match self.keepalive.session(&peer, replica.addr).await {
+                Err(_) => (
+                    Fault::Replica {
+                        phase: Phase::Connect,
+                        slow: false,
+                    },
+                    false,
+                ),
+                Ok((mut upstream, reused)) => {
                     if !upgrade {
                         upstream.read_timeout = Some(self.settings.read_timeout);
                         upstream.write_timeout = Some(self.settings.read_timeout);
                     }
                     match self
-                        .exchange(downstream, &mut upstream, request, attempts > 1)
+                        .exchange(downstream, &mut upstream, request, &body, limit)
                         .await
                     {
-                        Ok(()) => {
+                        Ok(answered) => {
                             return self
-                                .answer(downstream, upstream, lease, request_id, credential)
+                                .answer(
+                                    downstream, upstream, lease, request_id, credential, answered,
+                                )
                                 .await;
                         }
-                        Err(fault) => fault,
+                        Err(fault) => (fault, reused),
                     }
                 }
             };
-            let more = attempts < self.settings.max_tries;
-            match fault {
-                Fault::Connect => {
-                    replica.record_outcome(false, &self.pool.policy);
-                    if !more {
-                        return self.refuse(downstream, Refusal::Failed).await;
-                    }
-                }
-                Fault::AfterSend { slow } => {
-                    replica.record_outcome(false, &self.pool.policy);
-                    if more && replayable && has_body && !downstream.is_body_done() {
-                        // The replica failed before the whole body had come: the rest
-                        // is read now, and kept, so the next replica gets all of it.
-                        match self.read_rest_of_body(downstream).await {
-                            Ok(()) => {}
-                            Err(Fault::Refused(refusal)) => {
-                                return self.refuse(downstream, refusal).await;
-                            }
-                            Err(_) => return Reuse::Close,
-                        }
-                    }
-                    let body_kept = !has_body
-                        || (downstream.is_body_done() && !downstream.retry_buffer_truncated());
-                    if !(more && replayable && body_kept) {
-                        let refusal = if slow { Refusal::Slow } else { Refusal::Failed };
-                        return self.refuse(downstream, refusal).await;
-                    }
-                }
+            let (phase, slow) = match fault {
+                Fault::Replica { phase, slow } => (phase, slow),
                 Fault::Client => return Reuse::Close,
-                Fault::Refused(refusal) => return self.refuse(downstream, refusal).await,
+                Fault::Refused(refusal) => return self.refuse(downstream, envelope, refusal).await,
+            };
+            if retry::counts_against_replica(phase, reused) {
+                replica.record_outcome(false, &self.pool.policy);
+            }
+            let mut attempt = Attempt {
+                phase,
+                safe,
+                keyed,
+                body_at_hand: self.body_at_hand(downstream, &body),
+                reused,
+                more: attempts < self.settings.max_tries,
+            };
+            if !attempt.body_at_hand
+                && attempt.more
+                && retry::retry(Attempt {
+                    body_at_hand: true,
+                    ..attempt
+                })
+            {
+                // The replica failed before the whole upload had come: the rest is read
+                // now, and kept (when it fits), so the next replica gets all of it.
+                match self.read_rest_of_body(downstream, limit).await {
+                    Ok(()) => attempt.body_at_hand = self.body_at_hand(downstream, &body),
+                    Err(Fault::Refused(refusal)) => {
+                        return self.refuse(downstream, envelope, refusal).await;
+                    }
+                    Err(_) => return Reuse::Close,
+                }
+            }
+            if !retry::retry(attempt) {
+                let refusal = if slow { Refusal::Slow } else { Refusal::Failed };
+                return self.refuse(downstream, envelope, refusal).await;
             }
         }
     }
 
-    /// Sends the request to the replica and reads its answer's header. On a retry
-    /// (`replay`), the body is the one kept from the first attempt.
+    /// Whether the body can be sent again whole: none, all of it in memory, or an
+    /// upload of which nothing has been read yet or all was kept.
+    fn body_at_hand(&self, downstream: &mut DownstreamSession, body: &Body) -> bool {
+        match body {
+            Body::None | Body::Whole(_) => true,
+            Body::Streamed => {
+                downstream.body_bytes_read() == 0
+                    || (downstream.is_body_done() && !downstream.retry_buffer_truncated())
+            }
+        }
+    }
+
+    /// Sends the request to the replica and reads its answer's header. A streamed body
+    /// of which some was read already (an earlier attempt sent it) is sent from what
+    /// was kept; only what was read is replayed.
     async fn exchange(
         &self,
         downstream: &mut DownstreamSession,
         upstream: &mut UpstreamSession,
         request: Box<RequestHeader>,
-        replay: bool,
-    ) -> Result<(), Fault> {
-        let sent = |e: Box<Error>| Fault::AfterSend {
+        body: &Body,
+        limit: usize,
+    ) -> Result<Answered, Fault> {
+        let sent = |e: Box<Error>| Fault::Replica {
+            phase: match e.etype() {
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+                    Phase::Closed
+                }
+                _ => Phase::NoAnswer,
+            },
             slow: matches!(
                 e.etype(),
                 ErrorType::ReadTimedout | ErrorType::WriteTimedout
             ),
         };
         upstream.write_request_header(request).await.map_err(sent)?;
-        if replay {
-            if let Some(body) = downstream.get_retry_buffer() {
-                upstream.write_body(&body).await.map_err(sent)?;
+        let written = match body {
+            Body::None => Ok(()),
+            Body::Whole(bytes) => upstream.write_body(bytes).await.map(|_| ()),
+            Body::Streamed => {
+                let mut written = Ok(());
+                if downstream.body_bytes_read() > 0 {
+                    if let Some(kept) = downstream.get_retry_buffer() {
+                        written = upstream.write_body(&kept).await.map(|_| ());
+                    }
+                }
+                if written.is_ok() && !downstream.is_body_done() {
+                    Self::continue_body(downstream).await?;
+                    while let Some(chunk) = self.next_body_chunk(downstream, limit).await? {
+                        if let Err(e) = upstream.write_body(&chunk).await {
+                            written = Err(e);
+                            break;
+                        }
+                    }
+                }
+                written
             }
-        } else if !downstream.is_body_done() {
-            Self::continue_body(downstream).await?;
-            while let Some(chunk) = self.next_body_chunk(downstream).await? {
-                upstream.write_body(&chunk).await.map_err(sent)?;
-            }
+        };
+        let written = match written {
+            Ok(()) => upstream.finish_body().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // The replica may have stopped reading because it has answered already (a
+            // 413, a 401): that answer is the client's.
+            return match tokio::time::timeout(EARLY_ANSWER_WAIT, upstream.read_response()).await {
+                Ok(Ok(_)) if upstream.get_status().is_some_and(|s| !s.is_informational()) => {
+                    Ok(Answered::Early)
+                }
+                _ => Err(sent(e)),
+            };
         }
-        upstream.finish_body().await.map_err(sent)?;
         loop {
             let read = tokio::select! {
                 biased;
@@ -481,7 +597,7 @@ impl Balancer {
             match upstream.get_status() {
                 // `100 Continue` and other interim answers were the balancer's to give.
                 Some(status) if status.is_informational() && status != 101 => continue,
-                _ => return Ok(()),
+                _ => return Ok(Answered::Fully),
             }
         }
     }
@@ -498,23 +614,53 @@ impl Balancer {
     }
 
     /// The next piece of the request's body (pingora keeps it, up to 64 KiB, for a
-    /// replay), within the body limit.
+    /// replay), within `limit`.
     async fn next_body_chunk(
         &self,
         downstream: &mut DownstreamSession,
+        limit: usize,
     ) -> Result<Option<Bytes>, Fault> {
         match downstream.read_body_bytes().await {
-            Ok(Some(_)) if downstream.body_bytes_read() > self.settings.body_limit => {
-                Err(Fault::Refused(Refusal::TooLarge))
+            Ok(Some(_)) if downstream.body_bytes_read() > limit => {
+                Err(Fault::Refused(Refusal::TooLarge(limit)))
             }
             Ok(chunk) => Ok(chunk),
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                Err(Fault::Refused(Refusal::TooSlow))
+            }
             Err(_) => Err(Fault::Client),
         }
     }
 
-    /// Reads what is left of a body a failed replica did not take, so that the request
-    /// can be replayed whole. Nothing is read when what was kept is already cut short.
-    async fn read_rest_of_body(&self, downstream: &mut DownstreamSession) -> Result<(), Fault> {
+    /// A JSON body, whole, within `limit` and the body deadline
+    /// (`--client-body-timeout-secs`, from the end of the header).
+    async fn read_whole_body(
+        &self,
+        downstream: &mut DownstreamSession,
+        limit: usize,
+    ) -> Result<Bytes, Fault> {
+        let read = async {
+            Self::continue_body(downstream).await?;
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = self.next_body_chunk(downstream, limit).await? {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        };
+        match tokio::time::timeout(self.settings.client_body_timeout, read).await {
+            Ok(read) => read,
+            Err(_) => Err(Fault::Refused(Refusal::TooSlow)),
+        }
+    }
+
+    /// Reads what is left of an upload a failed replica did not take, so that the
+    /// request can be replayed whole. Nothing is read when what was kept is already
+    /// cut short.
+    async fn read_rest_of_body(
+        &self,
+        downstream: &mut DownstreamSession,
+        limit: usize,
+    ) -> Result<(), Fault> {
         if downstream.retry_buffer_truncated() {
             return Ok(());
         }
@@ -523,11 +669,12 @@ impl Balancer {
         if downstream.body_bytes_read() == 0 {
             Self::continue_body(downstream).await?;
         }
-        while self.next_body_chunk(downstream).await?.is_some() {}
+        while self.next_body_chunk(downstream, limit).await?.is_some() {}
         Ok(())
     }
 
-    /// Passes the replica's answer back to the client; the lease ends with it.
+    /// Passes the replica's answer back to the client; the lease ends with it. After
+    /// an early answer (the body not all sent), both connections are closed.
     async fn answer(
         &self,
         downstream: &mut DownstreamSession,
@@ -535,6 +682,7 @@ impl Balancer {
         lease: Lease,
         request_id: &str,
         credential: Option<u64>,
+        answered: Answered,
     ) -> Reuse {
         let Some(header) = upstream.resp_header() else {
             return Reuse::Close;
@@ -551,10 +699,16 @@ impl Balancer {
         ) {
             self.limits.learn(credential, partner);
         }
+        if answered == Answered::Early {
+            downstream.set_server_keepalive(None);
+        }
         if downstream.write_response_header(header).await.is_err() {
             return Reuse::Close;
         }
         if upstream.was_upgraded() && downstream.was_upgraded() {
+            // A tunnel is no request in flight: it leaves the replica's cap.
+            drop(lease);
+            downstream.set_read_timeout(None);
             tunnel(downstream, &mut upstream).await;
             return Reuse::Close;
         }
@@ -573,7 +727,7 @@ impl Balancer {
                 }
             }
         }
-        if downstream.finish_body().await.is_err() {
+        if downstream.finish_body().await.is_err() || answered == Answered::Early {
             return Reuse::Close;
         }
         self.keepalive.release(upstream, replica.addr).await;
@@ -622,11 +776,16 @@ impl Balancer {
         peer
     }
 
-    /// Answers the request itself, and closes the connection (an unread body may
-    /// follow the header).
-    async fn refuse(&self, downstream: &mut DownstreamSession, refusal: Refusal) -> Reuse {
+    /// Answers the request itself, in the route's envelope, and closes the connection
+    /// (an unread body may follow the header).
+    async fn refuse(
+        &self,
+        downstream: &mut DownstreamSession,
+        envelope: Envelope,
+        refusal: Refusal,
+    ) -> Reuse {
         match refusal {
-            Refusal::TooLarge => {
+            Refusal::TooLarge(_) => {
                 self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
             }
             Refusal::NoneReady | Refusal::AtCapacity | Refusal::Slow => {
@@ -637,24 +796,12 @@ impl Balancer {
         if downstream.response_written().is_some() {
             return Reuse::Close;
         }
-        let body = refusal.body(self.settings.body_limit);
+        let body = refusal.body(envelope);
         if let Err(e) = write_json(downstream, refusal.status(), body, refusal.retry_after()).await
         {
             tracing::debug!(error = %e, "could not send the error response");
         }
         Reuse::Close
-    }
-
-    /// Whether a request that may have reached a replica can be sent again: reads, and
-    /// the REST writes under `/ecanteen/` that carry an `Idempotency-Key` (the replica
-    /// answers a repeat with the first result instead of applying it again). Nothing
-    /// else honours the header: `/graphql` reads its keys from the mutation's input, so
-    /// a GraphQL mutation sent with the header alone would be applied twice.
-    fn can_retry_after_send(request: &RequestHeader) -> bool {
-        request.method == Method::GET
-            || request.method == Method::HEAD
-            || (request.uri.path().starts_with("/ecanteen/")
-                && request.headers.contains_key("idempotency-key"))
     }
 }
 
@@ -716,8 +863,9 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// The client's address, for the rate limits and `X-Forwarded-For`.
-fn client_ip(downstream: &DownstreamSession) -> Option<IpAddr> {
+/// The connection's peer: appended to `X-Forwarded-For`, and the client's address
+/// unless the peer is a trusted proxy ([`TrustedProxies::client`]).
+fn peer_ip(downstream: &DownstreamSession) -> Option<IpAddr> {
     downstream
         .client_addr()
         .and_then(|a| a.as_inet())

@@ -16,13 +16,16 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::client_addr::TrustedProxies;
 use crate::config::Config;
+use crate::connections::{raise_fd_limit, AddressCaps, Front};
 use crate::discovery::UpstreamsFile;
 use crate::health::HealthChecker;
 use crate::keepalive::Keepalive;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Balancer, Settings};
+use crate::routes::BodyLimits;
 use crate::spawn::{default_api_bin, Supervisor, SupervisorService};
 use crate::tracecontext::Exporter;
 use crate::upstream::{resolve, Policy, Pool};
@@ -96,6 +99,24 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
     };
     let pool = Arc::new(Pool::new(config.algorithm, policy));
     let metrics = Arc::new(Metrics::default());
+    let trusted = Arc::new(
+        TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?,
+    );
+    // Keyed by the client's address as `trusted` resolved it: no exemption here.
+    let websockets = Arc::new(AddressCaps::new(
+        config.max_websockets,
+        config.max_websockets_per_address,
+        Arc::new(TrustedProxies::default()),
+    ));
+    let fd_limit = raise_fd_limit();
+    let caps = Arc::new(AddressCaps::new(
+        config
+            .max_connections
+            .unwrap_or_else(|| AddressCaps::default_total(fd_limit)),
+        config.max_connections_per_address,
+        trusted.clone(),
+    ));
 
     let mut fixed = Vec::new();
     for upstream in &config.upstreams {
@@ -170,7 +191,15 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         limits: Arc::new(Limits::new(config.rate_limit_ip, config.rate_limit_partner)),
         settings: Settings {
             max_tries: config.max_tries.max(1),
-            body_limit: config.body_limit,
+            bodies: BodyLimits {
+                json: config.body_limit,
+                picture: config.picture_max_bytes,
+                max_files: config.max_files,
+            },
+            client_body_timeout: Duration::from_secs(config.client_body_timeout_secs.max(1)),
+            client_header_timeout: Duration::from_secs(config.client_header_timeout_secs.max(1)),
+            keepalive_timeout: Duration::from_secs(config.keepalive_timeout_secs.max(1)),
+            client_send_timeout: Duration::from_secs(config.client_send_timeout_secs.max(1)),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             read_timeout: Duration::from_secs(config.read_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -178,6 +207,8 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             max_queued: config.max_queued,
             access_log_every: config.access_log_every,
         },
+        websockets: websockets.clone(),
+        trusted,
         queued: AtomicUsize::new(0),
         seen: AtomicU64::new(0),
         traces: traces.map(Arc::new),
@@ -189,7 +220,14 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             server.configuration.upstream_keepalive_pool_size / threads.max(1),
         ),
     };
-    let mut proxy = Service::new("ecanteen-balancer".to_owned(), balancer);
+    let mut proxy = Service::new(
+        "ecanteen-balancer".to_owned(),
+        Front {
+            balancer: Arc::new(balancer),
+            caps: caps.clone(),
+            metrics: metrics.clone(),
+        },
+    );
     // Pingora buffers at most one MSS (1,460 bytes) of a response before writing, so a
     // header and a body of a few KiB went out in two writes. With 16 KiB both leave in
     // one. Only bodies of a known length are buffered: chunked bodies and WebSocket
@@ -215,6 +253,8 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             metrics,
             algorithm: config.algorithm,
             supervisor: supervisor.clone(),
+            connections: caps,
+            websockets,
         },
     ));
     if let Some(file) = file {

@@ -438,6 +438,7 @@ impl Backend {
             .route("/who", get(whoami).post(whoami))
             .route("/graphql", post(whoami))
             .route("/ecanteen/body", post(echo_body))
+            .route("/ecanteen/product/{id}/stock", post(echo_body))
             .route("/ecanteen/{*rest}", get(whoami).post(whoami))
             .route("/watch", get(watch))
             .route("/body", post(echo_body))

@@ -11,6 +11,7 @@ mod harness;
 mod failover;
 mod faults;
 mod hangups;
+mod hostile;
 mod hosts;
 mod limits;
 mod operations;

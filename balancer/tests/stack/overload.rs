@@ -81,8 +81,9 @@ async fn a_replica_too_slow_to_answer_in_time_gives_503_with_retry_after_not_502
 }
 
 /// A write that reached a replica is sent again only where the replica honours its
-/// `Idempotency-Key`: the REST routes. `/graphql` ignores the header, so a mutation sent
-/// with it was once applied a second time on the next replica.
+/// `Idempotency-Key`: the REST writes that read it. `/graphql` ignores the header, so a
+/// mutation sent with it was once applied a second time on the next replica; so do
+/// login, logout and a password change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_rest_writes_with_an_idempotency_key_are_sent_again_after_a_failure() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -105,11 +106,22 @@ async fn only_rest_writes_with_an_idempotency_key_are_sent_again_after_a_failure
     assert_eq!(r.status(), 503);
     assert_eq!(hits(), 1, "a GraphQL mutation is never sent twice");
 
-    let r = send("/ecanteen/products").await.unwrap();
+    let r = send("/ecanteen/product").await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(
         hits(),
         3,
         "a keyed REST write is tried on the other replica"
     );
+
+    for path in ["/ecanteen/login", "/ecanteen/logout"] {
+        let before = hits();
+        let r = send(path).await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(
+            hits(),
+            before + 1,
+            "{path} ignores the key: never sent twice"
+        );
+    }
 }
