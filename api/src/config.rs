@@ -220,6 +220,12 @@ pub struct Config {
           value_parser = clap::value_parser!(i64).range(1..))]
     pub persisted_queries_max: i64,
 
+    /// The most persisted query texts kept from callers without a valid credential, a
+    /// quota apart: an anonymous text only pushes out the oldest anonymous one.
+    #[arg(long, env = "ECANTEEN_PERSISTED_QUERIES_ANONYMOUS_MAX", default_value_t = 1_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub persisted_queries_anonymous_max: i64,
+
     /// Seconds a client has to send a request's whole header (slow-loris defence); an
     /// idle keep-alive connection is closed after as long. Keep it above the idle
     /// timeout of a balancer's upstream pool (`ecanteen-balancer`: 20 s), so the

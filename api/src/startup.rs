@@ -73,7 +73,10 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let service = Service::new(db, hasher, throttle, pictures)
         .with_login_ledger(logins)
         .with_time_zone(config.time_zone)
-        .with_max_persisted_queries(config.persisted_queries_max);
+        .with_max_persisted_queries(
+            config.persisted_queries_max,
+            config.persisted_queries_anonymous_max,
+        );
     let events = EventHub::start(
         service.clone(),
         Duration::from_millis(config.event_poll_ms.max(10)),

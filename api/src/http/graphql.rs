@@ -45,6 +45,7 @@ use super::{
 use crate::error::ServiceError;
 use crate::graphql::limits::{may_have_password_fields, password_fields, ONE_PASSWORD_FIELD};
 use crate::graphql::{request_data, RequestAuth};
+use crate::service::persisted_queries::Sender;
 use crate::sessions::PartnerSession;
 
 pub fn router() -> Router<AppState> {
@@ -81,6 +82,22 @@ async fn post_answer(
         Ok(batch) => batch,
         Err(response) => return response,
     };
+    // The batch's length is checked before any hash is resolved: each resolved text is
+    // a copy (async-graphql's request holds a `String`), so a long batch of hashes
+    // would otherwise cost its length times the longest stored text.
+    if let BatchRequest::Batch(requests) = &batch {
+        if requests.len() > state.settings.max_batch {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!(
+                    "a batch may hold at most {} operations, not {}",
+                    state.settings.max_batch,
+                    requests.len()
+                ),
+            );
+        }
+    }
     let mut to_learn = Vec::new();
     let mut refusal = None;
     let requests = match &mut batch {
@@ -105,17 +122,6 @@ async fn post_answer(
                 StatusCode::BAD_REQUEST,
                 "BAD_USER_INPUT",
                 "the request has no query",
-            );
-        }
-        BatchRequest::Batch(requests) if requests.len() > state.settings.max_batch => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                &format!(
-                    "a batch may hold at most {} operations, not {}",
-                    state.settings.max_batch,
-                    requests.len()
-                ),
             );
         }
         BatchRequest::Batch(requests) if password_fields_in(requests) > 1 => {
@@ -410,7 +416,11 @@ async fn learn(
 ) -> Response {
     for (learn, ran) in to_learn.into_iter().zip(answer.ran) {
         if let (Some(learn), true) = (learn, ran) {
-            if let Err(err) = state.service.persist_query(learn.sha256, learn.query).await {
+            let kept = state
+                .service
+                .persist_query(learn.sha256, learn.query, answer.sender)
+                .await;
+            if let Err(err) = kept {
                 // The operation ran; only the next request with the hash alone will
                 // be asked for the text again.
                 err.log();
@@ -427,10 +437,12 @@ enum Method {
     Post,
 }
 
-/// An HTTP answer, and for each operation whether it got past parsing and validation.
+/// An HTTP answer, for each operation whether it got past parsing and validation, and
+/// whose quota a persisted text of it takes.
 struct Answer {
     response: Response,
     ran: Vec<bool>,
+    sender: Sender,
 }
 
 impl From<Response> for Answer {
@@ -438,6 +450,7 @@ impl From<Response> for Answer {
         Self {
             response,
             ran: Vec::new(),
+            sender: Sender::Anonymous,
         }
     }
 }
@@ -470,6 +483,11 @@ async fn execute(
         Ok(actor) => actor,
         Err(err) => return service_error_response(err).into(),
     };
+    let sender = if actor.is_some() {
+        Sender::Partner
+    } else {
+        Sender::Anonymous
+    };
     let (auth, loader) = request_data(
         &state.service,
         RequestAuth {
@@ -496,6 +514,7 @@ async fn execute(
     Answer {
         response: answer(headers, response, media, asker),
         ran,
+        sender,
     }
 }
 

@@ -9,6 +9,11 @@
 //! dropped (their clients send the text again once, and it is kept anew). A stored text
 //! is only a stand-in for the text the client could have sent: it runs through every
 //! check a sent one does (parsing, depth, cost, the per-request limits).
+//!
+//! Who sent a text decides whose room it takes ([`Sender`]). Texts from callers with
+//! no valid credential have a quota of their own ([`MAX_STORED_ANONYMOUS`]), and one of
+//! them only ever pushes out the oldest anonymous text: a stranger sending thousands of
+//! distinct queries cannot evict the texts signed-in partners' clients rely on.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -21,16 +26,28 @@ use crate::error::{ServiceError, ServiceResult};
 
 /// The most query texts the database keeps, by default.
 pub const MAX_STORED: i64 = 10_000;
+/// The most texts kept from callers without a valid credential (a quota apart).
+pub const MAX_STORED_ANONYMOUS: i64 = 1_000;
 /// The longest text that is kept, in bytes.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 /// How many texts each replica keeps in memory.
 pub const CACHED: usize = 1_024;
+
+/// Who sent a text to keep: whose quota it takes, and whose texts it may push out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// A caller with a valid session or token.
+    Partner,
+    /// Anyone else.
+    Anonymous,
+}
 
 /// The store's bound, and each replica's memory of the texts it used last.
 #[derive(Clone)]
 pub struct PersistedQueries {
     cache: Arc<Mutex<LruCache<String, Arc<str>>>>,
     max_stored: i64,
+    max_stored_anonymous: i64,
 }
 
 impl Default for PersistedQueries {
@@ -40,6 +57,7 @@ impl Default for PersistedQueries {
                 NonZeroUsize::new(CACHED).unwrap_or(NonZeroUsize::MIN),
             ))),
             max_stored: MAX_STORED,
+            max_stored_anonymous: MAX_STORED_ANONYMOUS,
         }
     }
 }
@@ -48,6 +66,7 @@ impl std::fmt::Debug for PersistedQueries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PersistedQueries")
             .field("max_stored", &self.max_stored)
+            .field("max_stored_anonymous", &self.max_stored_anonymous)
             .finish_non_exhaustive()
     }
 }
@@ -77,12 +96,15 @@ pub fn parse_sha256(field: &'static str, raw: &str) -> ServiceResult<String> {
 }
 
 impl Service {
-    /// The same service, keeping at most `max` texts in the database (default
-    /// [`MAX_STORED`]; `--persisted-queries-max`).
-    pub fn with_max_persisted_queries(self, max: i64) -> Self {
+    /// The same service, keeping at most `max` texts from partners in the database
+    /// (default [`MAX_STORED`]; `--persisted-queries-max`) and `max_anonymous` from
+    /// anyone else (default [`MAX_STORED_ANONYMOUS`];
+    /// `--persisted-queries-anonymous-max`).
+    pub fn with_max_persisted_queries(self, max: i64, max_anonymous: i64) -> Self {
         Self {
             queries: PersistedQueries {
                 max_stored: max,
+                max_stored_anonymous: max_anonymous,
                 ..PersistedQueries::default()
             },
             ..self
@@ -109,41 +131,49 @@ impl Service {
     }
 
     /// Keeps a text under its hash (which the caller has checked is the text's), unless
-    /// it is longer than [`MAX_QUERY_BYTES`]. Past the bound ([`MAX_STORED`]) the oldest
-    /// rows go.
-    pub async fn persist_query(&self, sha256: String, query: String) -> ServiceResult<()> {
+    /// it is longer than [`MAX_QUERY_BYTES`]. Past the sender's bound the oldest rows of
+    /// its own kind go (partners': [`MAX_STORED`]; anonymous: [`MAX_STORED_ANONYMOUS`]).
+    pub async fn persist_query(
+        &self,
+        sha256: String,
+        query: String,
+        sender: Sender,
+    ) -> ServiceResult<()> {
         if query.len() > MAX_QUERY_BYTES || self.queries.get(&sha256).is_some() {
             return Ok(());
         }
         let query: Arc<str> = query.into();
         let (db, key, text) = (self.db.clone(), sha256.clone(), query.clone());
-        let max_stored = self.queries.max_stored;
+        // Constant texts, not bound values: the statements differ only in which kind
+        // of row they write and count.
+        let (insert, count, evict, max_stored) = match sender {
+            Sender::Partner => (
+                "insert into persisted_queries (sha256, query, created_at, anonymous) \
+                 values ($1, $2, $3, false) on conflict (sha256) do nothing",
+                "select count(*) from persisted_queries where anonymous = false",
+                "delete from persisted_queries where id in (select id from \
+                 persisted_queries where anonymous = false order by id limit $1)",
+                self.queries.max_stored,
+            ),
+            Sender::Anonymous => (
+                "insert into persisted_queries (sha256, query, created_at, anonymous) \
+                 values ($1, $2, $3, true) on conflict (sha256) do nothing",
+                "select count(*) from persisted_queries where anonymous = true",
+                "delete from persisted_queries where id in (select id from \
+                 persisted_queries where anonymous = true order by id limit $1)",
+                self.queries.max_stored_anonymous,
+            ),
+        };
         self.detached(async move {
             let mut tx = db.begin_write().await?;
             let added = tx
-                .execute(
-                    &Sql::new(
-                        "insert into persisted_queries (sha256, query, created_at) \
-                         values ($1, $2, $3) on conflict (sha256) do nothing",
-                    )
-                    .arg(&key)
-                    .arg(&*text)
-                    .arg(now_ms()),
-                )
+                .execute(&Sql::new(insert).arg(&key).arg(&*text).arg(now_ms()))
                 .await?;
             if added > 0 {
-                let stored: i64 = tx
-                    .scalar_one(&Sql::new("select count(*) from persisted_queries"))
-                    .await?;
+                let stored: i64 = tx.scalar_one(&Sql::new(count)).await?;
                 if stored > max_stored {
-                    tx.execute(
-                        &Sql::new(
-                            "delete from persisted_queries where id in \
-                             (select id from persisted_queries order by id limit $1)",
-                        )
-                        .arg(stored - max_stored),
-                    )
-                    .await?;
+                    tx.execute(&Sql::new(evict).arg(stored - max_stored))
+                        .await?;
                 }
             }
             tx.commit().await?;

@@ -136,7 +136,8 @@ dual_tests! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_at_most_its_bound_and_drops_the_oldest() {
     let app = TestApp::with_config(Engine::Sqlite, |c| c.persisted_queries_max = 2).await;
-    let mut c = app.client();
+    // A partner's texts, held to the partners' bound.
+    let mut c = app.partner("apq_bound").await;
     let queries = [
         "{ a: __typename }",
         "{ b: __typename }",
@@ -170,4 +171,76 @@ async fn the_store_keeps_at_most_its_bound_and_drops_the_oldest() {
     let ran = c.send_built(post(Some(&long), &sha256(&long))).await;
     assert_eq!(ran.json()["data"]["__typename"], "QueryRoot");
     assert_eq!(stored(&app).await, 2);
+}
+
+/// A stranger who sends thousands of distinct texts fills only the anonymous quota and
+/// pushes out only anonymous texts: a partner's stored text stays (issue #33, the
+/// store-eviction attack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_evict_a_partners_texts() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        strangers_cannot_evict_a_partners_texts_on(engine).await;
+    }
+}
+
+async fn strangers_cannot_evict_a_partners_texts_on(engine: Engine) {
+    let app = TestApp::with_config(engine, |c| {
+        c.persisted_queries_max = 5;
+        c.persisted_queries_anonymous_max = 3;
+    })
+    .await;
+    let mut partner = app.partner("apq_owner").await;
+    let kept = partner
+        .send_built(post(Some(CATALOGUE), &sha256(CATALOGUE)))
+        .await;
+    assert!(kept.json()["errors"].is_null(), "{}", kept.text());
+    let mut stranger = app.client();
+    for n in 0..10 {
+        let query = format!("{{ n{n}: __typename }}");
+        let ran = stranger
+            .send_built(post(Some(&query), &sha256(&query)))
+            .await;
+        assert_eq!(ran.status, 200, "{}", ran.text());
+    }
+    let anonymous: i64 = app
+        .state
+        .service
+        .db()
+        .scalar(&Sql::new(
+            "select count(*) from persisted_queries where anonymous = true",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(anonymous, 3, "the anonymous quota holds");
+    assert_eq!(
+        stored(&app).await,
+        4,
+        "the partner's text and three anonymous ones"
+    );
+    // Another replica, which cached nothing, still serves the partner's text by hash.
+    let sibling = app.sibling().await;
+    let served = sibling.client().get(&get_hash(&sha256(CATALOGUE))).await;
+    assert!(served.json()["errors"].is_null(), "{}", served.text());
+}
+
+/// A batch's length is checked before any of its hashes is resolved: a long batch of
+/// hashes is refused as too long, and no stored text is copied for it (a 1 MiB body of
+/// hashes once became a quarter of a GiB of copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_of_hashes_is_refused_before_any_is_resolved() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut c = app.client();
+    let hash = sha256(CATALOGUE);
+    let batch: Vec<Value> = (0..500)
+        .map(|_| json!({ "extensions": extension(&hash) }))
+        .collect();
+    let response = c
+        .send_built(requests::json("POST", "/graphql", &json!(batch), &[]))
+        .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("a batch may hold at most"),
+        "{}",
+        response.text()
+    );
 }
