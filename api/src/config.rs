@@ -144,6 +144,22 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_MAX_WEBSOCKETS", default_value_t = 1024)]
     pub max_websockets: usize,
 
+    /// Most WebSocket connections waiting for their connection_init at once (a socket
+    /// whose session cookie checked out at the upgrade does not wait); past it an
+    /// upgrade is answered 503 with Retry-After.
+    #[arg(long, env = "ECANTEEN_WS_PENDING_MAX", default_value_t = 64)]
+    pub ws_pending_max: usize,
+
+    /// Most WebSocket connections waiting for their connection_init from one client
+    /// address (the last X-Forwarded-For hop, else the peer).
+    #[arg(long, env = "ECANTEEN_WS_PENDING_PER_ADDRESS", default_value_t = 8)]
+    pub ws_pending_per_address: usize,
+
+    /// Operations (subscribes) one partner may start per second over its WebSockets on
+    /// one replica, with a burst of twice as many; past it, TOO_MANY_REQUESTS.
+    #[arg(long, env = "ECANTEEN_WS_OPERATIONS_PER_SEC", default_value_t = 10)]
+    pub ws_operations_per_sec: u32,
+
     /// Most subscriptions one WebSocket connection holds at once.
     #[arg(
         long,

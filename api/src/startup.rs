@@ -111,6 +111,9 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         writes,
         ws: WsLimits::new(
             config.max_websockets,
+            config.ws_pending_max,
+            config.ws_pending_per_address,
+            config.ws_operations_per_sec,
             config.max_subscriptions_per_socket,
             Duration::from_millis(config.ws_init_timeout_ms),
             Duration::from_millis(config.ws_recheck_ms),
@@ -294,7 +297,22 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address, for who a WebSocket's pending place is counted against.
+        let peer = stream.peer_addr().ok();
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        if let Some(peer) = peer {
+                            request
+                                .extensions_mut()
+                                .insert(axum::extract::ConnectInfo(peer));
+                        }
+                        request
+                    },
+                )
+                .service(app.clone()),
+        );
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

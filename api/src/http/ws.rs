@@ -23,21 +23,33 @@
 //! bounded ([`WsLimits`]): open sockets per replica (past them the upgrade is answered
 //! 503 with `Retry-After`), subscriptions per socket, the size of a message, and the
 //! time a client has to send `connection_init` after the upgrade (then the socket is
-//! closed). A subscription's replay is bounded too (`graphql::live::MAX_REPLAY`).
+//! closed). A subscription's replay is bounded too (`graphql::live::MAX_REPLAY`), and
+//! the operations a partner starts over its sockets (`OperationBudget`).
+//!
+//! A socket joins the replica's cap only once its credential checks out. A session
+//! cookie is checked at the upgrade; a socket without one (a token comes only in
+//! `connection_init`) waits in a small pool of its own, `--ws-pending-max` in all and
+//! `--ws-pending-per-address` from one client address, until its init: so strangers
+//! upgrading by the hundred, never to authenticate, hold a few places of that pool for
+//! `--ws-init-timeout-ms` each, and never one a partner's socket needs. The client's
+//! address is the last `X-Forwarded-For` hop (the one the balancer appends), else the
+//! connection's peer: replicas sit behind the balancer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::{CloseFrame, Message};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSender;
 use tower_sessions::session::Id;
 use tower_sessions::Session;
@@ -45,7 +57,7 @@ use tower_sessions::Session;
 use super::auth::SocketCredential;
 use super::{json_error, with_retry_after, AppState};
 use crate::error::ServiceError;
-use crate::graphql::connection::{ConnectionAuth, ConnectionCredential as _};
+use crate::graphql::connection::{ConnectionAuth, ConnectionCredential as _, OperationBudget};
 use crate::graphql::live::SubscriptionSlots;
 use crate::graphql::{request_data, RequestAuth};
 use crate::service::{AuthMethod, Service};
@@ -60,10 +72,14 @@ pub fn router() -> Router<AppState> {
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The bounds of the module docs, shared by every socket of a replica.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WsLimits {
-    /// One permit per open socket.
+    /// One permit per open socket whose credential checked out.
     pub sockets: Arc<Semaphore>,
+    /// Sockets not yet initialised, in all and by client address.
+    pub pending: Pending,
+    /// Operations per partner over its sockets.
+    pub operations: OperationBudget,
     pub subscriptions_per_socket: usize,
     pub init_timeout: Duration,
     /// How often an open socket's credential is checked again (see [`guard`]).
@@ -74,9 +90,104 @@ pub struct WsLimits {
     pub keepalive: Duration,
 }
 
+/// The pool of sockets waiting for their `connection_init`.
+#[derive(Clone)]
+pub struct Pending {
+    total: Arc<Semaphore>,
+    per_address: usize,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A place in the pending pool, given back when dropped (at init, or when the socket
+/// ends first).
+pub struct PendingPlace {
+    _total: OwnedSemaphorePermit,
+    address: Option<IpAddr>,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for PendingPlace {
+    fn drop(&mut self) {
+        let (Some(address), Ok(mut by_address)) = (self.address, self.by_address.lock()) else {
+            return;
+        };
+        if let Some(n) = by_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                by_address.remove(&address);
+            }
+        }
+    }
+}
+
+impl Pending {
+    pub fn new(total: usize, per_address: usize) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_address,
+            by_address: Arc::default(),
+        }
+    }
+
+    /// A place for a socket from `address`, or `None` past either cap.
+    pub fn admit(&self, address: Option<IpAddr>) -> Option<PendingPlace> {
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        let mut by_address = self.by_address.lock().ok()?;
+        if let Some(address) = address {
+            let n = by_address.entry(address).or_insert(0);
+            if *n >= self.per_address {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(PendingPlace {
+            _total: total,
+            address,
+            by_address: self.by_address.clone(),
+        })
+    }
+}
+
+/// The socket's place in the replica's cap, kept in the connection's data for as long
+/// as the socket lives.
+struct SocketPermit(
+    #[expect(dead_code, reason = "held for the socket's life, never read")] OwnedSemaphorePermit,
+);
+
+/// Who the client is, by address: the last `X-Forwarded-For` hop (the balancer's view
+/// of its peer), else this connection's peer.
+fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|hop| hop.trim().parse().ok())
+        .or(peer.map(|p| p.ip()))
+}
+
+fn replica_full() -> Response {
+    with_retry_after(
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_REQUESTS",
+            "this replica holds as many WebSocket connections as it may; retry later",
+        ),
+        1,
+    )
+}
+
 impl WsLimits {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one bound each, all flags of the replica, named at the one call"
+    )]
     pub fn new(
         sockets: usize,
+        pending: usize,
+        pending_per_address: usize,
+        operations_per_sec: u32,
         subscriptions_per_socket: usize,
         init_timeout: Duration,
         recheck: Duration,
@@ -84,6 +195,8 @@ impl WsLimits {
     ) -> Self {
         Self {
             sockets: Arc::new(Semaphore::new(sockets)),
+            pending: Pending::new(pending, pending_per_address),
+            operations: OperationBudget::new(operations_per_sec),
             subscriptions_per_socket,
             init_timeout,
             recheck,
@@ -97,6 +210,7 @@ async fn upgrade(
     protocol: GraphQLProtocol,
     session: Session,
     headers: HeaderMap,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let cookie_session = if super::origin::same_origin(&headers) {
@@ -108,26 +222,37 @@ async fn upgrade(
     } else {
         None
     };
-    // Held for the socket's life.
-    let Ok(socket_permit) = state.ws.sockets.clone().try_acquire_owned() else {
-        return with_retry_after(
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TOO_MANY_REQUESTS",
-                "this replica holds as many WebSocket connections as it may; retry later",
-            ),
-            1,
-        );
+    // A socket whose cookie checked out joins the replica's cap now, for its life; any
+    // other waits for its init in the pending pool, and joins the cap then.
+    let (socket_permit, pending) = if cookie_session.is_some() {
+        match state.ws.sockets.clone().try_acquire_owned() {
+            Ok(permit) => (Some(permit), None),
+            Err(_) => return replica_full(),
+        }
+    } else {
+        match state.ws.pending.admit(client_address(
+            &headers,
+            peer.map(|axum::Extension(ConnectInfo(p))| p),
+        )) {
+            Some(place) => (None, Some(place)),
+            None => return replica_full(),
+        }
     };
+    let pending = Arc::new(Mutex::new(pending));
     let schema = state.schema.clone();
     let service = state.service.clone();
     let limits = state.ws.clone();
+    let sockets = state.ws.sockets.clone();
+    let operations = state.ws.operations.clone();
+    let pending_at_init = pending.clone();
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             let _socket_permit = socket_permit;
+            // Given back when the socket ends, if its init has not given it back first.
+            let _pending = pending;
             let subscriptions = limits.subscriptions_per_socket;
             let keepalive_ms = u64::try_from(limits.keepalive.as_millis()).unwrap_or(u64::MAX);
             // async-graphql writes to a channel, and this task to the socket: so the
@@ -148,6 +273,23 @@ async fn upgrade(
             .on_connection_init(move |payload| async move {
                 let credential =
                     Arc::new(init_credential(&service, &payload, cookie_session).await?);
+                // From the pending pool into the replica's cap (unless the cookie
+                // took its place at the upgrade).
+                let was_pending = pending_at_init
+                    .lock()
+                    .map(|mut p| p.take().is_some())
+                    .unwrap_or(false);
+                let permit = if was_pending {
+                    Some(
+                        sockets
+                            .try_acquire_owned()
+                            .map_err(|_| ServiceError::Busy {
+                                retry_after: Duration::from_secs(1),
+                            })?,
+                    )
+                } else {
+                    None
+                };
                 let _ = initialised.send(credential.clone());
                 let (_, loader) = request_data(&service, RequestAuth::default());
                 // The connection's data lasts as long as the socket: its loader must
@@ -155,6 +297,10 @@ async fn upgrade(
                 loader.enable_all_cache(false);
                 let mut data = Data::default();
                 data.insert(ConnectionAuth(credential));
+                data.insert(operations);
+                if let Some(permit) = permit {
+                    data.insert(SocketPermit(permit));
+                }
                 data.insert(loader);
                 data.insert(SubscriptionSlots::new(subscriptions));
                 Ok(data)

@@ -642,7 +642,8 @@ async fn websockets_are_bounded_per_replica_per_connection_per_message_and_at_in
         started.elapsed()
     );
 
-    // Two sockets per replica: a third upgrade is refused with 503 and Retry-After.
+    // Two initialised sockets per replica: a third may upgrade (it waits for its init
+    // in the pending pool), and its init is refused while the two are open.
     let mut first = connect(addr, "graphql-transport-ws", None).await;
     send(&mut first, init.clone()).await;
     assert_eq!(receive(&mut first).await.unwrap()["type"], "connection_ack");
@@ -652,17 +653,12 @@ async fn websockets_are_bounded_per_replica_per_connection_per_message_and_at_in
         receive(&mut second).await.unwrap()["type"],
         "connection_ack"
     );
-    let request = ws_request(addr, "graphql-transport-ws");
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 503);
-            assert!(response.headers().contains_key("retry-after"));
-        }
-        other => panic!(
-            "a third socket was not refused: {:?}",
-            other.map(|(_, r)| r.status())
-        ),
-    }
+    let mut third = connect(addr, "graphql-transport-ws", None).await;
+    send(&mut third, init.clone()).await;
+    assert!(
+        receive(&mut third).await.is_none(),
+        "a third socket's init was refused and the socket closed"
+    );
 
     // Two subscriptions per socket: a third is refused; once one completes, there is room.
     let sub = |id: &str| json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { productChanged { id } }"}});
@@ -763,4 +759,78 @@ async fn a_replay_is_bounded_and_says_where_to_resume() {
         rest += 1;
     }
     assert_eq!(rest, 1200 - ecanteen_api::graphql::live::MAX_REPLAY);
+}
+
+/// Sockets that have not initialised wait in a small pool of their own, capped per
+/// client address: strangers upgrading by the hundred from one address hold a few
+/// places of it, briefly, and a partner's socket from another address still upgrades
+/// and initialises (issue #33). A partner's operations over its sockets draw on a
+/// budget of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninitialised_sockets_wait_in_a_pool_of_their_own_and_operations_are_budgeted() {
+    let db = std::sync::Arc::new(TestDb::new(Engine::Sqlite).await);
+    let addr = serve_with(&db, |c| {
+        c.ws_pending_max = 8;
+        c.ws_pending_per_address = 2;
+        c.ws_init_timeout_ms = 500;
+        c.ws_operations_per_sec = 1;
+    })
+    .await;
+    let app = TestApp::on(db.clone(), |_| {}).await;
+    let mut seller = app.partner("ws_pending").await;
+    let token = seller.api_token("ws").await;
+    let from = |address: &str| {
+        let mut request = ws_request(addr, "graphql-transport-ws");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", address.parse().unwrap());
+        request
+    };
+    let stranger = "203.0.113.5";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (ws, _) = tokio_tungstenite::connect_async(from(stranger))
+            .await
+            .unwrap();
+        held.push(ws);
+    }
+    match tokio_tungstenite::connect_async(from(stranger)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!(
+            "a third from one address: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    // A partner from another address: upgraded, initialised.
+    let (mut partner, _) = tokio_tungstenite::connect_async(from("198.51.100.9"))
+        .await
+        .unwrap();
+    send(
+        &mut partner,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    assert_eq!(
+        receive(&mut partner).await.unwrap()["type"],
+        "connection_ack"
+    );
+    // The stranger's places are given back at the init deadline.
+    for ws in &mut held {
+        assert!(receive(ws).await.is_none(), "closed at the init deadline");
+    }
+    assert!(tokio_tungstenite::connect_async(from(stranger))
+        .await
+        .is_ok());
+
+    // One operation a second, a burst of two: of three subscribes at once, whichever
+    // the server starts third is refused.
+    let sub = |id: &str| json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { productChanged { id } }"}});
+    for id in ["1", "2", "3"] {
+        send(&mut partner, sub(id)).await;
+    }
+    let refused = receive(&mut partner).await.expect("an answer").to_string();
+    assert!(refused.contains("TOO_MANY_REQUESTS"), "{refused}");
 }
