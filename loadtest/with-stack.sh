@@ -9,6 +9,10 @@
 #   --replicas N     the balancer with N spawned replicas (default 2)
 #   --direct         one replica, no balancer
 #   --database-url   default: a fresh SQLite file in a temporary directory
+#   --limits         keep the balancer's rate limits (off by default: a capacity run's
+#                    whole load comes from one address); the attack suite keeps them
+#
+# The balancer's admin URL is exported as ECANTEEN_LOADTEST_ADMIN.
 #
 # Examples:
 #   loadtest/with-stack.sh -- scenario --users 20 --duration 15s
@@ -21,8 +25,10 @@ profile=debug
 replicas=2
 direct=false
 database_url=""
+limits=(--rate-limit-ip 0 --rate-limit-partner 0)
 while [ $# -gt 0 ]; do
   case "$1" in
+    --limits) limits=() ;;
     --release) profile=release ;;
     --replicas) replicas="$2"; shift ;;
     --direct) direct=true ;;
@@ -93,15 +99,16 @@ if $direct; then
   ready() { get "$port" /readyz > /dev/null; }
   echo "with-stack: one replica ($profile) at http://127.0.0.1:$port, $database_url" >&2
 else
-  # The rate limits are off: the whole load comes from one IP, and measuring capacity
-  # is the point. (Their own tests are in balancer/tests/stack/limits.rs.)
+  # The rate limits are off unless --limits: the whole load comes from one IP, and
+  # measuring capacity is the point. (Their own tests are in balancer/tests/stack/limits.rs.)
   "$bin/ecanteen-balancer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --spawn "$replicas" --api-bin "$bin/ecanteen-api" --database-url "$database_url" \
-    --rate-limit-ip 0 --rate-limit-partner 0 \
+    ${limits[@]+"${limits[@]}"} \
     > "$work/stdout.log" 2> "$work/stack.log" &
   pids+=($!)
   port="$(listening "http://")"
   admin="$(listening "admin http://")"
+  export ECANTEEN_LOADTEST_ADMIN="http://127.0.0.1:$admin"
   ready() { get "$admin" /status 2>/dev/null | grep -q "\"ready\":$replicas,"; }
   echo "with-stack: balancer ($profile) at http://127.0.0.1:$port, $replicas replicas, $database_url" >&2
 fi

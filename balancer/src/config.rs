@@ -245,6 +245,25 @@ pub struct Config {
     )]
     pub max_connections_per_address: usize,
 
+    /// Most requests in flight from one client address, the writing of their answers
+    /// included (0: no cap); past it, 429 with Retry-After. One address cannot take
+    /// every replica's --max-in-flight.
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_MAX_IN_FLIGHT_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub max_in_flight_per_address: usize,
+
+    /// Seconds an upload (a picture) may take to arrive whole, from its header (then
+    /// 408). Keep it below the replicas' --request-timeout-secs (30).
+    #[arg(
+        long,
+        env = "ECANTEEN_BALANCER_UPLOAD_TIMEOUT_SECS",
+        default_value_t = 25
+    )]
+    pub upload_timeout_secs: u64,
+
     /// Most WebSocket tunnels open at once. A tunnel is not a request in flight: once
     /// upgraded it leaves the replica's --max-in-flight and counts here; past it an
     /// upgrade gets 503 with Retry-After.

@@ -104,13 +104,30 @@ pub fn is_websocket(request: &RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// How a request's body goes to the replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    /// Read whole already: sent with its length, whatever framing the client used.
+    Length(usize),
+    /// Streamed as it comes: with the client's `Content-Length`, else chunked.
+    Streamed,
+}
+
+/// The header a replica reads the client's address from: the balancer's own view
+/// ([`crate::client_addr`]: past trusted proxies), set here and never taken from a
+/// client. `X-Forwarded-For` keeps its meaning, each hop appending its peer.
+pub const CLIENT_HEADER: &str = "x-ecanteen-client";
+
 /// The request as a replica gets it; `upgrade`: as a WebSocket handshake (the route
-/// allows it and the client asked). `Err` (answered 400) when the client's `Connection`
-/// header is malformed or names too many fields.
+/// allows it and the client asked); `peer`: appended to `X-Forwarded-For`; `client`:
+/// the client's address as the balancer resolved it. `Err` (answered 400) when the
+/// client's `Connection` header is malformed or names too many fields.
 pub fn upstream_request(
     downstream: &RequestHeader,
-    has_body: bool,
+    body: Framing,
     upgrade: bool,
+    peer: Option<IpAddr>,
     client: Option<IpAddr>,
     request_id: &str,
     traceparent: &str,
@@ -128,10 +145,22 @@ pub fn upstream_request(
         request.insert_header(header::CONNECTION, "Upgrade")?;
         request.insert_header(header::UPGRADE, "websocket")?;
     }
-    if has_body && !request.headers.contains_key(header::CONTENT_LENGTH) {
-        request.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    match body {
+        Framing::None => {}
+        Framing::Length(len) => {
+            request.insert_header(header::CONTENT_LENGTH, len.to_string())?;
+        }
+        Framing::Streamed => {
+            if !request.headers.contains_key(header::CONTENT_LENGTH) {
+                request.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
     }
+    request.remove_header(CLIENT_HEADER);
     if let Some(client) = client {
+        request.insert_header(CLIENT_HEADER, client.to_string())?;
+    }
+    if let Some(client) = peer {
         let forwarded = match downstream
             .headers
             .get("x-forwarded-for")
@@ -240,7 +269,16 @@ mod tests {
             ),
             ("tracestate", "vendor=x"),
         ]);
-        let up = upstream_request(&downstream, true, false, None, "id-1", TP).unwrap();
+        let up = upstream_request(
+            &downstream,
+            Framing::Streamed,
+            false,
+            None,
+            None,
+            "id-1",
+            TP,
+        )
+        .unwrap();
         for gone in [
             "connection",
             "x-secret",
@@ -274,24 +312,35 @@ mod tests {
             ("Connection", "Upgrade"),
             ("Upgrade", "websocket"),
         ]);
-        let up = upstream_request(&ws, false, true, None, "id", TP).unwrap();
+        let up = upstream_request(&ws, Framing::None, true, None, None, "id", TP).unwrap();
         assert_eq!(up.headers["upgrade"], "websocket");
         assert_eq!(up.headers["connection"], "Upgrade");
         assert!(!up.headers.contains_key("transfer-encoding"));
 
         let chunked = request(&[("Transfer-Encoding", "chunked")]);
-        let up = upstream_request(&chunked, true, false, None, "id", TP).unwrap();
+        let up =
+            upstream_request(&chunked, Framing::Streamed, false, None, None, "id", TP).unwrap();
         assert_eq!(up.headers["transfer-encoding"], "chunked");
     }
 
     #[test]
     fn forwarded_for_appends_the_client_to_what_it_claimed() {
         let client: IpAddr = "10.0.0.7".parse().unwrap();
-        let plain = upstream_request(&request(&[]), false, false, Some(client), "id", TP).unwrap();
+        let plain = upstream_request(
+            &request(&[]),
+            Framing::None,
+            false,
+            Some(client),
+            None,
+            "id",
+            TP,
+        )
+        .unwrap();
         assert_eq!(plain.headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(plain.headers["x-forwarded-proto"], "http");
         let claimed = request(&[("X-Forwarded-For", "1.2.3.4")]);
-        let up = upstream_request(&claimed, false, false, Some(client), "id", TP).unwrap();
+        let up =
+            upstream_request(&claimed, Framing::None, false, Some(client), None, "id", TP).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
     }
 
@@ -300,8 +349,9 @@ mod tests {
         let many = vec!["x-a"; 1000].join(",");
         assert!(upstream_request(
             &request(&[("Connection", &many)]),
+            Framing::None,
             false,
-            false,
+            None,
             None,
             "id",
             TP
@@ -309,13 +359,41 @@ mod tests {
         .is_err());
         assert!(upstream_request(
             &request(&[("Connection", "bad token")]),
+            Framing::None,
             false,
-            false,
+            None,
             None,
             "id",
             TP
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_body_read_whole_goes_with_its_length_and_the_client_address_is_the_balancers() {
+        let chunked = request(&[
+            ("Transfer-Encoding", "chunked"),
+            ("X-Ecanteen-Client", "6.6.6.6"),
+        ]);
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let up = upstream_request(
+            &chunked,
+            Framing::Length(0),
+            false,
+            Some(peer),
+            Some(client),
+            "id",
+            TP,
+        )
+        .unwrap();
+        assert_eq!(up.headers["content-length"], "0");
+        assert!(!up.headers.contains_key("transfer-encoding"));
+        assert_eq!(
+            up.headers[CLIENT_HEADER], "198.51.100.7",
+            "never the client's own word"
+        );
+        assert_eq!(up.headers["x-forwarded-for"], "10.0.0.5");
     }
 
     #[test]
@@ -343,7 +421,7 @@ mod tests {
     #[test]
     fn an_upgrade_is_forwarded_only_when_the_route_allows_it() {
         let ws = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
-        let up = upstream_request(&ws, true, false, None, "id", TP).unwrap();
+        let up = upstream_request(&ws, Framing::Streamed, false, None, None, "id", TP).unwrap();
         assert!(!up.headers.contains_key("upgrade"));
         assert!(!up.headers.contains_key("connection"));
     }

@@ -64,7 +64,7 @@ use pingora::{Error, ErrorType};
 
 use crate::client_addr::TrustedProxies;
 use crate::connections::AddressCaps;
-use crate::forwarding;
+use crate::forwarding::{self, Framing};
 use crate::keepalive::Keepalive;
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
@@ -76,6 +76,16 @@ use crate::upstream::{Lease, Pool, Upstream};
 
 /// How long a replica that failed to take a body is given to say why (its early answer).
 const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// How soon after a request is written a close of its reused connection counts as the
+/// race with the replica closing it while idle (and may be retried for any method). On
+/// loopback or a LAN the close of a connection the replica had already let go comes
+/// within a round trip; one that comes later is a replica that held the request.
+const IDLE_RACE_WINDOW: Duration = Duration::from_millis(100);
+
+/// Answers up to this long are read whole from the replica before the client is written
+/// to, so the replica's slot is given back before a slow client reads them.
+const ANSWER_BUFFER: usize = 1024 * 1024;
 
 /// Knobs of the proxy.
 #[derive(Clone, Debug)]
@@ -93,6 +103,10 @@ pub struct Settings {
     pub keepalive_timeout: Duration,
     /// The longest one write of an answer may wait for the client to read.
     pub client_send_timeout: Duration,
+    /// The longest an upload may take, from its header; below the replicas'
+    /// `--request-timeout-secs`, so the balancer answers a dawdling upload, not a
+    /// replica's 504.
+    pub upload_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -112,6 +126,8 @@ pub struct Balancer {
     pub trusted: Arc<TrustedProxies>,
     /// WebSocket tunnels, in all and per client address (`--max-websockets…`).
     pub websockets: Arc<AddressCaps>,
+    /// Requests in flight per client address (`--max-in-flight-per-address`).
+    pub in_flight_per_address: AddressCaps,
     pub settings: Settings,
     /// Requests waiting for room now.
     pub queued: AtomicUsize,
@@ -416,7 +432,20 @@ impl Balancer {
         };
         let request = downstream.req_header();
         let safe = request.method == Method::GET || request.method == Method::HEAD;
-        let keyed = route.honours_key && request.headers.contains_key("idempotency-key");
+        let framing = match &body {
+            Body::None => Framing::None,
+            Body::Whole(bytes) => Framing::Length(bytes.len()),
+            Body::Streamed => Framing::Streamed,
+        };
+        // A client's place among its address's requests in flight, held to the end of
+        // the answer: one address cannot take every replica's slots.
+        let Some(_in_flight) = self.in_flight_per_address.admit(client) else {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return self
+                .refuse(downstream, envelope, Refusal::TooManyRequests(1))
+                .await;
+        };
+        let started = Instant::now();
 
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut attempts = 0;
@@ -435,15 +464,19 @@ impl Balancer {
             progress.replica = Some(replica.addr);
             let request = match forwarding::upstream_request(
                 downstream.req_header(),
-                !matches!(body, Body::None),
+                framing,
                 upgrade,
                 peer,
+                client,
                 request_id,
                 traceparent,
             ) {
                 Ok(request) => request,
                 Err(_) => return self.refuse(downstream, envelope, Refusal::Malformed).await,
             };
+            // Keyed as the replica will see it (a `Connection` header may have named
+            // the key away).
+            let keyed = route.honours_key && request.headers.contains_key("idempotency-key");
             let peer = self.peer(replica.addr, upgrade);
             let (fault, reused) = match self.keepalive.session(&peer, replica.addr).await {
                 Err(_) => (
@@ -459,13 +492,19 @@ impl Balancer {
                         upstream.write_timeout = Some(self.settings.read_timeout);
                     }
                     match self
-                        .exchange(downstream, &mut upstream, request, &body, limit)
+                        .exchange(downstream, &mut upstream, request, &body, limit, started)
                         .await
                     {
                         Ok(answered) => {
                             return self
                                 .answer(
-                                    downstream, upstream, lease, request_id, credential, answered,
+                                    downstream,
+                                    upstream,
+                                    lease,
+                                    request_id,
+                                    credential,
+                                    answered,
+                                    matches!(body, Body::Streamed),
                                 )
                                 .await;
                         }
@@ -478,7 +517,10 @@ impl Balancer {
                 Fault::Client => return Reuse::Close,
                 Fault::Refused(refusal) => return self.refuse(downstream, envelope, refusal).await,
             };
-            if retry::counts_against_replica(phase, reused) {
+            // Nor does a failure while an upload was still coming in: the client chose
+            // its pace.
+            let uploading = matches!(body, Body::Streamed) && !downstream.is_body_done();
+            if retry::counts_against_replica(phase, reused) && !uploading {
                 replica.record_outcome(false, &self.pool.policy);
             }
             let mut attempt = Attempt {
@@ -535,10 +577,16 @@ impl Balancer {
         request: Box<RequestHeader>,
         body: &Body,
         limit: usize,
+        started: Instant,
     ) -> Result<Answered, Fault> {
+        // A close within moments of the request is the idle-close race; a replica that
+        // held the request longer and then closed may have worked on it (it died).
+        let sending = Instant::now();
         let sent = |e: Box<Error>| Fault::Replica {
             phase: match e.etype() {
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                    if sending.elapsed() < IDLE_RACE_WINDOW =>
+                {
                     Phase::Closed
                 }
                 _ => Phase::NoAnswer,
@@ -551,6 +599,7 @@ impl Balancer {
         upstream.write_request_header(request).await.map_err(sent)?;
         let written = match body {
             Body::None => Ok(()),
+            Body::Whole(bytes) if bytes.is_empty() => Ok(()),
             Body::Whole(bytes) => upstream.write_body(bytes).await.map(|_| ()),
             Body::Streamed => {
                 let mut written = Ok(());
@@ -561,7 +610,25 @@ impl Balancer {
                 }
                 if written.is_ok() && !downstream.is_body_done() {
                     Self::continue_body(downstream).await?;
-                    while let Some(chunk) = self.next_body_chunk(downstream, limit).await? {
+                    // The whole upload within its deadline, however it trickles: it
+                    // holds a lease while it comes.
+                    let deadline =
+                        tokio::time::Instant::from_std(started + self.settings.upload_timeout);
+                    loop {
+                        let next = tokio::time::timeout_at(
+                            deadline,
+                            self.next_body_chunk(downstream, limit),
+                        );
+                        let chunk = match next.await {
+                            Ok(chunk) => chunk?,
+                            Err(_) => return Err(Fault::Refused(Refusal::TooSlow)),
+                        };
+                        let Some(chunk) = chunk else { break };
+                        // An empty piece (a read that ended inside a chunk's framing)
+                        // would be written as the end of a chunked body.
+                        if chunk.is_empty() {
+                            continue;
+                        }
                         if let Err(e) = upstream.write_body(&chunk).await {
                             written = Err(e);
                             break;
@@ -673,8 +740,16 @@ impl Balancer {
         Ok(())
     }
 
-    /// Passes the replica's answer back to the client; the lease ends with it. After
-    /// an early answer (the body not all sent), both connections are closed.
+    /// Passes the replica's answer back to the client. An answer of up to
+    /// [`ANSWER_BUFFER`] bytes is read whole first, and the lease and the connection to
+    /// the replica are given back before the client is written to: a client that reads
+    /// slowly holds a socket, not a replica's slot. A longer one (a picture, an export)
+    /// is streamed, the lease held to its end. After an early answer (the body not all
+    /// sent), both connections are closed.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's own facts, each needed to close it properly"
+    )]
     async fn answer(
         &self,
         downstream: &mut DownstreamSession,
@@ -683,16 +758,19 @@ impl Balancer {
         request_id: &str,
         credential: Option<u64>,
         answered: Answered,
+        streamed: bool,
     ) -> Reuse {
         let Some(header) = upstream.resp_header() else {
             return Reuse::Close;
         };
         let mut header = Box::new(header.clone());
-        let replica = lease.upstream();
-        replica.record_outcome(
-            !Upstream::counts_as_failure(header.status.as_u16()),
-            &self.pool.policy,
-        );
+        let replica = lease.upstream().clone();
+        let status = header.status.as_u16();
+        // A 5xx to an upload says nothing of the replica: the client chose how long the
+        // body took (a replica's 504 at its own deadline while the body trickled in).
+        if !(streamed && status >= 500) {
+            replica.record_outcome(!Upstream::counts_as_failure(status), &self.pool.policy);
+        }
         if let (Some(partner), Some(credential)) = (
             forwarding::downstream_response(&mut header, request_id),
             credential,
@@ -712,25 +790,70 @@ impl Balancer {
             tunnel(downstream, &mut upstream).await;
             return Reuse::Close;
         }
-        loop {
-            match upstream.read_body_ref().await {
-                Ok(Some(chunk)) => {
-                    if downstream.write_body(chunk).await.is_err() {
+        let mut lease = Some(lease);
+        let mut upstream = Some(upstream);
+        let mut kept = bytes::BytesMut::new();
+        let mut whole = false;
+        if let Some(up) = upstream.as_mut() {
+            loop {
+                match up.read_body_ref().await {
+                    // An empty piece (a read that ended inside a chunk's framing) would
+                    // be written as the end of a chunked answer.
+                    Ok(Some([])) => {}
+                    Ok(Some(chunk)) => {
+                        kept.extend_from_slice(chunk);
+                        if kept.len() > ANSWER_BUFFER {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        whole = true;
+                        break;
+                    }
+                    Err(_) => {
+                        // The answer is cut short: the client learns it from the close.
+                        replica.record_outcome(false, &self.pool.policy);
                         return Reuse::Close;
                     }
                 }
-                Ok(None) => break,
-                Err(_) => {
-                    // The answer is cut short: the client learns it from the close.
-                    replica.record_outcome(false, &self.pool.policy);
-                    return Reuse::Close;
+            }
+        }
+        if whole && answered == Answered::Fully {
+            if let Some(up) = upstream.take() {
+                self.keepalive.release(up, replica.addr).await;
+            }
+            lease = None;
+        }
+        if !kept.is_empty() && downstream.write_body(&kept).await.is_err() {
+            return Reuse::Close;
+        }
+        drop(kept);
+        if !whole {
+            let Some(up) = upstream.as_mut() else {
+                return Reuse::Close;
+            };
+            loop {
+                match up.read_body_ref().await {
+                    Ok(Some([])) => {}
+                    Ok(Some(chunk)) => {
+                        if downstream.write_body(chunk).await.is_err() {
+                            return Reuse::Close;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        replica.record_outcome(false, &self.pool.policy);
+                        return Reuse::Close;
+                    }
                 }
             }
         }
         if downstream.finish_body().await.is_err() || answered == Answered::Early {
             return Reuse::Close;
         }
-        self.keepalive.release(upstream, replica.addr).await;
+        if let Some(up) = upstream.take() {
+            self.keepalive.release(up, replica.addr).await;
+        }
         drop(lease);
         Reuse::KeepAlive
     }
@@ -793,7 +916,11 @@ impl Balancer {
             }
             _ => {}
         }
-        if downstream.response_written().is_some() {
+        // A `100 Continue` sent before does not stop the refusal; a final answer does.
+        if downstream
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational())
+        {
             return Reuse::Close;
         }
         let body = refusal.body(envelope);

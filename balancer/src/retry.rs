@@ -7,13 +7,15 @@
 //!   leased; an upload is kept up to 64 KiB).
 //! - A failed connect is retried whatever the method: nothing reached a replica.
 //! - A connection taken from the idle pool that was closed or reset before a single
-//!   byte of an answer came back is retried whatever the method. That is the race with
-//!   a replica closing an idle connection just as the request is written, which pingora
+//!   byte of an answer came back, within moments of the request (100 ms: a round trip
+//!   and then some), is retried whatever the method. That is the race with a replica
+//!   closing an idle connection just as the request is written, which pingora
 //!   (`RetryType::ReusedOnly`) and browsers retry the same way. What it risks: a replica
-//!   that read the request and then died before answering a byte is indistinguishable
-//!   from that race, so such a write may be applied twice. Keyed writes are safe
-//!   whatever happens; an unkeyed write is at risk only when its replica dies within
-//!   that instant, on a reused connection.
+//!   that read the request and died within those moments, before answering a byte, is
+//!   indistinguishable from that race, so such a write may be applied twice. Keyed
+//!   writes are safe whatever happens; an unkeyed write is at risk only when its
+//!   replica dies within that instant, on a reused connection. A close that comes later
+//!   is a replica that held the request: only what may be repeated is retried then.
 //! - Any other failure after the request went out is retried only for GET and HEAD,
 //!   and for the REST writes that honour an `Idempotency-Key` and carry one (the
 //!   replica answers a repeat with the first result). A GraphQL mutation, or a route

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use rand::Rng as _;
 
 use crate::api::ApiKind;
+use crate::attack::{self, Attack, AttackOptions};
 use crate::capacity::{self, CapacityOptions, CapacityReport, Workload};
 use crate::curve;
 use crate::invariant;
@@ -40,6 +41,48 @@ enum Command {
     /// The overload curve: goodput and p99 against users, from the reports of scenario
     /// runs (see `loadtest/overload.sh`), with the knee and the goals past it.
     Curve(CurveArgs),
+    /// Hostile clients, one attack at a time at its budget, from their own address,
+    /// while honest partners read and sell; each attack must leave the honest partners
+    /// unharmed and the replicas ready (see `attack`). `loadtest/attack.sh` runs it
+    /// against a stack of its own.
+    Attack(AttackArgs),
+}
+
+#[derive(Debug, Args)]
+struct AttackArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The balancer's admin endpoint (its `/status` is watched, and names the spawned
+    /// replicas whose memory is read).
+    #[arg(
+        long,
+        env = "ECANTEEN_LOADTEST_ADMIN",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    admin: String,
+    /// In front of another proxy (nginx): a replica to watch instead of the admin
+    /// endpoint, as `URL=PID` (repeatable); its `/readyz` is asked every 100 ms and its
+    /// memory read.
+    #[arg(long = "replica", value_name = "URL=PID")]
+    replicas: Vec<String>,
+    /// The attacker's own loopback address (the honest partners use 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.2")]
+    attacker_ip: std::net::IpAddr,
+    /// Honest partners reading and selling through each attack.
+    #[arg(long, default_value_t = 8)]
+    honest: usize,
+    /// How long each attack lasts.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The attacks to run (default: all, in order).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    attacks: Vec<crate::attack::Attack>,
+    /// The honest partners' p99 must stay under this, in milliseconds.
+    #[arg(long, default_value_t = 300.0)]
+    max_p99_ms: f64,
+    /// Each replica's peak resident memory must stay under this, in MiB.
+    #[arg(long, default_value_t = 256.0)]
+    max_replica_rss_mib: f64,
 }
 
 #[derive(Debug, Args)]
@@ -135,8 +178,56 @@ impl Cli {
             Command::Scenario(args) => run_scenario(args).await,
             Command::Capacity(args) => run_capacity(args).await,
             Command::Curve(args) => draw_curve(&args),
+            Command::Attack(args) => run_attacks(args).await,
         }
     }
+}
+
+/// Exit status 1 when an attack broke an item of the goal.
+async fn run_attacks(args: AttackArgs) -> anyhow::Result<ExitCode> {
+    let options = AttackOptions {
+        base: args.common.target.trim_end_matches('/').to_owned(),
+        admin: args
+            .replicas
+            .is_empty()
+            .then(|| args.admin.trim_end_matches('/').to_owned()),
+        replicas: args
+            .replicas
+            .iter()
+            .map(|r| {
+                let (url, pid) = r
+                    .rsplit_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--replica {r}: not URL=PID"))?;
+                Ok((url.trim_end_matches('/').to_owned(), pid.parse()?))
+            })
+            .collect::<anyhow::Result<Vec<(String, u32)>>>()?,
+        attacker_ip: args.attacker_ip,
+        honest: args.honest,
+        duration: args.duration,
+        attacks: if args.attacks.is_empty() {
+            Attack::ALL.to_vec()
+        } else {
+            args.attacks.clone()
+        },
+        password: args.common.password.clone(),
+        request_timeout: args.common.request_timeout,
+        run_id: run_id(),
+        max_p99_ms: args.max_p99_ms,
+        max_replica_rss_mib: args.max_replica_rss_mib,
+    };
+    let outcomes = attack::run(options.clone()).await?;
+    let table = attack::table(&outcomes, &options, &command_line());
+    print!("{table}");
+    if let Some(dir) = &args.common.report_dir {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("attack.md"), &table)?;
+        println!("Report written to {}", dir.join("attack.md").display());
+    }
+    Ok(if outcomes.iter().all(|o| o.holds(&options)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Exit status 1 when a run past the knee missed a goal.

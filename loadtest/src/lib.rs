@@ -20,11 +20,13 @@
 //! - [`scenario`]: the paper's user journey, the ramp and the end of the run;
 //! - [`capacity`]: closed-loop steps of reads or stock changes, up to the bound;
 //! - [`curve`]: the overload curve over a sweep of scenario runs;
+//! - [`attack`]: hostile clients at their budgets while honest partners work;
 //! - [`invariant`]: the ledger check that ends every run;
 //! - [`metrics`]: what is recorded per request, per route and per second;
 //! - [`report`]: the paper's tables and charts as text, CSV, JSON and HTML.
 
 pub mod api;
+pub mod attack;
 pub mod capacity;
 pub mod cli;
 pub mod curve;

@@ -27,13 +27,15 @@
 //! the operations a partner starts over its sockets (`OperationBudget`).
 //!
 //! A socket joins the replica's cap only once its credential checks out. A session
-//! cookie is checked at the upgrade; a socket without one (a token comes only in
+//! cookie, or a bearer token in the upgrade's `Authorization` header, is checked at the
+//! upgrade; a socket without either (a browser's token comes only in
 //! `connection_init`) waits in a small pool of its own, `--ws-pending-max` in all and
 //! `--ws-pending-per-address` from one client address, until its init: so strangers
 //! upgrading by the hundred, never to authenticate, hold a few places of that pool for
 //! `--ws-init-timeout-ms` each, and never one a partner's socket needs. The client's
-//! address is the last `X-Forwarded-For` hop (the one the balancer appends), else the
-//! connection's peer: replicas sit behind the balancer.
+//! address is the balancer's word for it (`X-Ecanteen-Client`, its view past trusted
+//! proxies), else the last `X-Forwarded-For` hop, else the connection's peer: replicas
+//! sit behind the balancer, and one reachable directly could be told any address.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -133,6 +135,8 @@ impl Pending {
     pub fn admit(&self, address: Option<IpAddr>) -> Option<PendingPlace> {
         let total = self.total.clone().try_acquire_owned().ok()?;
         let mut by_address = self.by_address.lock().ok()?;
+        // 0: no cap per address.
+        let address = address.filter(|_| self.per_address > 0);
         if let Some(address) = address {
             let n = by_address.entry(address).or_insert(0);
             if *n >= self.per_address {
@@ -154,16 +158,21 @@ struct SocketPermit(
     #[expect(dead_code, reason = "held for the socket's life, never read")] OwnedSemaphorePermit,
 );
 
-/// Who the client is, by address: the last `X-Forwarded-For` hop (the balancer's view
-/// of its peer), else this connection's peer.
+/// Who the client is, by address: what the balancer says (`X-Ecanteen-Client`: its own
+/// view, past any trusted proxy in front of it, and never a client's word), else the
+/// last `X-Forwarded-For` hop, else this connection's peer.
 fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|hop| hop.trim().parse().ok())
+    let header = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|hop| hop.trim().parse().ok())
+    };
+    header("x-ecanteen-client")
+        .or_else(|| header("x-forwarded-for"))
         .or(peer.map(|p| p.ip()))
 }
 
@@ -213,6 +222,13 @@ async fn upgrade(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // A bearer token at the upgrade (a till or an app; a browser cannot send one)
+    // counts as a cookie does: checked now, the socket skips the pending pool.
+    let upgrade_token = bearer(&headers);
+    let token_ok = match &upgrade_token {
+        Some(token) => state.service.authenticate_token(token).await.is_ok(),
+        None => false,
+    };
     let cookie_session = if super::origin::same_origin(&headers) {
         let session = PartnerSession::new(session);
         match session.user_id(state.settings.session_refresh).await {
@@ -224,7 +240,7 @@ async fn upgrade(
     };
     // A socket whose cookie checked out joins the replica's cap now, for its life; any
     // other waits for its init in the pending pool, and joins the cap then.
-    let (socket_permit, pending) = if cookie_session.is_some() {
+    let (socket_permit, pending) = if cookie_session.is_some() || token_ok {
         match state.ws.sockets.clone().try_acquire_owned() {
             Ok(permit) => (Some(permit), None),
             Err(_) => return replica_full(),
@@ -271,8 +287,10 @@ async fn upgrade(
                 Ok(Some(serde_json::json!({ "keepAliveMs": keepalive_ms })))
             })
             .on_connection_init(move |payload| async move {
-                let credential =
-                    Arc::new(init_credential(&service, &payload, cookie_session).await?);
+                let credential = Arc::new(
+                    init_credential(&service, &payload, upgrade_token.as_deref(), cookie_session)
+                        .await?,
+                );
                 // From the pending pool into the replica's cap (unless the cookie
                 // took its place at the upgrade).
                 let was_pending = pending_at_init
@@ -364,12 +382,25 @@ async fn guard(
     }
 }
 
+/// A bearer token in the upgrade request's `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
 /// What the connection is opened with, valid now: the init payload's token
-/// (authenticated here), else the cookie's session (read at the upgrade, and checked
-/// again here: it may have been logged out since).
+/// (authenticated here), else the upgrade's bearer token, else the cookie's session
+/// (read at the upgrade, and checked again here: it may have been logged out since).
 async fn init_credential(
     service: &Service,
     payload: &serde_json::Value,
+    upgrade_token: Option<&str>,
     cookie_session: Option<Id>,
 ) -> async_graphql::Result<SocketCredential> {
     let token = ["Authorization", "authorization"]
@@ -379,7 +410,8 @@ async fn init_credential(
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .or_else(|| payload.get("token").and_then(|v| v.as_str()));
+        .or_else(|| payload.get("token").and_then(|v| v.as_str()))
+        .or(upgrade_token);
     if let Some(token) = token {
         let actor = service.authenticate_token(token.trim()).await?;
         let AuthMethod::Token(token_id) = actor.method else {

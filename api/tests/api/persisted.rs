@@ -244,3 +244,30 @@ async fn a_long_batch_of_hashes_is_refused_before_any_is_resolved() {
         response.text()
     );
 }
+
+/// A batch is counted before it is built: a 1 MiB body of half a million elements is
+/// refused as too long without becoming half a million requests in memory. (The
+/// elements here are not even requests: the count comes first, so the answer says the
+/// batch is too long, not that an element is malformed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_half_a_million_elements_is_refused_as_too_long_before_it_is_built() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let mut c = app.client();
+    let count = (1024 * 1024 - 2) / 2;
+    let body = format!("[{}1]", "1,".repeat(count - 1));
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/graphql")
+        .header("content-type", "application/json")
+        .body(axum::body::Bytes::from(body))
+        .unwrap();
+    let response = c.send_built(request).await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains(&format!(
+            "a batch may hold at most 10 operations, not {count}"
+        )),
+        "{}",
+        response.text()
+    );
+}

@@ -260,6 +260,12 @@ impl Balancer {
             proc: Proc { child },
         };
         balancer.wait_for(|_| true, Duration::from_secs(10));
+        // The proxy's own listener is bound by its service, a moment after the admin's.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(listen).is_err() {
+            assert!(Instant::now() < deadline, "nothing listens at {listen}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         balancer
     }
 
