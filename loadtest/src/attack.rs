@@ -461,28 +461,20 @@ async fn attack_for(
     let from = options.attacker_ip;
     match attack {
         Attack::OversizedBodies => {
-            let mut every = tokio::time::interval(Duration::from_millis(20));
-            while !stop.load(Ordering::Relaxed) {
-                every.tick().await;
-                attempts.fetch_add(1, Ordering::Relaxed);
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let Ok(mut stream) = connect(from, to).await else {
-                        return;
-                    };
-                    let head = "POST /graphql HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 4194304\r\n\r\n";
-                    if stream.write_all(head.as_bytes()).await.is_err() {
-                        return;
+            at_rate(Duration::from_millis(20), from, to, attempts, stop, |mut stream, stop| async move {
+                let head = "POST /graphql HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 4194304\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..64 {
+                    if stop.load(Ordering::Relaxed) || stream.write_all(&chunk).await.is_err() {
+                        break;
                     }
-                    let chunk = vec![b' '; 64 * 1024];
-                    for _ in 0..64 {
-                        if stop.load(Ordering::Relaxed) || stream.write_all(&chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                    drain(stream, stop).await;
-                });
-            }
+                }
+                drain(stream, stop).await;
+            })
+            .await;
         }
         Attack::HeldBodies | Attack::HeldUpgradeBodies => {
             let upgrade = if attack == Attack::HeldUpgradeBodies {
@@ -506,7 +498,7 @@ async fn attack_for(
             let http = reqwest::Client::new();
             let _ = http
                 .post(format!("{}/graphql", options.base))
-                .json(&json!({ "query": text, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } }))
+                .json(&persisted(&text, &hash))
                 .send()
                 .await;
             let entry =
@@ -543,20 +535,19 @@ async fn attack_for(
             }
         }
         Attack::AnonymousUpgrades => {
-            let mut every = tokio::time::interval(Duration::from_millis(2));
-            while !stop.load(Ordering::Relaxed) {
-                every.tick().await;
-                attempts.fetch_add(1, Ordering::Relaxed);
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let Ok(mut stream) = connect(from, to).await else {
-                        return;
-                    };
+            at_rate(
+                Duration::from_millis(2),
+                from,
+                to,
+                attempts,
+                stop,
+                |mut stream, stop| async move {
                     if stream.write_all(WS_HANDSHAKE.as_bytes()).await.is_ok() {
                         drain(stream, stop).await;
                     }
-                });
-            }
+                },
+            )
+            .await;
         }
         Attack::SocketOperations => socket_operations(&options, attempts, stop).await,
         Attack::PersistedEviction => {
@@ -573,11 +564,37 @@ async fn attack_for(
                 let _ = http
                     .post(format!("{}/graphql", options.base))
                     .header("x-forwarded-for", "198.51.100.1")
-                    .json(&json!({ "query": text, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } }))
+                    .json(&persisted(&text, &hash))
                     .send()
                     .await;
             }
         }
+    }
+}
+
+/// Opens a connection from `from` every `period` until `stop`, and has `then` do the
+/// attack's part on it, on a task of its own.
+async fn at_rate<F, Fut>(
+    period: Duration,
+    from: IpAddr,
+    to: SocketAddr,
+    attempts: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    then: F,
+) where
+    F: Fn(TcpStream, Arc<AtomicBool>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut every = tokio::time::interval(period);
+    while !stop.load(Ordering::Relaxed) {
+        every.tick().await;
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let (stop, then) = (stop.clone(), then.clone());
+        tokio::spawn(async move {
+            if let Ok(stream) = connect(from, to).await {
+                then(stream, stop).await;
+            }
+        });
     }
 }
 
@@ -717,6 +734,11 @@ fn ws_text_frame(text: &str) -> Vec<u8> {
     frame
 }
 
+/// A query sent with its text and hash, to be persisted.
+fn persisted(text: &str, hash: &str) -> Value {
+    json!({ "query": text, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } })
+}
+
 fn sha256_hex(text: &str) -> String {
     use sha2::{Digest as _, Sha256};
     format!("{:x}", Sha256::digest(text.as_bytes()))
@@ -745,7 +767,7 @@ async fn persist_as_partner(options: &AttackOptions) -> anyhow::Result<String> {
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/graphql", options.base))
         .bearer_auth(&token)
-        .json(&json!({ "query": text, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } }))
+        .json(&persisted(&text, &hash))
         .send()
         .await?
         .json()

@@ -144,26 +144,21 @@ impl Service {
         }
         let query: Arc<str> = query.into();
         let (db, key, text) = (self.db.clone(), sha256.clone(), query.clone());
-        // Constant texts, not bound values: the statements differ only in which kind
-        // of row they write and count.
-        let (insert, count, evict, max_stored) = match sender {
-            Sender::Partner => (
-                "insert into persisted_queries (sha256, query, created_at, anonymous) \
-                 values ($1, $2, $3, false) on conflict (sha256) do nothing",
-                "select count(*) from persisted_queries where anonymous = false",
-                "delete from persisted_queries where id in (select id from \
-                 persisted_queries where anonymous = false order by id limit $1)",
-                self.queries.max_stored,
-            ),
-            Sender::Anonymous => (
-                "insert into persisted_queries (sha256, query, created_at, anonymous) \
-                 values ($1, $2, $3, true) on conflict (sha256) do nothing",
-                "select count(*) from persisted_queries where anonymous = true",
-                "delete from persisted_queries where id in (select id from \
-                 persisted_queries where anonymous = true order by id limit $1)",
-                self.queries.max_stored_anonymous,
-            ),
+        // A literal, not a bound value: the statements differ only in which kind of row
+        // they write, count and evict.
+        let (anonymous, max_stored) = match sender {
+            Sender::Partner => ("false", self.queries.max_stored),
+            Sender::Anonymous => ("true", self.queries.max_stored_anonymous),
         };
+        let insert = format!(
+            "insert into persisted_queries (sha256, query, created_at, anonymous) \
+             values ($1, $2, $3, {anonymous}) on conflict (sha256) do nothing"
+        );
+        let count = format!("select count(*) from persisted_queries where anonymous = {anonymous}");
+        let evict = format!(
+            "delete from persisted_queries where id in (select id from \
+             persisted_queries where anonymous = {anonymous} order by id limit $1)"
+        );
         self.detached(async move {
             let mut tx = db.begin_write().await?;
             let added = tx

@@ -48,6 +48,20 @@ fn errors_of(status: &Value) -> u64 {
     status["upstreams"][0]["errors"].as_u64().unwrap_or(0)
 }
 
+/// Sends 1.25 MiB of chunked body (past the JSON bound) on a request whose header is
+/// sent, and expects the balancer's 413 before the close.
+async fn sends_a_chunked_body_past_the_bound_and_gets_413(stream: &mut TcpStream) {
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..20 {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if stream.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let answer = read_to_close(stream, Duration::from_secs(5)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
 /// Bodies over the route's bound are refused by the balancer itself, in the route's
 /// envelope, whether declared or counted as they come, and the replica never sees them
 /// nor pays for them: a burst of them leaves it ready and with no error against it.
@@ -89,17 +103,7 @@ async fn oversized_bodies_are_refused_at_the_door_in_the_routes_envelope() {
         )
         .await
         .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    for _ in 0..20 {
-        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
-        if stream.write_all(&framed).await.is_err() {
-            break;
-        }
-    }
-    let answer = read_to_close(&mut stream, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    sends_a_chunked_body_past_the_bound_and_gets_413(&mut stream).await;
     assert_eq!(backend.hits(), 0, "no oversized body reached the replica");
     let status = balancer.status().unwrap();
     assert_eq!(status["ready"], 1, "{status}");
@@ -515,17 +519,7 @@ async fn a_refusal_after_100_continue_is_still_answered() {
     let mut buf = [0u8; 1024];
     let n = stream.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"));
-    let chunk = vec![b'a'; 64 * 1024];
-    for _ in 0..20 {
-        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
-        if stream.write_all(&framed).await.is_err() {
-            break;
-        }
-    }
-    let answer = read_to_close(&mut stream, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    sends_a_chunked_body_past_the_bound_and_gets_413(&mut stream).await;
 }
 
 /// One address may hold only its share of requests in flight (the writing of their
