@@ -495,7 +495,9 @@ async fn attack_for(
             // A 32 KiB text, persisted anonymously, then named by hash 1 MiB at a time.
             let text = format!("{{ __typename }} #{}", "x".repeat(32 * 1024 - 20));
             let hash = sha256_hex(&text);
-            let http = reqwest::Client::new();
+            let Ok(http) = reqwest::Client::builder().local_address(from).build() else {
+                return;
+            };
             let _ = http
                 .post(format!("{}/graphql", options.base))
                 .json(&persisted(&text, &hash))
@@ -551,7 +553,10 @@ async fn attack_for(
         }
         Attack::SocketOperations => socket_operations(&options, attempts, stop).await,
         Attack::PersistedEviction => {
-            let http = reqwest::Client::new();
+            // From the attacker's address, as everything of the attack's.
+            let Ok(http) = reqwest::Client::builder().local_address(from).build() else {
+                return;
+            };
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) && n < 10_000 {
                 n += 1;
@@ -563,7 +568,6 @@ async fn attack_for(
                 let hash = sha256_hex(&text);
                 let _ = http
                     .post(format!("{}/graphql", options.base))
-                    .header("x-forwarded-for", "198.51.100.1")
                     .json(&persisted(&text, &hash))
                     .send()
                     .await;
