@@ -24,9 +24,11 @@
 //! - Closed by the replica (it restarted, or timed the connection out): a read that
 //!   does not wait sees the close (or stray bytes) when the connection is next taken,
 //!   and it is dropped then, as pingora does.
-//! - Idle for longer than `idle_timeout`: dropped when next looked at. Each thread
-//!   looks over all it keeps at least once per `idle_timeout`, so a replica that is no
-//!   longer used does not keep sockets open for long.
+//! - Idle for longer than `idle_timeout`: closed by the thread's sweep, which runs on a
+//!   timer (every half `idle_timeout`, on the thread itself, started with its first
+//!   kept connection), so a thread with no traffic does not keep sockets open, and
+//!   closed by their replicas, for long; and dropped when next looked at, whichever
+//!   comes first.
 //! - More than `max_idle` per replica on one thread: the oldest are closed.
 //!
 //! Opening connections is pingora-core's (`TransportConnector::new_stream`, with the
@@ -56,7 +58,20 @@ struct Idle {
 #[derive(Default)]
 struct ThreadPool {
     idle: HashMap<SocketAddr, VecDeque<Idle>>,
-    last_sweep: Option<Instant>,
+    /// The thread's sweep, while it runs (it ends with the thread's runtime).
+    sweeper: Option<tokio::task::AbortHandle>,
+}
+
+impl ThreadPool {
+    /// Closes what has been idle for `timeout` or more, or that its replica closed.
+    fn sweep(&mut self, now: Instant, timeout: Duration) {
+        self.idle.retain(|_, queue| {
+            queue.retain_mut(|idle| {
+                now.saturating_duration_since(idle.since) < timeout && still_open(&mut idle.stream)
+            });
+            !queue.is_empty()
+        });
+    }
 }
 
 thread_local! {
@@ -126,20 +141,29 @@ impl Keepalive {
         if self.max_idle == 0 {
             return;
         }
+        let timeout = self.idle_timeout;
         POOL.with_borrow_mut(|pool| {
             let queue = pool.idle.entry(addr).or_default();
             if queue.len() >= self.max_idle {
                 queue.pop_front();
             }
             queue.push_back(Idle { stream, since: now });
-            let swept = pool.last_sweep.get_or_insert(now);
-            if now.saturating_duration_since(*swept) >= self.idle_timeout {
-                pool.last_sweep = Some(now);
-                let timeout = self.idle_timeout;
-                pool.idle.retain(|_, queue| {
-                    queue.retain(|idle| now.saturating_duration_since(idle.since) < timeout);
-                    !queue.is_empty()
+            if pool
+                .sweeper
+                .as_ref()
+                .is_none_or(tokio::task::AbortHandle::is_finished)
+            {
+                // On this thread's own runtime (pingora's no-steal flavour: one
+                // current-thread runtime per worker), so it sees this thread's pool.
+                let sweep = tokio::spawn(async move {
+                    let period = (timeout / 2).max(Duration::from_millis(50));
+                    let mut every = tokio::time::interval(period);
+                    loop {
+                        every.tick().await;
+                        POOL.with_borrow_mut(|pool| pool.sweep(Instant::now(), timeout));
+                    }
                 });
+                pool.sweeper = Some(sweep.abort_handle());
             }
         });
     }
@@ -262,6 +286,35 @@ mod tests {
         assert!(!get(&keepalive, addr).await);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(!get(&keepalive, addr).await, "expired, so not reused");
+    }
+
+    /// With no further traffic on the thread, its sweep closes an idle connection once
+    /// its timeout has passed: the replica sees the close.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_connection_is_closed_on_a_timer_without_traffic() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed, mut seen_closed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+            let _ = socket.write_all(ok).await;
+            // The next read ends when the balancer closes its side.
+            let _ = socket.read(&mut buf).await;
+            let _ = closed.send(());
+        });
+        let keepalive = keepalive(Duration::from_millis(100), 4);
+        assert!(!get(&keepalive, addr).await);
+        assert_eq!(Keepalive::idle_here(addr), 1);
+        let close = tokio::time::timeout(Duration::from_secs(2), seen_closed.recv()).await;
+        assert_eq!(
+            close,
+            Ok(Some(())),
+            "the idle connection was closed by the sweep"
+        );
+        assert_eq!(Keepalive::idle_here(addr), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]

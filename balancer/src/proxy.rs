@@ -109,7 +109,6 @@ pub struct Settings {
     pub upload_timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
-    pub idle_timeout: Duration,
     /// How long a request waits for room on a replica at its cap.
     pub queue_wait: Duration,
     /// Most requests waiting for room at once.
@@ -477,7 +476,7 @@ impl Balancer {
             // Keyed as the replica will see it (a `Connection` header may have named
             // the key away).
             let keyed = route.honours_key && request.headers.contains_key("idempotency-key");
-            let peer = self.peer(replica.addr, upgrade);
+            let peer = self.peer(replica.addr);
             let (fault, reused) = match self.keepalive.session(&peer, replica.addr).await {
                 Err(_) => (
                     Fault::Replica {
@@ -886,16 +885,14 @@ impl Balancer {
 
     /// The replica as pingora's connector knows it, with the timeouts to open and use a
     /// connection to it.
-    fn peer(&self, addr: SocketAddr, upgrade: bool) -> HttpPeer {
+    fn peer(&self, addr: SocketAddr) -> HttpPeer {
         let mut peer = HttpPeer::new(addr, false, String::new());
+        // Only what pingora-core's connector reads on this path: the connect deadlines.
+        // The read and write timeouts are set on each session (`serve`), and idle
+        // connections are this balancer's own to time out ([`crate::keepalive`]).
         let options = &mut peer.options;
         options.connection_timeout = Some(self.settings.connect_timeout);
         options.total_connection_timeout = Some(self.settings.connect_timeout);
-        options.idle_timeout = Some(self.settings.idle_timeout);
-        if !upgrade {
-            options.read_timeout = Some(self.settings.read_timeout);
-            options.write_timeout = Some(self.settings.read_timeout);
-        }
         peer
     }
 

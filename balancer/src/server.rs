@@ -30,6 +30,9 @@ use crate::spawn::{default_api_bin, Supervisor, SupervisorService};
 use crate::tracecontext::Exporter;
 use crate::upstream::{resolve, Policy, Pool};
 
+/// Idle connections kept to each replica, over all worker threads.
+const IDLE_PER_REPLICA: usize = 256;
+
 /// The server, ready to run, and the addresses it serves on.
 pub struct Built {
     pub server: Server,
@@ -167,8 +170,6 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         threads,
         grace_period_seconds: Some(config.grace_secs),
         graceful_shutdown_timeout_seconds: Some(config.grace_secs),
-        max_retries: config.max_tries,
-        upstream_keepalive_pool_size: 256,
         // One current-thread runtime per worker (pingora's "no steal" flavour): a
         // connection stays on the thread that accepted it, with no cross-thread wakeups.
         // About 7 % less CPU per proxied request than tokio's work-stealing runtime
@@ -203,7 +204,6 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             upload_timeout: Duration::from_secs(config.upload_timeout_secs.max(1)),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             read_timeout: Duration::from_secs(config.read_timeout_secs),
-            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             queue_wait: Duration::from_millis(config.queue_ms),
             max_queued: config.max_queued,
             access_log_every: config.access_log_every,
@@ -218,12 +218,13 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         queued: AtomicUsize::new(0),
         seen: AtomicU64::new(0),
         traces: traces.map(Arc::new),
-        // As many idle connections per replica as pingora's pool would keep in all,
-        // shared out among the worker threads.
+        // IDLE_PER_REPLICA idle connections per replica in all, shared out among the
+        // worker threads. (pingora-core's connector opens the connections; its own pool,
+        // and the ServerConf settings that size it, are not used on this path.)
         keepalive: Keepalive::new(
             ConnectorOptions::from_server_conf(&server.configuration),
             Duration::from_secs(config.idle_timeout_secs),
-            server.configuration.upstream_keepalive_pool_size / threads.max(1),
+            IDLE_PER_REPLICA / threads.max(1),
         ),
     };
     let mut proxy = Service::new(
