@@ -437,12 +437,20 @@ impl Balancer {
             Body::Streamed => Framing::Streamed,
         };
         // A client's place among its address's requests in flight, held to the end of
-        // the answer: one address cannot take every replica's slots.
-        let Some(_in_flight) = self.in_flight_per_address.admit(client) else {
-            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return self
-                .refuse(downstream, envelope, Refusal::TooManyRequests(1))
-                .await;
+        // the answer: one address cannot take every replica's slots. (A WebSocket holds
+        // a place in the WebSocket budget instead, for its whole life.)
+        let _in_flight = if upgrade {
+            None
+        } else {
+            match self.in_flight_per_address.admit(client) {
+                Some(place) => Some(place),
+                None => {
+                    self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    return self
+                        .refuse(downstream, envelope, Refusal::TooManyRequests(1))
+                        .await;
+                }
+            }
         };
         let started = Instant::now();
 

@@ -414,7 +414,18 @@ async fn websockets_past_the_per_address_budget_are_refused_and_others_still_upg
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
     let db = Database::new();
-    let (_replicas, balancer) = stack(1, &db.url, &[], &["--max-websockets-per-address", "2"]);
+    // One request in flight per address: tunnels are not requests in flight.
+    let (_replicas, balancer) = stack(
+        1,
+        &db.url,
+        &[],
+        &[
+            "--max-websockets-per-address",
+            "2",
+            "--max-in-flight-per-address",
+            "1",
+        ],
+    );
     let ws_url = balancer.url.replace("http://", "ws://") + "/graphql/ws";
     let upgrade = |from: &'static str| {
         let ws_url = ws_url.clone();
@@ -441,6 +452,16 @@ async fn websockets_past_the_per_address_budget_are_refused_and_others_still_upg
         }
         other => panic!("a third from one address: {:?}", other.map(|_| ())),
     }
+    // The attacker's two tunnels leave it its one request in flight.
+    let mut plain = connect_from(ATTACKER, &balancer).await;
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut plain, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let honest = upgrade("127.0.0.1").await.expect("another address");
     // Each lease ends as its 101 goes out (the client may read it a moment before).
     let status = balancer.wait_for(
