@@ -200,7 +200,7 @@ pub async fn run(options: AttackOptions) -> anyhow::Result<Vec<Outcome>> {
             .await?;
         partners.push((Arc::new(partner), seen.id));
     }
-    let mut honest = Honest { partners, recorder };
+    let honest = Honest { partners, recorder };
     let mut outcomes = Vec::new();
     for (n, attack) in options.attacks.iter().enumerate() {
         eprintln!(
@@ -209,7 +209,7 @@ pub async fn run(options: AttackOptions) -> anyhow::Result<Vec<Outcome>> {
             options.attacks.len(),
             attack.name()
         );
-        let outcome = run_one(&options, *attack, &mut honest).await?;
+        let outcome = run_one(&options, *attack, &honest).await?;
         for (check, ok) in outcome.checks(&options) {
             eprintln!("  {} {check}", if ok { "ok  " } else { "FAIL" });
         }
@@ -223,7 +223,7 @@ pub async fn run(options: AttackOptions) -> anyhow::Result<Vec<Outcome>> {
 async fn run_one(
     options: &AttackOptions,
     attack: Attack,
-    honest: &mut Honest,
+    honest: &Honest,
 ) -> anyhow::Result<Outcome> {
     let eviction_probe = if attack == Attack::PersistedEviction {
         Some(persist_as_partner(options).await?)

@@ -38,6 +38,16 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Option<Strin
     }
 }
 
+/// Sends `request` from `from` on a connection of its own and returns everything the
+/// balancer sends until it closes the connection (within 5 s, or the test fails).
+async fn ask_from(from: &str, balancer: &Balancer, request: &[u8]) -> String {
+    let mut stream = connect_from(from, balancer).await;
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("answered and closed")
+}
+
 /// The JSON body of a whole answer.
 fn json_body(answer: &str) -> Value {
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
@@ -72,16 +82,12 @@ async fn oversized_bodies_are_refused_at_the_door_in_the_routes_envelope() {
     balancer.wait_ready(1);
     for _ in 0..10 {
         for (path, rest) in [("/graphql", false), ("/ecanteen/product", true)] {
-            let mut stream = connect_from(ATTACKER, &balancer).await;
             let head = format!(
                 "POST {path} HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n\
                  Content-Length: {}\r\n\r\n",
                 2 * 1024 * 1024
             );
-            stream.write_all(head.as_bytes()).await.unwrap();
-            let answer = read_to_close(&mut stream, Duration::from_secs(5))
-                .await
-                .expect("answered and closed");
+            let answer = ask_from(ATTACKER, &balancer, head.as_bytes()).await;
             assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
             let body = json_body(&answer);
             if rest {
@@ -453,14 +459,12 @@ async fn websockets_past_the_per_address_budget_are_refused_and_others_still_upg
         other => panic!("a third from one address: {:?}", other.map(|_| ())),
     }
     // The attacker's two tunnels leave it its one request in flight.
-    let mut plain = connect_from(ATTACKER, &balancer).await;
-    plain
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut plain, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let answer = ask_from(
+        ATTACKER,
+        &balancer,
+        b"GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let honest = upgrade("127.0.0.1").await.expect("another address");
     // Each lease ends as its 101 goes out (the client may read it a moment before).
@@ -569,14 +573,12 @@ async fn one_address_holds_only_its_share_of_requests_in_flight() {
         held.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut fourth = connect_from(ATTACKER, &balancer).await;
-    fourth
-        .write_all(b"GET /ecanteen/product HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut fourth, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let answer = ask_from(
+        ATTACKER,
+        &balancer,
+        b"GET /ecanteen/product HTTP/1.1\r\nHost: shop\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     assert_eq!(
         json_body(&answer)["error"]["code"],
