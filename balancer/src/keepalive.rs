@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::v1::client::HttpSession;
-use pingora::protocols::Stream;
+use pingora::protocols::l4::ext::get_tcp_info;
+use pingora::protocols::{Stream, UniqueID};
 use tokio::io::AsyncReadExt as _;
 
 /// An idle connection, and since when.
@@ -72,6 +73,18 @@ impl ThreadPool {
             !queue.is_empty()
         });
     }
+}
+
+/// How many bytes sent on the connection the replica's TCP stack has acknowledged
+/// (Linux `TCP_INFO`, `tcpi_bytes_acked`); `None` where the kernel does not say. A
+/// replica's process can only have read bytes its kernel acknowledged, and the FIN a
+/// closing (or killed) process's kernel sends acknowledges everything it received
+/// before the close is seen here; see [`crate::retry`].
+pub fn bytes_acked(connection: &impl UniqueID) -> Option<u64> {
+    get_tcp_info(connection.id())
+        .ok()
+        .map(|info| info.tcpi_bytes_acked)
+        .filter(|_| cfg!(target_os = "linux"))
 }
 
 thread_local! {
@@ -240,6 +253,76 @@ mod tests {
         while session.read_body_ref().await.unwrap().is_some() {}
         keepalive.release(session, addr).await;
         reused
+    }
+
+    /// A replica whose accepted connections are handled by `replica` (the socket, once
+    /// accepted), and a session on a new connection to it.
+    async fn session_to<F, Fut>(replica: F) -> HttpSession
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((socket, _)) = listener.accept().await {
+                replica(socket).await;
+            }
+        });
+        let peer = HttpPeer::new(addr, false, String::new());
+        let (session, _) = keepalive(Duration::from_secs(60), 4)
+            .session(&peer, addr)
+            .await
+            .unwrap();
+        session
+    }
+
+    /// Sends a POST on the session and waits for the answer that never comes. The
+    /// bytes acknowledged before it and after.
+    async fn post_unanswered(session: &mut HttpSession) -> (Option<u64>, Option<u64>) {
+        let before = bytes_acked(session);
+        let mut request = pingora::http::RequestHeader::build("POST", b"/graphql", None).unwrap();
+        request.insert_header("content-length", "2").unwrap();
+        let _ = session.write_request_header(Box::new(request)).await;
+        let _ = session.write_body(b"{}").await;
+        let _ = session.finish_body().await;
+        assert!(session.read_response().await.is_err(), "no answer");
+        (before, bytes_acked(session))
+    }
+
+    /// The idle-close race: the replica let the connection go before the request came.
+    /// Its kernel answers the request with a reset and acknowledges none of it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_sent_on_a_connection_the_replica_closed_is_not_acknowledged() {
+        let mut session = session_to(|socket| async move { drop(socket) }).await;
+        // The replica's FIN has come; the request is written after it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (before, after) = post_unanswered(&mut session).await;
+        assert!(before.is_some());
+        assert_eq!(before, after, "not a byte of the request acknowledged");
+    }
+
+    /// A replica killed as it works on a request it read: its kernel's FIN
+    /// acknowledges the request, so it is not taken for the race.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_the_replica_read_before_it_died_is_acknowledged() {
+        let mut session = session_to(|mut socket| async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The header and the two bytes of body, then gone without a word.
+            while !seen.ends_with(b"\r\n\r\n{}") {
+                match socket.read(&mut buf).await {
+                    Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+        })
+        .await;
+        let (before, after) = post_unanswered(&mut session).await;
+        assert!(
+            after > before,
+            "acknowledged by the close: {before:?} → {after:?}"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -26,8 +26,11 @@
 //! # Retries, and why they never apply a write twice
 //!
 //! Whether a failed attempt goes to another replica is one pure function,
-//! [`crate::retry::retry`], whose module says the rules and what the one exception (a
-//! reused connection closed before its answer) risks. Only what was read is replayed:
+//! [`crate::retry::retry`], whose module says the rules: after a request went out, any
+//! method is sent again only when the replica's kernel acknowledged none of it (the
+//! idle-close race); otherwise only what may be repeated (GET, HEAD, a keyed REST
+//! write), so a replica that dies holding a mutation never gets it applied twice.
+//! Only what was read is replayed:
 //! a JSON body is in memory, an upload is replayed only when all of it was kept.
 //!
 //! # A client that goes away
@@ -65,7 +68,7 @@ use pingora::{Error, ErrorType};
 use crate::client_addr::TrustedProxies;
 use crate::connections::AddressCaps;
 use crate::forwarding::{self, Framing};
-use crate::keepalive::Keepalive;
+use crate::keepalive::{self, Keepalive};
 use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
@@ -76,12 +79,6 @@ use crate::upstream::{Lease, Pool, Upstream};
 
 /// How long a replica that failed to take a body is given to say why (its early answer).
 const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
-
-/// How soon after a request is written a close of its reused connection counts as the
-/// race with the replica closing it while idle (and may be retried for any method). On
-/// loopback or a LAN the close of a connection the replica had already let go comes
-/// within a round trip; one that comes later is a replica that held the request.
-const IDLE_RACE_WINDOW: Duration = Duration::from_millis(100);
 
 /// Answers up to this long are read whole from the replica before the client is written
 /// to, so the replica's slot is given back before a slow client reads them.
@@ -485,19 +482,21 @@ impl Balancer {
             // the key away).
             let keyed = route.honours_key && request.headers.contains_key("idempotency-key");
             let peer = self.peer(replica.addr);
-            let (fault, reused) = match self.keepalive.session(&peer, replica.addr).await {
+            let (fault, reused, unread) = match self.keepalive.session(&peer, replica.addr).await {
                 Err(_) => (
                     Fault::Replica {
                         phase: Phase::Connect,
                         slow: false,
                     },
                     false,
+                    true,
                 ),
                 Ok((mut upstream, reused)) => {
                     if !upgrade {
                         upstream.read_timeout = Some(self.settings.read_timeout);
                         upstream.write_timeout = Some(self.settings.read_timeout);
                     }
+                    let acked = keepalive::bytes_acked(&upstream);
                     match self
                         .exchange(downstream, &mut upstream, request, &body, limit, started)
                         .await
@@ -515,7 +514,9 @@ impl Balancer {
                                 )
                                 .await;
                         }
-                        Err(fault) => (fault, reused),
+                        // Read after the failure: a kernel that acknowledged nothing
+                        // of the request has handed none of it to the replica.
+                        Err(fault) => (fault, reused, unacknowledged(acked, &upstream)),
                     }
                 }
             };
@@ -527,7 +528,7 @@ impl Balancer {
             // Nor does a failure while an upload was still coming in: the client chose
             // its pace.
             let uploading = matches!(body, Body::Streamed) && !downstream.is_body_done();
-            if retry::counts_against_replica(phase, reused) && !uploading {
+            if retry::counts_against_replica(phase, reused, unread) && !uploading {
                 replica.record_outcome(false, &self.pool.policy);
             }
             let mut attempt = Attempt {
@@ -535,7 +536,7 @@ impl Balancer {
                 safe,
                 keyed,
                 body_at_hand: self.body_at_hand(downstream, &body),
-                reused,
+                unread,
                 more: attempts < self.settings.max_tries,
             };
             if !attempt.body_at_hand
@@ -586,14 +587,9 @@ impl Balancer {
         limit: usize,
         started: Instant,
     ) -> Result<Answered, Fault> {
-        // A close within moments of the request is the idle-close race; a replica that
-        // held the request longer and then closed may have worked on it (it died).
-        let sending = Instant::now();
         let sent = |e: Box<Error>| Fault::Replica {
             phase: match e.etype() {
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-                    if sending.elapsed() < IDLE_RACE_WINDOW =>
-                {
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
                     Phase::Closed
                 }
                 _ => Phase::NoAnswer,
@@ -962,6 +958,12 @@ async fn write_json(
 /// Both reads wait in one `select!`; the one that loses is dropped, which loses
 /// nothing: pingora's body readers keep what they read in the session (pingora-proxy
 /// relies on the same when it selects between them).
+/// Whether the replica's kernel acknowledged none of the request's bytes: its count of
+/// acknowledged bytes is what it was before the request (and both could be read).
+fn unacknowledged(before: Option<u64>, upstream: &UpstreamSession) -> bool {
+    before.is_some() && keepalive::bytes_acked(upstream) == before
+}
+
 async fn tunnel(downstream: &mut DownstreamSession, upstream: &mut UpstreamSession) {
     enum Side {
         Client(pingora::Result<Option<Bytes>>),

@@ -6,20 +6,23 @@
 //!   of it was kept (a JSON body always is: it is read whole before a replica is
 //!   leased; an upload is kept up to 64 KiB).
 //! - A failed connect is retried whatever the method: nothing reached a replica.
-//! - A connection taken from the idle pool that was closed or reset before a single
-//!   byte of an answer came back, within moments of the request (100 ms: a round trip
-//!   and then some), is retried whatever the method. That is the race with a replica
-//!   closing an idle connection just as the request is written, which pingora
-//!   (`RetryType::ReusedOnly`) and browsers retry the same way. What it risks: a replica
-//!   that read the request and died within those moments, before answering a byte, is
-//!   indistinguishable from that race, so such a write may be applied twice. Keyed
-//!   writes are safe whatever happens; an unkeyed write is at risk only when its
-//!   replica dies within that instant, on a reused connection. A close that comes later
-//!   is a replica that held the request: only what may be repeated is retried then.
+//! - A request that went out and whose connection was closed or reset before a single
+//!   byte of an answer came back is retried whatever the method **when the replica's
+//!   TCP stack acknowledged none of its bytes**: a process cannot read what its kernel
+//!   has not acknowledged, so the replica never saw it. That is the idle-close race
+//!   (the replica closed a kept-alive connection just as the request was written: its
+//!   kernel answers the request with a reset, unacknowledged), which pingora
+//!   (`RetryType::ReusedOnly`) and browsers retry for any method too. What they risk,
+//!   and this does not: a replica that read the request and died before answering
+//!   looks the same to them. Here its kernel's close (a FIN) acknowledges every byte
+//!   the process read before the close is seen, so that request is not an unread one,
+//!   and a mutation is never applied twice. (The count is Linux's `TCP_INFO`
+//!   `tcpi_bytes_acked`, read before the request and after the failure; where it
+//!   cannot be read, the bytes count as acknowledged.)
 //! - Any other failure after the request went out is retried only for GET and HEAD,
 //!   and for the REST writes that honour an `Idempotency-Key` and carry one (the
 //!   replica answers a repeat with the first result). A GraphQL mutation, or a route
-//!   that ignores the header, is never replayed.
+//!   that ignores the header, is never replayed (RFC 9112 §9.3.1).
 //! - Never more than `--max-tries` attempts, never twice on one replica.
 
 /// How far an attempt got before it failed.
@@ -45,8 +48,9 @@ pub struct Attempt {
     /// The body can be sent again whole: there is none, all of it was kept, or none of
     /// it has been read from the client yet.
     pub body_at_hand: bool,
-    /// The connection came from the idle pool.
-    pub reused: bool,
+    /// The replica's TCP stack acknowledged no byte of the request: its process cannot
+    /// have read any of it.
+    pub unread: bool,
     /// Attempts remain under `--max-tries`.
     pub more: bool,
 }
@@ -58,17 +62,18 @@ pub fn retry(attempt: Attempt) -> bool {
     }
     match attempt.phase {
         Phase::Connect => true,
-        Phase::Closed if attempt.reused => true,
+        Phase::Closed if attempt.unread => true,
         Phase::Closed | Phase::NoAnswer => attempt.safe || attempt.keyed,
     }
 }
 
 /// Whether the failure counts against the replica for passive ejection. A reused
-/// connection closed before its answer is the idle-close race, not the replica's fault;
+/// connection closed before the replica read a byte of the request is the idle-close
+/// race, not the replica's fault;
 /// everything else that reaches here (a refused connect, a reset, a timeout, nonsense)
 /// is. What the client did or failed to do never reaches here.
-pub fn counts_against_replica(phase: Phase, reused: bool) -> bool {
-    !(phase == Phase::Closed && reused)
+pub fn counts_against_replica(phase: Phase, reused: bool, unread: bool) -> bool {
+    !(phase == Phase::Closed && reused && unread)
 }
 
 #[cfg(test)]
@@ -79,22 +84,26 @@ mod tests {
     #[test]
     fn the_table() {
         use Phase::*;
-        // (phase, safe, keyed, body at hand, reused) → retry (with attempts left)
+        // (phase, safe, keyed, body at hand, unread) → retry (with attempts left)
         let table = [
             // A failed connect: any method, when the body is at hand.
-            (Connect, false, false, true, false, true),
             (Connect, false, false, true, true, true),
+            (Connect, false, false, true, false, true),
             (Connect, true, false, true, false, true),
-            (Connect, false, false, false, false, false),
-            // The idle-close race on a reused connection: any method.
+            (Connect, false, false, false, true, false),
+            // Closed before an answer, and the replica acknowledged none of the
+            // request (the idle-close race): any method.
             (Closed, false, false, true, true, true),
             (Closed, false, true, true, true, true),
             (Closed, false, false, false, true, false),
-            // Closed on a fresh connection: only what may be repeated.
+            // Closed before an answer after the replica took the bytes (it may have
+            // read them and died): only what may be repeated.
             (Closed, false, false, true, false, false),
             (Closed, true, false, true, false, true),
             (Closed, false, true, true, false, true),
-            // No answer in time, or nonsense: only what may be repeated, reused or not.
+            (Closed, true, false, false, false, false),
+            // No answer in time, or nonsense: only what may be repeated, acknowledged
+            // or not (a replica that is slow to take the bytes is still working).
             (NoAnswer, false, false, true, false, false),
             (NoAnswer, false, false, true, true, false),
             (NoAnswer, true, false, true, false, true),
@@ -103,13 +112,13 @@ mod tests {
             (NoAnswer, false, true, false, false, false),
             (NoAnswer, true, false, false, true, false),
         ];
-        for (phase, safe, keyed, body_at_hand, reused, expected) in table {
+        for (phase, safe, keyed, body_at_hand, unread, expected) in table {
             let attempt = Attempt {
                 phase,
                 safe,
                 keyed,
                 body_at_hand,
-                reused,
+                unread,
                 more: true,
             };
             assert_eq!(retry(attempt), expected, "{attempt:?}");
@@ -125,9 +134,10 @@ mod tests {
 
     #[test]
     fn only_the_idle_close_race_is_not_the_replicas_fault() {
-        assert!(!counts_against_replica(Phase::Closed, true));
-        assert!(counts_against_replica(Phase::Closed, false));
-        assert!(counts_against_replica(Phase::Connect, false));
-        assert!(counts_against_replica(Phase::NoAnswer, true));
+        assert!(!counts_against_replica(Phase::Closed, true, true));
+        assert!(counts_against_replica(Phase::Closed, true, false));
+        assert!(counts_against_replica(Phase::Closed, false, true));
+        assert!(counts_against_replica(Phase::Connect, false, true));
+        assert!(counts_against_replica(Phase::NoAnswer, true, true));
     }
 }

@@ -396,3 +396,48 @@ async fn a_keyed_write_whose_replica_fails_before_its_body_has_come_is_replayed_
         "a request went to the failing replica first"
     );
 }
+
+/// A replica that reads a mutation on a kept-alive connection and dies before answering
+/// a byte closes it just as one that let the idle connection go when the request was
+/// sent, except that its kernel acknowledged the request. The mutation is not sent
+/// again: the client gets the 502, and every request reached one replica at most (CI
+/// once saw a stock adjustment applied twice when the balancer retried any close of a
+/// reused connection within 100 ms of the request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_whose_replica_dies_on_a_reused_connection_is_not_sent_again() {
+    let dropper = Dropper::dying_after(1).await;
+    let backend = Backend::start("other").await;
+    let balancer = Balancer::start(
+        &[dropper.addr, backend.addr],
+        &["--algorithm", "round-robin"],
+    );
+    balancer.wait_ready(2);
+    let http = client();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let sent = 12;
+    for _ in 0..sent {
+        let response = http
+            .post(format!("{}/graphql", balancer.url))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => ok += 1,
+            502 => failed += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        dropper.requests() > 0,
+        "a request reached the replica on a reused connection and was dropped"
+    );
+    assert_eq!(
+        dropper.requests() + dropper.answered() + backend.hits(),
+        sent,
+        "each request reached one replica, once"
+    );
+    assert_eq!(failed, dropper.requests(), "the client saw each failure");
+    assert_eq!(ok, sent - failed);
+}

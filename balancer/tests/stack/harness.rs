@@ -473,21 +473,35 @@ impl Backend {
 pub struct Dropper {
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
 }
 
 impl Dropper {
     pub async fn start() -> Self {
+        Self::serve(0, true).await
+    }
+
+    /// A replica that answers the first `first` requests on each connection (200, `ok`,
+    /// kept alive), then reads the next one whole and closes the connection without a
+    /// byte of answer, as a replica killed while it works on a request does.
+    pub async fn dying_after(first: u64) -> Self {
+        Self::serve(first, false).await
+    }
+
+    async fn serve(first: u64, reset: bool) -> Self {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
-        let counted = requests.clone();
+        let answered = Arc::new(AtomicU64::new(0));
+        let (counted, answers) = (requests.clone(), answered.clone());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let requests = counted.clone();
+                let (requests, answered) = (counted.clone(), answers.clone());
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     let mut buf = [0u8; 4096];
+                    let mut left = first;
                     loop {
                         let end = loop {
                             if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -498,12 +512,34 @@ impl Dropper {
                                 _ => return,
                             }
                         };
-                        if !seen.starts_with(b"GET /readyz ") {
+                        let failing = !seen.starts_with(b"GET /readyz ") && left == 0;
+                        if failing && reset {
                             requests.fetch_add(1, Ordering::SeqCst);
                             let _ = stream.set_zero_linger();
                             return;
                         }
-                        seen.drain(..end);
+                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while seen.len() < end + length {
+                            match stream.read(&mut buf).await {
+                                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                                _ => return,
+                            }
+                        }
+                        seen.drain(..end + length);
+                        if failing {
+                            // Read whole, then gone: the kernel's FIN acknowledges it.
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        if !head.starts_with("get /readyz ") {
+                            left -= 1;
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
                         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if stream.write_all(ok).await.is_err() {
                             return;
@@ -512,12 +548,21 @@ impl Dropper {
                 });
             }
         });
-        Self { addr, requests }
+        Self {
+            addr,
+            requests,
+            answered,
+        }
     }
 
     /// Requests it took and failed.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests it answered.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
     }
 }
 
