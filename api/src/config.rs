@@ -66,6 +66,20 @@ pub struct Config {
     #[arg(long, env = "ECANTEEN_WRITE_QUEUE", default_value_t = 64)]
     pub write_queue: usize,
 
+    /// On PostgreSQL, milliseconds a read waits for a connection of its own share of
+    /// the pool (the read lane) before it is refused with 503 and `Retry-After`. The
+    /// connections are split per class of work (reads, writes, sessions, the change
+    /// feed: `db::lanes`), each with a bounded queue and a deadline, so reads never wait
+    /// behind writes; writes use `--write-wait-ms` and `--write-queue`. SQLite's WAL
+    /// readers never wait for the writer, and ignore this.
+    #[arg(long, env = "ECANTEEN_READ_WAIT_MS", default_value_t = 100)]
+    pub read_wait_ms: u64,
+
+    /// On PostgreSQL, reads that may wait for a connection of the read lane at once, per
+    /// replica; one more is refused at once with 503 and `Retry-After`.
+    #[arg(long, env = "ECANTEEN_READ_QUEUE", default_value_t = 256)]
+    pub read_queue: usize,
+
     /// Longest a single PostgreSQL statement may run, in seconds.
     #[arg(long, env = "ECANTEEN_STATEMENT_TIMEOUT_SECS", default_value_t = 10)]
     pub statement_timeout_secs: u64,

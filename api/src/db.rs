@@ -45,14 +45,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::SqlitePool;
 
+mod lanes;
 mod statement;
 mod tx;
 mod waiting;
 
+pub use lanes::{Class, Lane, LaneShares, PgLanes};
 pub use statement::{Arg, Row, Scalar, Sql};
 pub use tx::Tx;
 pub use waiting::{Place, WaitingRoom};
@@ -65,8 +67,9 @@ use statement::arguments;
 pub enum Db {
     /// The pool, and the gate this process's write transactions pass one at a time.
     Sqlite(SqlitePool, WriteGate),
-    /// The pool, and the signal raised when a write to a change feed commits.
-    Postgres(PgPool, FeedSignal),
+    /// A pool per class of work (see [`PgLanes`]), and the signal raised when a write
+    /// to a change feed commits.
+    Postgres(PgLanes, FeedSignal),
 }
 
 /// Raised by every committed PostgreSQL transaction that appended to a change feed, and
@@ -334,8 +337,13 @@ pub struct DbOptions {
     /// (see [`WriteGate::with_wait`]).
     pub write_wait: Duration,
     /// How many writes may wait for their turn at SQLite's write gate at once (see
-    /// [`WriteGate::with_queue`]).
+    /// [`WriteGate::with_queue`]); on PostgreSQL, for a connection of the write lane,
+    /// and of the session lane ([`PgLanes`]).
     pub write_queue: usize,
+    /// On PostgreSQL, how long a read waits for a connection of the read lane, and how
+    /// many may wait at once ([`PgLanes`]).
+    pub read_wait: Duration,
+    pub read_queue: usize,
 }
 
 /// Milliseconds since the Unix epoch: the one time representation in the database.
@@ -359,7 +367,11 @@ impl Db {
                 let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(Tx::sqlite(tx, turn))
             }
-            Self::Postgres(pool, feed) => Ok(Tx::postgres(pool.begin().await?, feed.clone())),
+            Self::Postgres(lanes, feed) => {
+                let connection = lanes.lane(Class::Write).acquire().await?;
+                let tx = sqlx::Transaction::begin(connection, None).await?;
+                Ok(Tx::postgres(tx, feed.clone()))
+            }
         }
     }
 
@@ -376,15 +388,24 @@ impl Db {
 
     /// Runs a statement outside a transaction; the number of rows it changed.
     #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
+    /// On PostgreSQL, in the write lane ([`PgLanes`]): a statement run for the rows it
+    /// changes is a write.
     pub async fn execute(&self, sql: &Sql) -> sqlx::Result<u64> {
+        self.execute_in(Class::Write, sql).await
+    }
+
+    /// [`Db::execute`] in the lane of `class` on PostgreSQL (one lane on SQLite).
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
+    pub async fn execute_in(&self, class: Class, sql: &Sql) -> sqlx::Result<u64> {
         Ok(match self {
             Self::Sqlite(pool, _) => sqlx::query_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Self::Postgres(pool, _) => {
+            Self::Postgres(lanes, _) => {
+                let mut connection = lanes.lane(class).acquire().await?;
                 sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .execute(pool)
+                    .execute(&mut *connection)
                     .await?
                     .rows_affected()
             }
@@ -400,9 +421,10 @@ impl Db {
                     .fetch_all(pool)
                     .await
             }
-            Self::Postgres(pool, _) => {
+            Self::Postgres(lanes, _) => {
+                let mut connection = lanes.lane(Class::Read).acquire().await?;
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_all(pool)
+                    .fetch_all(&mut *connection)
                     .await
             }
         }
@@ -416,17 +438,28 @@ impl Db {
     }
 
     /// The row a statement returns, if any.
-    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
     pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> sqlx::Result<Option<T>> {
+        self.fetch_optional_in(Class::Read, sql).await
+    }
+
+    /// [`Db::fetch_optional`] in the lane of `class` on PostgreSQL (one lane on
+    /// SQLite): a write of one statement that returns a row is [`Class::Write`].
+    #[tracing::instrument(level = "debug", target = "sql", name = "sql", skip_all, fields(db.statement = %sql.text))]
+    pub async fn fetch_optional_in<T: Row>(
+        &self,
+        class: Class,
+        sql: &Sql,
+    ) -> sqlx::Result<Option<T>> {
         match self {
             Self::Sqlite(pool, _) => {
                 sqlx::query_as_with(&sql.text, arguments::<Sqlite>(&sql.args)?)
                     .fetch_optional(pool)
                     .await
             }
-            Self::Postgres(pool, _) => {
+            Self::Postgres(lanes, _) => {
+                let mut connection = lanes.lane(class).acquire().await?;
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *connection)
                     .await
             }
         }
@@ -448,9 +481,10 @@ impl Db {
                     .fetch_optional(pool)
                     .await
             }
-            Self::Postgres(pool, _) => {
+            Self::Postgres(lanes, _) => {
+                let mut connection = lanes.lane(Class::Read).acquire().await?;
                 sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *connection)
                     .await
             }
         }
@@ -488,14 +522,15 @@ impl Db {
                 .context("invalid PostgreSQL database URL")?
                 .application_name("ecanteen-api")
                 .options([("statement_timeout", timeout_ms.as_str())]);
-            let pool = PgPoolOptions::new()
-                .max_connections(options.max_connections)
-                .acquire_timeout(options.acquire_timeout)
-                .after_release(released_outside_transaction)
-                .connect_with(connect)
+            let shares = LaneShares::split(
+                options.max_connections,
+                (options.read_queue, options.read_wait),
+                (options.write_queue, options.write_wait),
+            );
+            let lanes = PgLanes::open(&connect, shares, options.acquire_timeout)
                 .await
                 .context("cannot connect to PostgreSQL")?;
-            Ok(Self::Postgres(pool, FeedSignal::default()))
+            Ok(Self::Postgres(lanes, FeedSignal::default()))
         } else {
             anyhow::bail!("unsupported database URL: it must start with sqlite: or postgres:")
         }
@@ -540,7 +575,9 @@ impl Db {
         loop {
             let result = match self {
                 Self::Sqlite(pool, _) => SQLITE_MIGRATOR.run(pool).await,
-                Self::Postgres(pool, _) => POSTGRES_MIGRATOR.run(pool).await,
+                Self::Postgres(lanes, _) => {
+                    POSTGRES_MIGRATOR.run(lanes.lane(Class::Write).pool()).await
+                }
             };
             match result {
                 Ok(()) => break,
@@ -565,8 +602,16 @@ impl Db {
     /// takes no turn from the stock writer. On PostgreSQL, whose writers do not share
     /// one lock, and for an in-memory SQLite database, the ledger is the main database.
     pub async fn open_login_ledger(&self, options: &DbOptions) -> anyhow::Result<Db> {
-        let Self::Sqlite(pool, gate) = self else {
-            return Ok(self.clone());
+        let (pool, gate) = match self {
+            Self::Sqlite(pool, gate) => (pool, gate),
+            // The ledger's writes come with logins: the session lane's, never a stock
+            // change's connection.
+            Self::Postgres(lanes, feed) => {
+                return Ok(Self::Postgres(
+                    lanes.writing_on(Class::Session),
+                    feed.clone(),
+                ));
+            }
         };
         if gate.lock_file.is_none() {
             return Ok(self.clone());
@@ -611,12 +656,18 @@ impl Db {
         ))
     }
 
-    /// Whether the database answers a trivial query.
+    /// Whether the database answers a trivial query. On PostgreSQL it asks on the read
+    /// lane's pool past the lane's queue: a full queue is overload, not an outage.
     pub async fn ping(&self) -> bool {
         // `cast`, since a bare `1` is an int4 on PostgreSQL, which is not an i64.
-        self.scalar::<i64>(&Sql::new("select cast(1 as bigint)"))
-            .await
-            .is_ok()
+        let one = "select cast(1 as bigint)";
+        match self {
+            Self::Sqlite(..) => self.scalar::<i64>(&Sql::new(one)).await.is_ok(),
+            Self::Postgres(lanes, _) => sqlx::query_scalar::<_, i64>(one)
+                .fetch_one(lanes.lane(Class::Read).pool())
+                .await
+                .is_ok(),
+        }
     }
 
     /// Takes the locks every write takes, and lets them go at once: whether a write
@@ -631,8 +682,10 @@ impl Db {
                 let _turn = gate.enter_patiently().await?;
                 pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await
             }
-            Self::Postgres(pool, _) => {
-                let mut tx = pool.begin().await?;
+            Self::Postgres(lanes, _) => {
+                // Past the write lane's queue, on its pool: whether a write can start
+                // at all, not whether one would be admitted now.
+                let mut tx = lanes.lane(Class::Write).pool().begin().await?;
                 sqlx::query(
                     "lock table products, stock_movements, product_events, idempotency_keys
                      in row exclusive mode",
@@ -659,7 +712,7 @@ impl Db {
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
             Self::Sqlite(pool, _) => (pool.size(), pool.num_idle()),
-            Self::Postgres(pool, _) => (pool.size(), pool.num_idle()),
+            Self::Postgres(lanes, _) => lanes.stats(),
         }
     }
 
@@ -670,7 +723,7 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(pool, _) => pool.close().await,
-            Self::Postgres(pool, _) => pool.close().await,
+            Self::Postgres(lanes, _) => lanes.close().await,
         }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
-use crate::db::{Db, FeedSignal};
+use crate::db::{Class, Db, FeedSignal};
 use crate::service::feed::{FeedKind, ProductEvent, StockFeedItem};
 use crate::service::Service;
 
@@ -56,8 +56,9 @@ impl EventHub {
     /// once a second besides its notifications).
     pub fn start(service: Service, poll: Duration) -> Self {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
-        if let Db::Postgres(pool, signal) = service.db() {
-            tokio::spawn(announce(pool.clone(), signal.clone(), sender.downgrade()));
+        if let Db::Postgres(lanes, signal) = service.db() {
+            let pool = lanes.lane(Class::Feed).pool().clone();
+            tokio::spawn(announce(pool, signal.clone(), sender.downgrade()));
         }
         tokio::spawn(tail(service, sender.clone(), poll));
         Self { sender }
@@ -186,9 +187,9 @@ impl Wakeup {
     async fn new(db: &Db, poll: Duration) -> Self {
         match db {
             Db::Sqlite(..) => Self::Poll(interval(poll)),
-            Db::Postgres(pool, _) => Self::Listen {
-                listener: listen(pool).await,
-                pool: pool.clone(),
+            Db::Postgres(lanes, _) => Self::Listen {
+                listener: listen(lanes.lane(Class::Feed).pool()).await,
+                pool: lanes.lane(Class::Feed).pool().clone(),
                 fallback: interval(Duration::from_secs(1)),
             },
         }

@@ -41,7 +41,7 @@ use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::Session;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
-use crate::db::{now_ms, Db, Sql};
+use crate::db::{now_ms, Class, Db, Lane, Sql};
 use crate::error::{ServiceError, ServiceResult};
 
 /// The session store of whichever engine the replica runs on, and the index of which
@@ -58,7 +58,15 @@ pub struct Store {
 #[derive(Clone, Debug)]
 enum Engine {
     Sqlite(SqliteStore),
-    Postgres(PostgresStore),
+    /// On PostgreSQL, a store on each of two lanes (`db::PgLanes`): loads, one per
+    /// request that carries a cookie, are reads, bounded as the read lane's queries
+    /// are; writes (logins, logouts, refreshes) have the session lane's connections,
+    /// so a login storm never takes a stock change's, nor a read's.
+    Postgres {
+        reads: PostgresStore,
+        read_lane: Lane,
+        writes: PostgresStore,
+    },
 }
 
 impl Store {
@@ -66,7 +74,11 @@ impl Store {
         // The store's default table names, which `Tx::end_sessions_of` deletes from.
         let engine = match db {
             Db::Sqlite(pool, _) => Engine::Sqlite(SqliteStore::new(pool.clone())),
-            Db::Postgres(pool, _) => Engine::Postgres(PostgresStore::new(pool.clone())),
+            Db::Postgres(lanes, _) => Engine::Postgres {
+                reads: PostgresStore::new(lanes.lane(Class::Read).pool().clone()),
+                read_lane: lanes.lane(Class::Read).clone(),
+                writes: PostgresStore::new(lanes.lane(Class::Session).pool().clone()),
+            },
         };
         Self {
             engine,
@@ -78,7 +90,7 @@ impl Store {
     pub async fn migrate(&self) -> sqlx::Result<()> {
         match &self.engine {
             Engine::Sqlite(s) => s.migrate().await,
-            Engine::Postgres(s) => s.migrate().await,
+            Engine::Postgres { writes, .. } => writes.migrate().await,
         }
     }
 
@@ -112,7 +124,8 @@ impl Store {
         };
         let indexed = self
             .db
-            .execute(
+            .execute_in(
+                Class::Session,
                 &Sql::new(
                     "insert into partner_sessions (session_id, user_id, expires_at)
                      select $1, id, $3 from users where id = $2 and password_version = $4
@@ -164,11 +177,10 @@ impl Store {
     /// with the session asks this again before each operation
     /// (`http::auth::SocketCredential`).
     pub async fn partner(&self, id: &Id) -> ServiceResult<Option<i64>> {
-        let record = match &self.engine {
-            Engine::Sqlite(s) => s.load(id).await,
-            Engine::Postgres(s) => s.load(id).await,
-        }
-        .map_err(|e| ServiceError::Unavailable(anyhow!("cannot read the session: {e}")))?;
+        let record = self
+            .load(id)
+            .await
+            .map_err(|e| ServiceError::Unavailable(anyhow!("cannot read the session: {e}")))?;
         Ok(record.as_ref().and_then(partner_of))
     }
 }
@@ -221,7 +233,7 @@ impl SessionStore for Store {
                 let _turn = store.turn(true).await?;
                 match &store.engine {
                     Engine::Sqlite(s) => s.create(&mut owned).await,
-                    Engine::Postgres(s) => s.create(&mut owned).await,
+                    Engine::Postgres { writes, .. } => writes.create(&mut owned).await,
                 }?;
                 store.index(&owned).await?;
                 Ok(owned)
@@ -254,11 +266,12 @@ impl SessionStore for Store {
                 Sql::new("update partner_sessions set expires_at = $1 where session_id = $2")
                     .arg(expiry_ms(&owned))
                     .arg(owned.id.to_string());
-            if store.db.execute(&touch).await.map_err(backend)? == 0 {
+            let touched = || store.db.execute_in(Class::Session, &touch);
+            if touched().await.map_err(backend)? == 0 {
                 return store.delete_now(&owned.id).await;
             }
             store.save_unindexed(&owned).await?;
-            if store.db.execute(&touch).await.map_err(backend)? == 0 {
+            if touched().await.map_err(backend)? == 0 {
                 store.delete_now(&owned.id).await?;
             }
             Ok(())
@@ -273,7 +286,9 @@ impl SessionStore for Store {
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match &self.engine {
             Engine::Sqlite(s) => s.load(id).await,
-            Engine::Postgres(s) => s.load(id).await,
+            Engine::Postgres {
+                reads, read_lane, ..
+            } => read_lane.bounded(reads.load(id)).await.map_err(backend)?,
         }
     }
 
@@ -297,7 +312,7 @@ impl Store {
     async fn save_unindexed(&self, record: &Record) -> session_store::Result<()> {
         match &self.engine {
             Engine::Sqlite(s) => s.save(record).await,
-            Engine::Postgres(s) => s.save(record).await,
+            Engine::Postgres { writes, .. } => writes.save(record).await,
         }
     }
 
@@ -305,10 +320,11 @@ impl Store {
     async fn delete_now(&self, id: &Id) -> session_store::Result<()> {
         match &self.engine {
             Engine::Sqlite(s) => s.delete(id).await,
-            Engine::Postgres(s) => s.delete(id).await,
+            Engine::Postgres { writes, .. } => writes.delete(id).await,
         }?;
         self.db
-            .execute(
+            .execute_in(
+                Class::Session,
                 &Sql::new("delete from partner_sessions where session_id = $1").arg(id.to_string()),
             )
             .await
@@ -323,10 +339,13 @@ impl ExpiredDeletion for Store {
         let _turn = self.turn(true).await?;
         match &self.engine {
             Engine::Sqlite(s) => s.delete_expired().await,
-            Engine::Postgres(s) => s.delete_expired().await,
+            Engine::Postgres { writes, .. } => writes.delete_expired().await,
         }?;
         self.db
-            .execute(&Sql::new("delete from partner_sessions where expires_at < $1").arg(now_ms()))
+            .execute_in(
+                Class::Session,
+                &Sql::new("delete from partner_sessions where expires_at < $1").arg(now_ms()),
+            )
             .await
             .map_err(backend)?;
         Ok(())

@@ -39,6 +39,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         statement_timeout: Duration::from_secs(config.statement_timeout_secs),
         write_wait: Duration::from_millis(config.write_wait_ms),
         write_queue: config.write_queue,
+        read_wait: Duration::from_millis(config.read_wait_ms),
+        read_queue: config.read_queue,
     };
     let setup = Db::setup_turn(&options).await?;
     let db = Db::connect(&options).await?;

@@ -54,7 +54,7 @@ pub enum SocketCredential {
     },
     /// A cookie session, by its id in the store: logged out, replaced or expired, it
     /// stops.
-    Session { store: Store, id: Id },
+    Session { store: Box<Store>, id: Id },
 }
 
 #[async_trait::async_trait]

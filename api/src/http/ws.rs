@@ -429,7 +429,7 @@ async fn init_credential(
         .into());
     };
     let credential = SocketCredential::Session {
-        store: crate::sessions::Store::new(service.db()),
+        store: Box::new(crate::sessions::Store::new(service.db())),
         id,
     };
     credential.check().await?;

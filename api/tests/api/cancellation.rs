@@ -312,8 +312,10 @@ async fn leak_a_transaction_holding_the_write_lock(db: &ecanteen_api::db::Db) {
             let mut conn = pool.acquire().await.unwrap();
             std::mem::forget(conn.begin_with("BEGIN IMMEDIATE").await.unwrap());
         }
-        ecanteen_api::db::Db::Postgres(pool, _) => {
-            let mut conn = pool.acquire().await.unwrap();
+        ecanteen_api::db::Db::Postgres(lanes, _) => {
+            // The write lane's pool, where writes run.
+            let lane = lanes.lane(ecanteen_api::db::Class::Write);
+            let mut conn = lane.pool().acquire().await.unwrap();
             let mut tx = conn.begin().await.unwrap();
             sqlx::query("lock table products in share mode")
                 .execute(&mut *tx)

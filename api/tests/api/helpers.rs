@@ -131,6 +131,10 @@ pub fn test_config(url: &str) -> Config {
     // deadline and queue have their own tests (overload::a_write_past_the_write_…).
     config.write_wait_ms = config.db_timeout_secs * 1000;
     config.write_queue = 100_000;
+    // So do reads, for a connection of PostgreSQL's read lane (`db::lanes`, tested in
+    // overload::postgres_…).
+    config.read_wait_ms = config.db_timeout_secs * 1000;
+    config.read_queue = 100_000;
     config
 }
 
@@ -180,6 +184,14 @@ impl TestApp {
             unreachable!("a SQLite app")
         };
         gate
+    }
+
+    /// PostgreSQL's lanes (`db::lanes`) of a PostgreSQL app.
+    pub fn postgres_lanes(&self) -> &ecanteen_api::db::PgLanes {
+        let ecanteen_api::db::Db::Postgres(lanes, _) = self.state.service.db() else {
+            unreachable!("a PostgreSQL app")
+        };
+        lanes
     }
 
     pub fn engine(&self) -> Engine {

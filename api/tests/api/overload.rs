@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::helpers::*;
+use ecanteen_api::db::Class;
 use ecanteen_test_client::documents::LOGIN;
 
 /// One password worker, a queue of one, a short wait: a handful of concurrent logins is
@@ -367,4 +368,130 @@ async fn a_failed_login_takes_no_turn_from_the_stock_writer() {
         .await
         .unwrap();
     assert_eq!(in_main, 0, "nothing was written to the main file");
+}
+
+/// Every connection a lane has, held: a lane refuses the next acquire once its wait has
+/// passed, so this takes them all and stops there.
+async fn hold_lane(
+    lane: &ecanteen_api::db::Lane,
+) -> Vec<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let mut held = Vec::new();
+    while let Ok(connection) = lane.acquire().await {
+        held.push(connection);
+        assert!(held.len() <= 64, "the lane never ran out of connections");
+    }
+    held
+}
+
+/// On PostgreSQL, reads have connections of their own: with every connection of the
+/// write lane held (writes stuck behind a lock), a read is answered at once, a
+/// login (its ledger and its session are the session lane's) goes through, and a write
+/// is refused with 503 and `Retry-After` at its deadline, not after the 5 s database
+/// timeout. With one pool for all, the read and the login waited behind the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_and_logins_never_wait_behind_writes_and_writes_are_refused_at_their_deadline(
+) {
+    let app = TestApp::with_config(Engine::Postgres, |c| {
+        c.write_wait_ms = 200;
+        c.write_queue = 64;
+        c.read_wait_ms = 200;
+        c.db_timeout_secs = 5;
+    })
+    .await;
+    let mut c = app.partner("lajur").await;
+    let id = c.create_product("Cilok", 10).await;
+    app.partner("lajur-dua").await;
+    let lanes = app.postgres_lanes();
+    let held = hold_lane(lanes.lane(Class::Write)).await;
+    assert!(!held.is_empty());
+
+    let started = std::time::Instant::now();
+    let read = c
+        .rest("GET", &format!("/ecanteen/product/{id}"), None, &[])
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    let mut other = app.client();
+    let login = other
+        .rest(
+            "POST",
+            "/ecanteen/login",
+            Some(json!({"username": "lajur-dua", "password": PASSWORD})),
+            &[],
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the read and the login waited: {:?}",
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    let write = c
+        .rest(
+            "POST",
+            &format!("/ecanteen/product/{id}/stock"),
+            Some(json!({"delta": -1})),
+            &[],
+        )
+        .await;
+    assert_eq!(write.status, 503, "{}", write.text());
+    assert_eq!(write.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "refused at the write deadline, not at the database timeout: {:?}",
+        started.elapsed()
+    );
+    // The replica is still ready: its probes wait past the lanes' queues.
+    drop(held);
+    assert_eq!(app.client().get("/readyz").await.status, 200);
+    let write = c
+        .rest(
+            "POST",
+            &format!("/ecanteen/product/{id}/stock"),
+            Some(json!({"delta": -1})),
+            &[],
+        )
+        .await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    assert_eq!(
+        c.quantity(&id).await,
+        9,
+        "the refused write was not applied"
+    );
+}
+
+/// At most `--read-queue` reads wait for a connection of PostgreSQL's read lane: one
+/// more is refused at once, without waiting out the deadline, and the one waiting gets
+/// a connection as soon as one is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_read_past_a_full_read_queue_is_refused_at_once_and_the_one_waiting_is_served() {
+    let app = TestApp::with_config(Engine::Postgres, |c| {
+        c.read_queue = 1;
+        c.read_wait_ms = 1_000;
+    })
+    .await;
+    let lane = app.postgres_lanes().lane(Class::Read).clone();
+    let mut held = hold_lane(&lane).await;
+
+    let waiter = lane.clone();
+    let waiting = tokio::spawn(async move { waiter.acquire().await.is_ok() });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(lane.waiting(), 1, "one read waits");
+
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        lane.acquire().await,
+        Err(sqlx::Error::PoolTimedOut)
+    ));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    held.pop();
+    assert!(
+        waiting.await.unwrap(),
+        "the waiting read got the free connection"
+    );
 }

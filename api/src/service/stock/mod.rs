@@ -27,7 +27,7 @@ pub use batch::{BatchStats, StockBatches};
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{now_ms, Db, Sql, Tx};
+use crate::db::{now_ms, Class, Db, Sql, Tx};
 use crate::domain::{IdempotencyKey, Note, Quantity, StockDelta, StockReason, MAX_QUANTITY};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
@@ -369,7 +369,11 @@ impl Service {
                     .arg(note)
                     .arg(change.operation)
                     .arg(idempotency.map(|i| i.fingerprint.as_str()));
-                match self.db.fetch_optional::<Applied>(&statement).await {
+                match self
+                    .db
+                    .fetch_optional_in::<Applied>(Class::Write, &statement)
+                    .await
+                {
                     Ok(applied) => applied,
                     // A concurrent request with the same key claimed it first: the
                     // statement wrote nothing, and the general path waits for it.
