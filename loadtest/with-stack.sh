@@ -9,8 +9,9 @@
 #   --replicas N     the balancer with N spawned replicas (default 2)
 #   --direct         one replica, no balancer
 #   --database-url   default: a fresh SQLite file in a temporary directory
-#   --limits         keep the balancer's rate limits (off by default: a capacity run's
-#                    whole load comes from one address); the attack suite keeps them
+#   --limits         keep the balancer's rate limits and per-address caps (off by
+#                    default: a capacity run's whole load comes from one address); the
+#                    attack suite keeps them
 #
 # The balancer's admin URL is exported as ECANTEEN_LOADTEST_ADMIN.
 #
@@ -25,7 +26,10 @@ profile=debug
 replicas=2
 direct=false
 database_url=""
-limits=(--rate-limit-ip 0 --rate-limit-partner 0)
+# Off unless --limits: the rate limits and the per-address caps (connections, requests
+# in flight, WebSockets), since a capacity run's whole load comes from one address.
+limits=(--rate-limit-ip 0 --rate-limit-partner 0 --max-connections-per-address 0
+  --max-in-flight-per-address 0 --max-websockets-per-address 0)
 while [ $# -gt 0 ]; do
   case "$1" in
     --limits) limits=() ;;
@@ -99,8 +103,9 @@ if $direct; then
   ready() { get "$port" /readyz > /dev/null; }
   echo "with-stack: one replica ($profile) at http://127.0.0.1:$port, $database_url" >&2
 else
-  # The rate limits are off unless --limits: the whole load comes from one IP, and
-  # measuring capacity is the point. (Their own tests are in balancer/tests/stack/limits.rs.)
+  # The rate limits and per-address caps are off unless --limits: the whole load comes
+  # from one IP, and measuring capacity is the point. (Their own tests are in
+  # balancer/tests/stack/limits.rs and hostile.rs.)
   "$bin/ecanteen-balancer" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --spawn "$replicas" --api-bin "$bin/ecanteen-api" --database-url "$database_url" \
     ${limits[@]+"${limits[@]}"} \
