@@ -67,17 +67,21 @@ pub struct Config {
     pub write_queue: usize,
 
     /// On PostgreSQL, milliseconds a read waits for a connection of its own share of
-    /// the pool (the read lane) before it is refused with 503 and `Retry-After`. The
-    /// connections are split per class of work (reads, writes, sessions, the change
-    /// feed: `db::lanes`), each with a bounded queue and a deadline, so reads never wait
-    /// behind writes; writes use `--write-wait-ms` and `--write-queue`. SQLite's WAL
-    /// readers never wait for the writer, and ignore this.
-    #[arg(long, env = "ECANTEEN_READ_WAIT_MS", default_value_t = 100)]
+    /// the pool (the read lane) before it is refused with 503 and `Retry-After`; 0 (the
+    /// default): as long as the database timeout. The connections are split per class
+    /// of work (reads, writes, sessions, upkeep: `db::lanes`), so reads never wait
+    /// behind writes; writes have a bounded queue and a deadline (`--write-queue`,
+    /// `--write-wait-ms`). Reads are not refused by default because a request that
+    /// has written reads afterwards (a product's owner, to answer): refused then, the
+    /// client is told 503 for a write that was applied, and an unkeyed write sent again
+    /// applies twice. Set it only where clients send idempotency keys.
+    #[arg(long, env = "ECANTEEN_READ_WAIT_MS", default_value_t = 0)]
     pub read_wait_ms: u64,
 
     /// On PostgreSQL, reads that may wait for a connection of the read lane at once, per
-    /// replica; one more is refused at once with 503 and `Retry-After`.
-    #[arg(long, env = "ECANTEEN_READ_QUEUE", default_value_t = 256)]
+    /// replica (one more is refused with 503 and `Retry-After`); 0 (the default): no
+    /// bound. See `--read-wait-ms` for why.
+    #[arg(long, env = "ECANTEEN_READ_QUEUE", default_value_t = 0)]
     pub read_queue: usize,
 
     /// Longest a single PostgreSQL statement may run, in seconds.

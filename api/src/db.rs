@@ -368,7 +368,7 @@ impl Db {
                 Ok(Tx::sqlite(tx, turn))
             }
             Self::Postgres(lanes, feed) => {
-                let connection = lanes.lane(Class::Write).acquire().await?;
+                let connection = lanes.acquire(Class::Write).await?;
                 let tx = sqlx::Transaction::begin(connection, None).await?;
                 Ok(Tx::postgres(tx, feed.clone()))
             }
@@ -403,7 +403,7 @@ impl Db {
                 .await?
                 .rows_affected(),
             Self::Postgres(lanes, _) => {
-                let mut connection = lanes.lane(class).acquire().await?;
+                let mut connection = lanes.acquire(class).await?;
                 sqlx::query_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .execute(&mut *connection)
                     .await?
@@ -422,7 +422,7 @@ impl Db {
                     .await
             }
             Self::Postgres(lanes, _) => {
-                let mut connection = lanes.lane(Class::Read).acquire().await?;
+                let mut connection = lanes.acquire(Class::Read).await?;
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_all(&mut *connection)
                     .await
@@ -432,7 +432,12 @@ impl Db {
 
     /// The one row a statement returns (an error when there is none).
     pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> sqlx::Result<T> {
-        self.fetch_optional(sql)
+        self.fetch_one_in(Class::Read, sql).await
+    }
+
+    /// [`Db::fetch_one`] in the lane of `class` on PostgreSQL.
+    pub async fn fetch_one_in<T: Row>(&self, class: Class, sql: &Sql) -> sqlx::Result<T> {
+        self.fetch_optional_in(class, sql)
             .await?
             .ok_or(sqlx::Error::RowNotFound)
     }
@@ -457,7 +462,7 @@ impl Db {
                     .await
             }
             Self::Postgres(lanes, _) => {
-                let mut connection = lanes.lane(class).acquire().await?;
+                let mut connection = lanes.acquire(class).await?;
                 sqlx::query_as_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(&mut *connection)
                     .await
@@ -482,7 +487,7 @@ impl Db {
                     .await
             }
             Self::Postgres(lanes, _) => {
-                let mut connection = lanes.lane(Class::Read).acquire().await?;
+                let mut connection = lanes.acquire(Class::Read).await?;
                 sqlx::query_scalar_with(&sql.text, arguments::<Postgres>(&sql.args)?)
                     .fetch_optional(&mut *connection)
                     .await
@@ -526,6 +531,7 @@ impl Db {
                 options.max_connections,
                 (options.read_queue, options.read_wait),
                 (options.write_queue, options.write_wait),
+                options.acquire_timeout,
             );
             let lanes = PgLanes::open(&connect, shares, options.acquire_timeout)
                 .await
@@ -656,15 +662,15 @@ impl Db {
         ))
     }
 
-    /// Whether the database answers a trivial query. On PostgreSQL it asks on the read
-    /// lane's pool past the lane's queue: a full queue is overload, not an outage.
+    /// Whether the database answers a trivial query. On PostgreSQL it asks on the upkeep
+    /// lane, which requests never use: a full queue is overload, not an outage.
     pub async fn ping(&self) -> bool {
         // `cast`, since a bare `1` is an int4 on PostgreSQL, which is not an i64.
         let one = "select cast(1 as bigint)";
         match self {
             Self::Sqlite(..) => self.scalar::<i64>(&Sql::new(one)).await.is_ok(),
             Self::Postgres(lanes, _) => sqlx::query_scalar::<_, i64>(one)
-                .fetch_one(lanes.lane(Class::Read).pool())
+                .fetch_one(lanes.lane(Class::Upkeep).pool())
                 .await
                 .is_ok(),
         }
@@ -683,9 +689,9 @@ impl Db {
                 pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await
             }
             Self::Postgres(lanes, _) => {
-                // Past the write lane's queue, on its pool: whether a write can start
-                // at all, not whether one would be admitted now.
-                let mut tx = lanes.lane(Class::Write).pool().begin().await?;
+                // On the upkeep lane: whether a write can start at all, not whether
+                // one would be admitted now.
+                let mut tx = lanes.lane(Class::Upkeep).pool().begin().await?;
                 sqlx::query(
                     "lock table products, stock_movements, product_events, idempotency_keys
                      in row exclusive mode",

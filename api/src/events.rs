@@ -57,7 +57,7 @@ impl EventHub {
     pub fn start(service: Service, poll: Duration) -> Self {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
         if let Db::Postgres(lanes, signal) = service.db() {
-            let pool = lanes.lane(Class::Feed).pool().clone();
+            let pool = lanes.lane(Class::Upkeep).pool().clone();
             tokio::spawn(announce(pool, signal.clone(), sender.downgrade()));
         }
         tokio::spawn(tail(service, sender.clone(), poll));
@@ -188,8 +188,8 @@ impl Wakeup {
         match db {
             Db::Sqlite(..) => Self::Poll(interval(poll)),
             Db::Postgres(lanes, _) => Self::Listen {
-                listener: listen(lanes.lane(Class::Feed).pool()).await,
-                pool: lanes.lane(Class::Feed).pool().clone(),
+                listener: listen(lanes.lane(Class::Upkeep).pool()).await,
+                pool: lanes.lane(Class::Upkeep).pool().clone(),
                 fallback: interval(Duration::from_secs(1)),
             },
         }

@@ -257,7 +257,14 @@ impl SessionStore for Store {
     /// session the index never had (stored before the index existed) ends here too.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (store, owned) = (self.clone(), record.clone());
-        let saved = detached(async move {
+        // On PostgreSQL the session lane waits as long as the database timeout (logins
+        // and logouts must be written); a refresh, in the request's way, is waited for
+        // no longer than a write's deadline, and runs on to its end meanwhile.
+        let deadline = match &self.db {
+            Db::Sqlite(_, gate) => gate.wait(),
+            Db::Postgres(lanes, _) => lanes.lane(Class::Write).wait(),
+        };
+        let saving = detached(async move {
             let _turn = store.turn(false).await?;
             let Some(_) = partner_of(&owned) else {
                 return store.save_unindexed(&owned).await;
@@ -275,8 +282,10 @@ impl SessionStore for Store {
                 store.delete_now(&owned.id).await?;
             }
             Ok(())
-        })
-        .await;
+        });
+        let saved = tokio::time::timeout(deadline, saving)
+            .await
+            .unwrap_or_else(|_| Err(backend("still running after the write deadline")));
         if let Err(e) = saved {
             tracing::warn!(error = %e, "a session's expiry was not pushed forward");
         }

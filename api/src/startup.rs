@@ -39,8 +39,14 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         statement_timeout: Duration::from_secs(config.statement_timeout_secs),
         write_wait: Duration::from_millis(config.write_wait_ms),
         write_queue: config.write_queue,
-        read_wait: Duration::from_millis(config.read_wait_ms),
-        read_queue: config.read_queue,
+        read_wait: match config.read_wait_ms {
+            0 => config.db_timeout(),
+            ms => Duration::from_millis(ms),
+        },
+        read_queue: match config.read_queue {
+            0 => usize::MAX,
+            n => n,
+        },
     };
     let setup = Db::setup_turn(&options).await?;
     let db = Db::connect(&options).await?;

@@ -231,8 +231,9 @@ pub struct Config {
     pub client_send_timeout_secs: u64,
 
     /// Most client connections open at once; past it a new one is closed at once.
-    /// Default: half the file descriptors (the soft limit, raised to the hard one at
-    /// start) less 256, at most 16,384, so `accept()` never runs out of descriptors.
+    /// Default: three quarters of the file descriptors (the soft limit, raised to the
+    /// hard one at start) less 256, at most 16,384, so `accept()` never runs out of
+    /// descriptors and the connections to the replicas have the last quarter.
     #[arg(long, env = "ECANTEEN_BALANCER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 

@@ -80,6 +80,12 @@ use crate::upstream::{Lease, Pool, Upstream};
 /// How long a replica that failed to take a body is given to say why (its early answer).
 const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
+/// How soon after a request is written the close of its reused connection may be the
+/// race with the replica closing it while idle: the replica's reset to a request that
+/// came after its close arrives within a round trip. (With none of the request
+/// acknowledged besides: see [`crate::retry`].)
+const IDLE_RACE_WINDOW: Duration = Duration::from_millis(100);
+
 /// Answers up to this long are read whole from the replica before the client is written
 /// to, so the replica's slot is given back before a slow client reads them.
 const ANSWER_BUFFER: usize = 1024 * 1024;
@@ -497,6 +503,7 @@ impl Balancer {
                         upstream.write_timeout = Some(self.settings.read_timeout);
                     }
                     let acked = keepalive::bytes_acked(&upstream);
+                    let sending = Instant::now();
                     match self
                         .exchange(downstream, &mut upstream, request, &body, limit, started)
                         .await
@@ -516,7 +523,12 @@ impl Balancer {
                         }
                         // Read after the failure: a kernel that acknowledged nothing
                         // of the request has handed none of it to the replica.
-                        Err(fault) => (fault, reused, unacknowledged(acked, &upstream)),
+                        Err(fault) => {
+                            let race = reused
+                                && sending.elapsed() < IDLE_RACE_WINDOW
+                                && unacknowledged(acked, &upstream);
+                            (fault, reused, race)
+                        }
                     }
                 }
             };
@@ -528,7 +540,7 @@ impl Balancer {
             // Nor does a failure while an upload was still coming in: the client chose
             // its pace.
             let uploading = matches!(body, Body::Streamed) && !downstream.is_body_done();
-            if retry::counts_against_replica(phase, reused, unread) && !uploading {
+            if retry::counts_against_replica(phase, reused) && !uploading {
                 replica.record_outcome(false, &self.pool.policy);
             }
             let mut attempt = Attempt {

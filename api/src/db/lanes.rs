@@ -12,19 +12,29 @@
 //!   connections, so a read never waits behind a write holding a row lock;
 //! - **writes** (write transactions and one-statement writes: stock changes, products,
 //!   pictures, idempotency keys);
-//! - **sessions** (the session store's loads and saves, the session index, logins'
-//!   writes), so a login storm's session writes never take a stock change's connection.
-//!   The password work itself is CPU, admitted apart (`service::admission`);
-//! - **the change feed**: two connections, the listener's (held for good) and the
-//!   announcer's NOTIFY (`events`), which must never wait behind requests.
+//! - **sessions** (the session store's writes, the session index, the login ledger,
+//!   API tokens' last use), so a login storm's writes never take a stock change's
+//!   connection. Logins are admitted already (the password work is CPU, admitted apart
+//!   by `service::admission`), so this lane waits as long as the database timeout;
+//!   a session's refresh is not waited for past the write deadline (`sessions`);
+//! - **upkeep**: three connections for what must never wait behind requests: the change
+//!   feed's listener (held for good) and announcer (`events`), and the health probes.
+//!
+//! Reads that complete a write already committed (a stock change's ledger row, read
+//! back) are never refused: a client told 503 would send the applied write again. They
+//! wait on the write lane's pool past its queue ([`Class::Committed`]).
 //!
 //! A request joins its lane's queue (at most `queue` wait; one more is refused at
 //! once) and waits for a connection at most `wait`; then it is refused with
 //! `PoolTimedOut`, which the API answers 503 with `Retry-After`. A refusal costs no
 //! connection. The session store runs its own queries on a lane's pool, so its loads
 //! are bounded as a whole instead ([`Lane::bounded`]). What must not be refused for
-//! overload (the health probes, the change-feed listener, migrations) uses the pool
-//! past the queue, bounded by the database timeout.
+//! overload (the health probes, the change-feed listener, migrations) uses a pool past
+//! its queue, bounded by the database timeout. A lane's deadline also covers opening a
+//! connection when none is idle (sqlx connects inside `acquire`): over a slow link,
+//! raise `--write-wait-ms` above a connect's time. (Keeping every connection open
+//! with `min_connections` would avoid it; with it, a connection given back did not
+//! always reach a waiting acquire in this crate's tests, which is not understood yet.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +51,9 @@ pub enum Class {
     Read,
     Write,
     Session,
-    Feed,
+    Upkeep,
+    /// A read that completes a committed write: the write lane's pool, past its queue.
+    Committed,
 }
 
 /// How many connections a class gets, how many may wait for one, and for how long.
@@ -58,20 +70,29 @@ pub struct LaneShares {
     pub reads: LaneShare,
     pub writes: LaneShare,
     pub sessions: LaneShare,
-    pub feed: LaneShare,
+    pub upkeep: LaneShare,
 }
 
-/// The change feed's connections: its listener's and its announcer's.
-const FEED_CONNECTIONS: u32 = 2;
+/// The upkeep lane's connections: the change feed listener's (held for good), and two
+/// for its announcer and the health probes (the write probe may wait on a lock while
+/// the database ping must still answer).
+const UPKEEP_CONNECTIONS: u32 = 3;
 
 impl LaneShares {
-    /// `total` connections split between the lanes: two to the change feed, of the
-    /// rest a quarter to writes and a fifth to sessions' writes (at least one each), and
-    /// what is left, at least one, to reads. Ten make 2 + 2 + 1 + 5.
-    pub fn split(total: u32, read: (usize, Duration), write: (usize, Duration)) -> Self {
-        let rest = total.saturating_sub(FEED_CONNECTIONS).max(3);
-        let writes = (rest / 4).max(1);
-        let sessions = (rest / 5).max(1);
+    /// `total` connections split between the lanes: three for upkeep, of the rest a
+    /// quarter (rounded up) for writes and a quarter for sessions (at least one), and
+    /// what is left, at least one, for reads. Ten make 3 + 2 + 1 + 4; PostgreSQL gets at
+    /// least six. Sessions wait `patience` (the database timeout), in a queue as long
+    /// as the writes'.
+    pub fn split(
+        total: u32,
+        read: (usize, Duration),
+        write: (usize, Duration),
+        patience: Duration,
+    ) -> Self {
+        let rest = total.saturating_sub(UPKEEP_CONNECTIONS).max(3);
+        let writes = rest.div_ceil(4);
+        let sessions = (rest / 4).max(1);
         let reads = rest.saturating_sub(writes + sessions).max(1);
         let share = |connections, (queue, wait): (usize, Duration)| LaneShare {
             connections,
@@ -81,8 +102,8 @@ impl LaneShares {
         Self {
             reads: share(reads, read),
             writes: share(writes, write),
-            sessions: share(sessions, write),
-            feed: share(FEED_CONNECTIONS, write),
+            sessions: share(sessions, (write.0, patience)),
+            upkeep: share(UPKEEP_CONNECTIONS, (write.0, patience)),
         }
     }
 }
@@ -152,6 +173,11 @@ impl Lane {
     pub fn waiting(&self) -> usize {
         self.waiting.count()
     }
+
+    /// How long one waits for a connection before it is refused.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
 }
 
 /// PostgreSQL's lanes.
@@ -160,7 +186,7 @@ pub struct PgLanes {
     reads: Lane,
     writes: Lane,
     sessions: Lane,
-    feed: Lane,
+    upkeep: Lane,
 }
 
 impl PgLanes {
@@ -175,16 +201,25 @@ impl PgLanes {
             reads: Lane::open(connect, shares.reads, patience).await?,
             writes: Lane::open(connect, shares.writes, patience).await?,
             sessions: Lane::open(connect, shares.sessions, patience).await?,
-            feed: Lane::open(connect, shares.feed, patience).await?,
+            upkeep: Lane::open(connect, shares.upkeep, patience).await?,
         })
     }
 
     pub fn lane(&self, class: Class) -> &Lane {
         match class {
             Class::Read => &self.reads,
-            Class::Write => &self.writes,
+            Class::Write | Class::Committed => &self.writes,
             Class::Session => &self.sessions,
-            Class::Feed => &self.feed,
+            Class::Upkeep => &self.upkeep,
+        }
+    }
+
+    /// A connection for work of `class`: within its lane's queue and deadline, or, for
+    /// [`Class::Committed`], on the write lane's pool past its queue.
+    pub async fn acquire(&self, class: Class) -> sqlx::Result<PoolConnection<Postgres>> {
+        match class {
+            Class::Committed => self.writes.pool.acquire().await,
+            other => self.lane(other).acquire().await,
         }
     }
 
@@ -198,7 +233,7 @@ impl PgLanes {
     }
 
     fn all(&self) -> [&Lane; 4] {
-        [&self.reads, &self.writes, &self.sessions, &self.feed]
+        [&self.reads, &self.writes, &self.sessions, &self.upkeep]
     }
 
     /// (open connections, idle connections), over the pools.
@@ -223,22 +258,24 @@ mod tests {
     fn the_connections_are_split_and_every_lane_has_one() {
         let read = (128, Duration::from_millis(100));
         let write = (64, Duration::from_millis(100));
+        let patience = Duration::from_secs(5);
         let counts = |total| {
-            let shares = LaneShares::split(total, read, write);
+            let shares = LaneShares::split(total, read, write, patience);
             (
-                shares.feed.connections,
+                shares.upkeep.connections,
                 shares.writes.connections,
                 shares.sessions.connections,
                 shares.reads.connections,
             )
         };
-        assert_eq!(counts(10), (2, 2, 1, 5));
-        assert_eq!(counts(40), (2, 9, 7, 22));
-        for small in [0, 1, 2, 3, 4, 5] {
-            assert_eq!(counts(small), (2, 1, 1, 1), "{small}");
+        assert_eq!(counts(10), (3, 2, 1, 4));
+        assert_eq!(counts(40), (3, 10, 9, 18));
+        for small in [0, 1, 2, 3, 4, 5, 6] {
+            assert_eq!(counts(small), (3, 1, 1, 1), "{small}");
         }
-        let ten = LaneShares::split(10, read, write);
+        let ten = LaneShares::split(10, read, write, patience);
         assert_eq!((ten.reads.queue, ten.writes.queue), (128, 64));
         assert_eq!(ten.reads.wait, Duration::from_millis(100));
+        assert_eq!(ten.sessions.wait, patience, "logins are admitted already");
     }
 }

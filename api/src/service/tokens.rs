@@ -7,7 +7,7 @@
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::db::{now_ms, Sql};
+use crate::db::{now_ms, Class, Sql};
 use crate::domain::{IdempotencyKey, TokenName};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::idempotency::{stored_result, Idempotency};
@@ -246,9 +246,14 @@ impl Service {
         let stale = |used: Option<i64>| used.is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS);
         // Written only when it is stale: an UPDATE, even of no row, takes SQLite's write
         // lock, and a busy till would queue behind every stock change.
+        // Bookkeeping, not the request's work: on the session lane, and a failure (a busy
+        // database) leaves the earlier time, to be written at the next use, rather than
+        // failing a read the token may make.
         if let Some((id, _, _)) = found.filter(|f| stale(f.2)) {
-            self.db
-                .execute(
+            let noted = self
+                .db
+                .execute_in(
+                    Class::Session,
                     &Sql::new(
                         "update api_tokens set last_used_at = $1
                          where id = $2 and (last_used_at is null or last_used_at < $3)",
@@ -257,7 +262,10 @@ impl Service {
                     .arg(id)
                     .arg(now - LAST_USED_RESOLUTION_MS),
                 )
-                .await?;
+                .await;
+            if let Err(e) = noted {
+                tracing::warn!(error = %e, "a token's last use was not written");
+            }
         }
         let found = found.map(|(id, user_id, _)| (id, user_id));
         let (id, user_id) = found.ok_or(REFUSED)?;

@@ -495,3 +495,48 @@ async fn postgres_a_read_past_a_full_read_queue_is_refused_at_once_and_the_one_w
         "the waiting read got the free connection"
     );
 }
+
+/// A stock change is read back after it commits (its ledger row). With every connection
+/// of PostgreSQL's read lane busy and reads refused after 100 ms, the change is still
+/// applied and answered: a 503 then would tell the client that an applied change
+/// failed, and an unkeyed one sent again would apply twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_stock_change_whose_reads_are_all_busy_is_applied_and_answered() {
+    use ecanteen_api::domain::{Quantity, StockReason};
+    use ecanteen_api::service::stock::SetStock;
+    use ecanteen_api::service::{Actor, AuthMethod};
+
+    let app = TestApp::with_config(Engine::Postgres, |c| {
+        c.read_wait_ms = 100;
+        c.read_queue = 64;
+    })
+    .await;
+    let mut c = app.partner("baca-sibuk").await;
+    c.create_product("Kerupuk", 10).await;
+    let db = app.state.service.db();
+    let (product_id, user_id): (i64, i64) = db
+        .fetch_one(&Sql::new(
+            "select id, owner_id from products where name = 'Kerupuk'",
+        ))
+        .await
+        .unwrap();
+    let held = hold_lane(app.postgres_lanes().lane(Class::Read)).await;
+
+    let actor = Actor {
+        user_id,
+        method: AuthMethod::Session,
+    };
+    let input = SetStock {
+        product_id,
+        quantity: Quantity::parse("quantity", 7).unwrap(),
+        reason: StockReason::Count,
+        note: None,
+        expected_quantity: None,
+        idempotency_key: None,
+    };
+    let change = app.state.service.set_stock(&actor, input).await;
+    let change = change.expect("applied and answered");
+    assert_eq!(change.product.quantity, 7);
+    assert_eq!(change.movement.delta, -3);
+    drop(held);
+}

@@ -288,9 +288,12 @@ impl Service {
             .write_change(actor, &change, idempotency.as_ref(), now)
             .await?;
 
+        // Read back after the commit: never refused for overload (the client would send
+        // the applied change again), so on the write lane past its queue.
         let movement: StockMovement = self
             .db
-            .fetch_one(
+            .fetch_one_in(
+                Class::Committed,
                 &Sql::new(format!(
                     "select {MOVEMENT_COLUMNS} from stock_movements where id = $1"
                 ))
@@ -302,7 +305,8 @@ impl Service {
             Some(_) => None,
             None => Some(
                 self.db
-                    .fetch_one(
+                    .fetch_one_in(
+                        Class::Committed,
                         &Sql::new(format!(
                             "select {PRODUCT_COLUMNS} from products where id = $1"
                         ))
